@@ -1,0 +1,96 @@
+"""Process-wide settings: thread count and chunk size.
+
+Both are read once from the environment (``FASTEM_NUM_THREADS``,
+``FASTEM_CHUNK_SIZE``) and can be changed at run time.  Results never depend
+on the thread count; they depend on the chunk size only through the order of
+floating-point additions (differences of order 1e-15 relative).
+"""
+
+import os
+
+__all__ = ["get_num_threads", "set_num_threads", "get_chunk_size", "set_chunk_size"]
+
+_MAX_CHUNKS = 64  # per-chunk statistic buffers are (n_chunks, ...): keep them few
+_MIN_CHUNK_ROWS = 256
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _positive_int_from_env(name):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise ValueError(f"environment variable {name}={raw!r} must be a positive integer")
+    return value
+
+
+_state = {
+    "num_threads": _positive_int_from_env("FASTEM_NUM_THREADS") or _cpu_count(),
+    "chunk_size": _positive_int_from_env("FASTEM_CHUNK_SIZE"),
+}
+
+
+def _check_positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def get_num_threads():
+    """Number of threads the compiled backends use (default: all cores)."""
+    return _state["num_threads"]
+
+
+def set_num_threads(n):
+    """Set the number of threads used by the compiled backends.
+
+    Parameters
+    ----------
+    n : int >= 1
+        Values above the number of cores numba was started with are capped.
+    """
+    _state["num_threads"] = _check_positive_int("n", n)
+
+
+def get_chunk_size():
+    """Rows per chunk, or None for automatic (the default)."""
+    return _state["chunk_size"]
+
+
+def set_chunk_size(rows):
+    """Fix the number of rows per chunk (None restores the automatic choice).
+
+    Each chunk owns one slot of the statistic buffers, and slots are summed in
+    chunk order, so the chunk size (not the thread count) fixes the order of
+    the floating-point additions.
+    """
+    _state["chunk_size"] = _check_positive_int("rows", rows, allow_none=True)
+
+
+def chunk_layout(n_samples):
+    """Return (chunk_size, n_chunks) for ``n_samples`` rows.
+
+    Automatic: at least 256 rows a chunk and at most 64 chunks, so statistic
+    buffers stay small while two or more threads still get balanced work.
+    The layout depends on ``n_samples`` only, never on the thread count.
+    """
+    rows = _state["chunk_size"]
+    if rows is None:
+        rows = max(_MIN_CHUNK_ROWS, -(-n_samples // _MAX_CHUNKS))
+    n_chunks = max(1, -(-n_samples // rows))
+    return rows, n_chunks

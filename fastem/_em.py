@@ -1,0 +1,119 @@
+"""The one EM driver behind every fastem model.
+
+It owns initialisation, the E/M iteration, convergence, the best of
+``n_init`` runs and the final E-step.  A model family supplies only
+``allocate`` (statistic buffers), ``e_step`` (a backend kernel that adds into
+those buffers) and ``m_step`` (parameters from statistics).  K-means is this
+same loop with a hard E-step on a restricted Gaussian family; it brings its own
+convergence monitor and an empty-cluster hook.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _config
+
+
+class ConvergenceMonitor:
+    """Converged when the lower bound moves by less than ``tol`` (``tol=0``: never)."""
+
+    def __init__(self, tol, initial_lower_bound=-np.inf):
+        self.tol = tol
+        self.previous = initial_lower_bound
+
+    def update(self, stats, old_params, new_params):
+        change = stats.lower_bound - self.previous
+        self.previous = stats.lower_bound
+        return abs(change) < self.tol
+
+    def describe(self, stats):
+        return f"lower bound {stats.lower_bound:.10g}"
+
+
+@dataclass
+class EMRun:
+    params: object
+    n_iter: int
+    lower_bound: float
+    lower_bounds: list
+    converged: bool
+    labels: np.ndarray
+    final_stats: object = field(repr=False)
+
+
+def lower_bound_is_better(run, best):
+    """scikit-learn's rule: a higher final lower bound wins (ties keep the first)."""
+    return run.lower_bound > best.lower_bound or best.lower_bound == -np.inf
+
+
+def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_init,
+           max_iter, hard, make_monitor, is_better=lower_bound_is_better,
+           center=None, warm=None, stats_hook=None, verbose=0):
+    """Run EM ``n_init`` times and return the best :class:`EMRun`.
+
+    Parameters
+    ----------
+    family : GaussianFamily or BernoulliFamily
+    kernels : backends.Kernels
+    X : ndarray of shape (n_samples, n_features), float32 or float64
+    sample_weight : ndarray of shape (n_samples,), float64
+    initialize : callable () -> params, called once per run (not when ``warm``)
+    make_monitor : callable (initial_lower_bound) -> monitor with ``update``
+    is_better : callable (run, best) -> bool
+    center : ndarray of shape (n_features,), shift of the tied scatter
+    warm : (params, lower_bound) to continue from, or None
+    stats_hook : callable (stats, params, labels) -> stats, applied before
+        each M-step (K-means relocates empty clusters there)
+    """
+    n_samples, n_features = X.shape
+    chunk_size, n_chunks = _config.chunk_layout(n_samples)
+    buffers = family.allocate(n_chunks, n_components, n_features)
+    labels = np.empty(n_samples, dtype=np.int64)
+    if center is None:
+        center = np.zeros(n_features)
+
+    def e_step(params):
+        return family.e_step(kernels, X, sample_weight, params, center=center, hard=hard,
+                             chunk_size=chunk_size, labels=labels, buffers=buffers)
+
+    best = None
+    for init in range(n_init):
+        started = time.perf_counter()
+        if warm is not None:
+            params, initial_lower_bound = warm
+        else:
+            params, initial_lower_bound = initialize(), -np.inf
+        if verbose:
+            print(f"Initialization {init}")
+        monitor = make_monitor(initial_lower_bound)
+        labels.fill(-1)
+        lower_bounds = []
+        converged = False
+        n_iter = 0
+        for n_iter in range(1, max_iter + 1):
+            stats = e_step(params)
+            if stats_hook is not None:
+                stats = stats_hook(stats, params, labels)
+            new_params = family.m_step(stats, params, params.means, center)
+            lower_bounds.append(stats.lower_bound)
+            converged = monitor.update(stats, params, new_params)
+            params = new_params
+            if verbose >= 2 or (verbose and n_iter % 10 == 0):
+                print(f"  Iteration {n_iter}\t {time.perf_counter() - started:.3f} s\t"
+                      f"{monitor.describe(stats)}")
+            if converged:
+                break
+        # final E-step: labels (and K-means' inertia) at the returned parameters
+        final_stats = e_step(params)
+        lower_bound = lower_bounds[-1] if lower_bounds else initial_lower_bound
+        run = EMRun(params, n_iter, lower_bound, lower_bounds, converged, labels.copy(),
+                    final_stats)
+        if verbose:
+            print(f"Initialization {'converged' if converged else 'did not converge'}: "
+                  f"{monitor.describe(final_stats)}, {n_iter} iterations, "
+                  f"{time.perf_counter() - started:.3f} s")
+        if best is None or is_better(run, best):
+            best = run
+    return best

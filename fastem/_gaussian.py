@@ -1,0 +1,194 @@
+"""The Gaussian mixture family: sufficient statistics and the M-step.
+
+The E-step (a backend kernel) *adds* each chunk's contribution into additive
+statistics; :meth:`GaussianFamily.m_step` only reads them.  Moments are taken
+about a shift (the current means, and a fixed ``center`` for the tied
+scatter), which keeps the second moments free of cancellation; statistics
+computed with the same shift add up over any split of the rows.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _linalg
+from .backends._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+_EPS10 = 10 * np.finfo(np.float64).eps  # keeps empty components finite, as scikit-learn
+
+
+@dataclass
+class GaussianParams:
+    weights: np.ndarray       # (k,)
+    means: np.ndarray         # (k, d)
+    covariances: np.ndarray   # full (k, d, d), tied (d, d), diag (k, d), spherical (k,)
+    prec_chol: np.ndarray     # same shape as covariances
+
+
+@dataclass
+class GaussianStats:
+    """Additive statistics of one E-step; see ``backends/_table.py``."""
+
+    nk: np.ndarray
+    sx: np.ndarray
+    sxx: np.ndarray
+    obj: np.ndarray  # [sum w ll, sum w maha, n_changed]
+    sum_weight: float
+
+    def __add__(self, other):
+        return GaussianStats(self.nk + other.nk, self.sx + other.sx,
+                             self.sxx + other.sxx, self.obj + other.obj,
+                             self.sum_weight + other.sum_weight)
+
+    @property
+    def lower_bound(self):
+        return self.obj[OBJ_LOGLIK] / self.sum_weight
+
+    @property
+    def maha(self):
+        return self.obj[OBJ_MAHA]
+
+    @property
+    def n_changed(self):
+        return int(self.obj[OBJ_CHANGED])
+
+
+def sxx_shape(covariance_type, n_components, n_features):
+    return {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components, n_features),
+    }[covariance_type]
+
+
+class GaussianFamily:
+    """E-step driver and M-step of a Gaussian mixture of one covariance type."""
+
+    def __init__(self, covariance_type, reg_covar, fixed=frozenset()):
+        self.covariance_type = covariance_type
+        self.reg_covar = reg_covar
+        self.fixed = fixed
+
+    # ------------------------------------------------------------ E-step
+    def allocate(self, n_chunks, n_components, n_features):
+        return {
+            "nk": np.empty((n_chunks, n_components)),
+            "sx": np.empty((n_chunks, n_components, n_features)),
+            "sxx": np.empty((n_chunks,) + sxx_shape(self.covariance_type, n_components, n_features)),
+            "obj": np.empty((n_chunks, 3)),
+        }
+
+    def log_norm(self, params):
+        k, d = params.means.shape
+        log_det = _linalg.log_det_prec_chol(params.prec_chol, self.covariance_type, k, d)
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(params.weights)
+        return log_weights + log_det - 0.5 * d * np.log(2 * np.pi)
+
+    def e_step(self, kernels, X, sample_weight, params, *, center, hard, chunk_size,
+               labels, buffers, log_prob=None):
+        k = params.means.shape[0]
+        if log_prob is None:
+            log_prob = np.empty((0, k))
+        kernel = getattr(kernels, "estep_" + self.covariance_type)
+        kernel(X, sample_weight, params.means, params.prec_chol, self.log_norm(params),
+               center, hard, chunk_size, labels, log_prob, buffers["nk"], buffers["sx"],
+               buffers["sxx"], buffers["obj"])
+        # chunk slots are summed in chunk order: the same bits for any thread count
+        return GaussianStats(buffers["nk"].sum(axis=0), buffers["sx"].sum(axis=0),
+                             buffers["sxx"].sum(axis=0), buffers["obj"].sum(axis=0),
+                             float(sample_weight.sum()))
+
+    # ------------------------------------------------------------ M-step
+    def m_step(self, stats, params, shift, center, fixed=None):
+        """New parameters from statistics taken about ``shift`` (k, d) and ``center``.
+
+        Parameters named in ``fixed`` (default: the family's) are copied from
+        ``params`` unchanged.
+        """
+        fixed = self.fixed if fixed is None else fixed
+        nk_raw = stats.nk
+        nk = nk_raw + _EPS10
+        weights = params.weights if "weights" in fixed else nk / nk.sum()
+        if "means" in fixed:
+            means = params.means
+        else:
+            means = shift + stats.sx / nk[:, None]
+        if "covariances" in fixed:
+            return GaussianParams(weights, means, params.covariances, params.prec_chol)
+        covariances = self._covariances(stats, nk_raw, nk, means, shift, center)
+        prec_chol = _linalg.prec_chol_from_covariances(
+            covariances, self.covariance_type, self.reg_covar
+        )
+        return GaussianParams(weights, means, covariances, prec_chol)
+
+    def _covariances(self, stats, nk_raw, nk, means, shift, center):
+        """sum_i w r_ik (x - mu_k)(x - mu_k)^T / nk from moments about ``shift``.
+
+        With delta = mu - shift: S2 - sx delta^T - delta sx^T + nk delta delta^T.
+        """
+        cov_type = self.covariance_type
+        reg = self.reg_covar
+        sx = stats.sx
+        if cov_type == "full":
+            delta = means - shift
+            s2 = _linalg.symmetric_from_lower(stats.sxx)
+            cross = sx[:, :, None] * delta[:, None, :]
+            cov = (s2 - cross - np.swapaxes(cross, 1, 2)
+                   + nk_raw[:, None, None] * delta[:, :, None] * delta[:, None, :])
+            cov /= nk[:, None, None]
+            cov[:, np.arange(cov.shape[1]), np.arange(cov.shape[1])] += reg
+            return cov
+        if cov_type == "tied":
+            # moments about the common center: s_k = sum_i w r_ik (x_i - center)
+            s = sx + nk_raw[:, None] * (shift - center)
+            e = means - center
+            cross = s.T @ e
+            cov = (_linalg.symmetric_from_lower(stats.sxx) - cross - cross.T
+                   + (nk_raw[:, None] * e).T @ e)
+            cov /= nk.sum()
+            cov[np.diag_indices_from(cov)] += reg
+            return cov
+        delta = means - shift
+        var = (stats.sxx - 2.0 * sx * delta + nk_raw[:, None] * delta ** 2) / nk[:, None]
+        if cov_type == "diag":
+            return var + reg
+        return var.mean(axis=1) + reg
+
+    # ------------------------------------------------------------ initialisation
+    def from_resp(self, X, sample_weight, resp_chunks, center, n_components):
+        """Parameters from given responsibilities (the initial M-step).
+
+        ``resp_chunks(start, stop)`` returns the (stop - start, k) responsibilities
+        of those rows.  Two passes: the means first, then the moments about them.
+        """
+        n, d = X.shape
+        rows = 8192
+        nk = np.zeros(n_components)
+        sums = np.zeros((n_components, d))
+        for start in range(0, n, rows):
+            wr = resp_chunks(start, min(n, start + rows)) * sample_weight[start:start + rows, None]
+            nk += wr.sum(axis=0)
+            sums += wr.T @ X[start:start + rows].astype(np.float64)
+        shift = sums / (nk + _EPS10)[:, None]
+        sx = np.zeros((n_components, d))
+        sxx = np.zeros(sxx_shape(self.covariance_type, n_components, d))
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            x = X[start:stop].astype(np.float64)
+            w = sample_weight[start:stop]
+            wr = resp_chunks(start, stop) * w[:, None]
+            if self.covariance_type == "tied":
+                diff = x - center
+                sxx += np.tril((w[:, None] * diff).T @ diff)
+            for j in range(n_components):
+                diff = x - shift[j]
+                sx[j] += wr[:, j] @ diff
+                if self.covariance_type == "full":
+                    sxx[j] += np.tril((wr[:, j, None] * diff).T @ diff)
+                elif self.covariance_type in ("diag", "spherical"):
+                    sxx[j] += wr[:, j] @ diff ** 2
+        stats = GaussianStats(nk, sx, sxx, np.zeros(3), float(sample_weight.sum()))
+        return self.m_step(stats, None, shift, center, fixed=frozenset())

@@ -1,0 +1,321 @@
+"""KMeans: hard EM on a restricted Gaussian mixture, on the shared EM engine.
+
+K-means is EM for a Gaussian mixture whose covariances are all the identity
+and whose weights are all 1/k, with the E-step restricted to delta functions
+(each point goes wholly to its nearest centre).  fastem fits it exactly so:
+``GaussianFamily("spherical")`` with ``weights`` and ``covariances`` fixed,
+a hard E-step, and the driver of every other model.  Only two things are
+K-means' own: scikit-learn's stopping rule (labels unchanged, or the squared
+centre shift below a tolerance scaled by the data's variance) and the
+relocation of empty clusters to the points farthest from their centres.
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+
+from . import _config
+from ._base import BaseEstimator
+from ._em import fit_em
+from ._gaussian import GaussianFamily, GaussianParams
+from ._utils import column_variance
+from ._validation import (check_array, check_float, check_int, check_is_fitted,
+                          check_n_features, check_param_array, check_random_state,
+                          check_sample_weight)
+from .backends import get_kernels
+from .exceptions import ConvergenceWarning
+
+
+def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None,
+                    n_local_trials=None):
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii, 2007).
+
+    Each new centre is the best of ``n_local_trials`` candidates drawn with
+    probability proportional to ``sample_weight * D(x)^2``, where D(x) is the
+    distance to the nearest centre chosen so far; "best" means the smallest
+    resulting potential.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    n_clusters : int
+    sample_weight : array-like of shape (n_samples,), default=None
+    random_state : int, RandomState or None
+    n_local_trials : int, default=2 + int(log(n_clusters))
+
+    Returns
+    -------
+    centers : ndarray of shape (n_clusters, n_features), float64
+    indices : ndarray of shape (n_clusters,), the rows chosen as centres
+    """
+    X = check_array(X)
+    n_samples = X.shape[0]
+    check_int("n_clusters", n_clusters, low=1, high=n_samples)
+    w = check_sample_weight(sample_weight, n_samples)
+    rs = check_random_state(random_state)
+    if n_local_trials is None:
+        n_local_trials = 2 + int(np.log(n_clusters))
+    check_int("n_local_trials", n_local_trials, low=1)
+    kernels = get_kernels()
+    chunk_size, _ = _config.chunk_layout(n_samples)
+
+    def sqdist(rows):
+        out = np.empty((n_samples, len(rows)))
+        kernels.sqdist(X, X[rows].astype(np.float64), chunk_size, out)
+        return out
+
+    indices = np.empty(n_clusters, dtype=np.int64)
+    indices[0] = rs.choice(n_samples, p=w / w.sum())
+    closest = sqdist(indices[:1])[:, 0]
+    potential = closest @ w
+    for c in range(1, n_clusters):
+        targets = rs.uniform(size=n_local_trials) * potential
+        candidates = np.searchsorted(np.cumsum(w * closest), targets)
+        np.clip(candidates, None, n_samples - 1, out=candidates)
+        dist = sqdist(candidates)
+        np.minimum(closest[:, None], dist, out=dist)
+        potentials = w @ dist
+        best = int(np.argmin(potentials))
+        closest = dist[:, best].copy()
+        potential = potentials[best]
+        indices[c] = candidates[best]
+    return X[indices].astype(np.float64), indices
+
+
+class _KMeansMonitor:
+    """scikit-learn's lloyd stopping rule."""
+
+    def __init__(self, tol):
+        self.tol = tol
+
+    def update(self, stats, old_params, new_params):
+        if stats.n_changed == 0:  # strict convergence: no label moved
+            return True
+        return float(np.sum((new_params.means - old_params.means) ** 2)) <= self.tol
+
+    def describe(self, stats):
+        return f"inertia {stats.maha:.10g}"
+
+
+def _same_clustering(labels1, labels2, n_clusters):
+    """True if two labelings differ only by a permutation of the labels."""
+    mapping = np.full(n_clusters, -1)
+    for a, b in zip(labels1, labels2):
+        if mapping[a] == -1:
+            mapping[a] = b
+        elif mapping[a] != b:
+            return False
+    return True
+
+
+class KMeans(BaseEstimator):
+    """K-means clustering (Lloyd's algorithm) as hard EM, on every core.
+
+    At the same initial centres it returns scikit-learn's ``lloyd`` result:
+    the same labels, and centres and inertia equal to about 1e-10 relative.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+    init : {"k-means++", "random"} or array-like of shape (n_clusters, n_features)
+    n_init : "auto" or int, default="auto"
+        "auto" runs 1 initialisation for "k-means++" or an array, 10 for "random".
+    max_iter : int, default=300
+    tol : float, default=1e-4
+        Relative tolerance: the run stops when the squared centre shift is at
+        most ``tol`` times the mean variance of the features.
+    random_state : int, RandomState or None
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features), float64
+    labels_ : ndarray of shape (n_samples,)
+    inertia_ : float
+        Sum of (weighted) squared distances of the samples to their centre.
+    n_iter_ : int
+    n_features_in_ : int
+    """
+
+    def __init__(self, n_clusters=8, *, init="k-means++", n_init="auto", max_iter=300,
+                 tol=1e-4, random_state=None, verbose=0):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ checks
+    def _check_parameters(self, X):
+        k = check_int("n_clusters", self.n_clusters, low=1)
+        if X.shape[0] < k:
+            raise ValueError(f"n_samples={X.shape[0]} should be >= n_clusters={k}")
+        check_int("max_iter", self.max_iter, low=1)
+        check_float("tol", self.tol, low=0.0)
+        check_int("verbose", self.verbose, low=0)
+        check_random_state(self.random_state)
+        init = self.init
+        if isinstance(init, str):
+            if init not in ("k-means++", "random"):
+                raise ValueError(
+                    f"init must be 'k-means++', 'random' or an array of shape "
+                    f"(n_clusters, n_features), got {init!r}"
+                )
+            init_centers = None
+        else:
+            init_centers = check_param_array("init", init, (k, X.shape[1]))
+        if isinstance(self.n_init, str):
+            if self.n_init != "auto":
+                raise ValueError(f"n_init must be 'auto' or an integer >= 1, got {self.n_init!r}")
+            n_init = 10 if init == "random" else 1
+        elif isinstance(self.n_init, numbers.Integral) and not isinstance(self.n_init, bool):
+            n_init = check_int("n_init", self.n_init, low=1)
+        else:
+            raise TypeError(f"n_init must be 'auto' or an integer >= 1, got {self.n_init!r}")
+        if init_centers is not None and n_init != 1:
+            warnings.warn(
+                f"Explicit initial center position passed: performing only one init "
+                f"in KMeans instead of n_init={n_init}.", RuntimeWarning, stacklevel=3)
+            n_init = 1
+        return init_centers, n_init
+
+    # ------------------------------------------------------------ engine pieces
+    def _restricted_params(self, centers):
+        """The restricted Gaussian mixture: identity covariances, weights 1/k."""
+        k = centers.shape[0]
+        return GaussianParams(np.full(k, 1.0 / k), np.array(centers, dtype=np.float64),
+                              np.ones(k), np.ones(k))
+
+    @staticmethod
+    def _family():
+        return GaussianFamily("spherical", reg_covar=0.0,
+                              fixed=frozenset({"weights", "covariances"}))
+
+    def _relocate_empty_clusters(self, X, sample_weight):
+        """Move each empty cluster to one of the points farthest from their centre."""
+
+        def hook(stats, params, labels):
+            empty = np.flatnonzero(stats.nk == 0)
+            if empty.size == 0:
+                return stats
+            centers = params.means
+            dist = np.empty(X.shape[0])
+            for start in range(0, X.shape[0], 65536):
+                x = X[start:start + 65536].astype(np.float64)
+                dist[start:start + 65536] = np.sum(
+                    (x - centers[labels[start:start + 65536]]) ** 2, axis=1)
+            far = np.argpartition(dist, -empty.size)[:-empty.size - 1:-1]
+            for new_id, idx in zip(empty, far):
+                w = sample_weight[idx]
+                x = X[idx].astype(np.float64)
+                old_id = labels[idx]
+                stats.sx[old_id] -= w * (x - centers[old_id])
+                stats.nk[old_id] -= w
+                stats.sx[new_id] = w * (x - centers[new_id])
+                stats.nk[new_id] = w
+            return stats
+        return hook
+
+    # ------------------------------------------------------------ public API
+    def fit(self, X, y=None, sample_weight=None):
+        """Compute k-means clustering.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        X = check_array(X)
+        init_centers, n_init = self._check_parameters(X)
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        random_state = check_random_state(self.random_state)
+        k = self.n_clusters
+        tol = float(np.mean(column_variance(X))) * self.tol if self.tol > 0 else 0.0
+
+        def initialize():
+            if init_centers is not None:
+                centers = init_centers
+            elif self.init == "k-means++":
+                centers, _ = kmeans_plusplus(X, k, sample_weight=sample_weight,
+                                             random_state=random_state)
+            else:
+                seeds = random_state.choice(X.shape[0], size=k, replace=False,
+                                            p=sample_weight / sample_weight.sum())
+                centers = X[seeds].astype(np.float64)
+            return self._restricted_params(centers)
+
+        def is_better(run, best):
+            return (run.final_stats.maha < best.final_stats.maha
+                    and not _same_clustering(run.labels, best.labels, k))
+
+        run = fit_em(
+            self._family(), get_kernels(), X, sample_weight,
+            n_components=k, initialize=initialize, n_init=n_init,
+            max_iter=self.max_iter, hard=True,
+            make_monitor=lambda _: _KMeansMonitor(tol), is_better=is_better,
+            stats_hook=self._relocate_empty_clusters(X, sample_weight),
+            verbose=self.verbose,
+        )
+        distinct = np.unique(run.labels).size
+        if distinct < k:
+            warnings.warn(
+                f"Number of distinct clusters ({distinct}) found smaller than "
+                f"n_clusters ({k}). Possibly due to duplicate points in X.",
+                ConvergenceWarning, stacklevel=2)
+        self.cluster_centers_ = run.params.means
+        self.labels_ = run.labels
+        self.inertia_ = float(run.final_stats.maha)
+        self.n_iter_ = run.n_iter
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _assign(self, X, sample_weight=None):
+        """Hard E-step at the fitted centres: (labels, inertia)."""
+        check_is_fitted(self, "cluster_centers_")
+        X = check_array(X)
+        check_n_features(self, X)
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        n, d = X.shape
+        chunk_size, n_chunks = _config.chunk_layout(n)
+        family = self._family()
+        labels = np.full(n, -1, dtype=np.int64)
+        stats = family.e_step(get_kernels(), X, sample_weight,
+                              self._restricted_params(self.cluster_centers_),
+                              center=np.zeros(d), hard=True, chunk_size=chunk_size,
+                              labels=labels,
+                              buffers=family.allocate(n_chunks, self.n_clusters, d))
+        return labels, float(stats.maha)
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit and return ``labels_``."""
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def predict(self, X):
+        """Index of the nearest centre for each sample, ndarray of shape (n_samples,)."""
+        return self._assign(X)[0]
+
+    def transform(self, X):
+        """Euclidean distance of each sample to each centre, shape (n_samples, n_clusters)."""
+        check_is_fitted(self, "cluster_centers_")
+        X = check_array(X)
+        check_n_features(self, X)
+        chunk_size, _ = _config.chunk_layout(X.shape[0])
+        out = np.empty((X.shape[0], self.n_clusters))
+        get_kernels().sqdist(X, self.cluster_centers_, chunk_size, out)
+        return np.sqrt(out, out=out)
+
+    def fit_transform(self, X, y=None, sample_weight=None):
+        """Fit, then return ``transform(X)``."""
+        return self.fit(X, sample_weight=sample_weight).transform(X)
+
+    def score(self, X, y=None, sample_weight=None):
+        """Opposite of the (weighted) inertia of X at the fitted centres."""
+        return -self._assign(X, sample_weight)[1]

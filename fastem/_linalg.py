@@ -1,0 +1,97 @@
+"""Small dense linear algebra on (k, d, d) stacks, in NumPy and float64.
+
+Precisions are held as their upper-triangular Cholesky factors ``U`` with
+``precision = U @ U.T`` (scikit-learn's ``precisions_cholesky_``); no
+covariance or precision is ever inverted explicitly.
+"""
+
+import numpy as np
+
+
+def _invert_lower(L):
+    """Inverse of lower-triangular matrices (..., d, d) by forward substitution."""
+    d = L.shape[-1]
+    inv = np.zeros_like(L)
+    eye = np.eye(d)
+    for i in range(d):
+        # row i of L @ inv = e_i  =>  inv[i] = (e_i - L[i, :i] @ inv[:i]) / L[i, i]
+        acc = eye[i] - np.einsum("...j,...jk->...k", L[..., i, :i], inv[..., :i, :])
+        inv[..., i, :] = acc / L[..., i, i][..., None]
+    return inv
+
+
+def _cholesky(matrices, what, reg_covar):
+    """Lower Cholesky factors of (k, d, d) matrices, naming any failure."""
+    out = np.empty_like(matrices)
+    for j, matrix in enumerate(matrices):
+        try:
+            out[j] = np.linalg.cholesky(matrix)
+        except np.linalg.LinAlgError:
+            hint = (
+                f"; increase reg_covar (now {reg_covar!r}), reduce n_components or "
+                "scale the data" if reg_covar is not None else ""
+            )
+            raise ValueError(f"{what(j)} is not positive definite{hint}") from None
+    return out
+
+
+def prec_chol_from_covariances(covariances, covariance_type, reg_covar=None):
+    """Upper Cholesky factors of the precisions, from covariances."""
+    if covariance_type in ("full", "tied"):
+        stack = covariances if covariance_type == "full" else covariances[None]
+        what = (lambda j: f"the covariance of component {j}") if covariance_type == "full" \
+            else (lambda j: "the tied covariance")
+        L = _cholesky(stack, what, reg_covar)
+        U = np.swapaxes(_invert_lower(L), -1, -2)
+        return U if covariance_type == "full" else U[0]
+    bad = np.flatnonzero(np.ravel(covariances) <= 0)
+    if bad.size:
+        j = bad[0] if covariances.ndim == 1 else bad[0] // covariances.shape[1]
+        hint = f"; increase reg_covar (now {reg_covar!r})" if reg_covar is not None else ""
+        raise ValueError(f"the variance of component {j} is not positive{hint}")
+    return 1.0 / np.sqrt(covariances)
+
+
+def prec_chol_from_precisions(precisions, covariance_type):
+    """Upper factor U with U U^T = P, via the Cholesky factor of the flipped P."""
+    if covariance_type in ("full", "tied"):
+        stack = precisions if covariance_type == "full" else precisions[None]
+        flipped = stack[..., ::-1, ::-1]
+        L = _cholesky(flipped, lambda j: f"precisions_init[{j}]" if covariance_type == "full"
+                      else "precisions_init", None)
+        U = np.ascontiguousarray(L[..., ::-1, ::-1])
+        return U if covariance_type == "full" else U[0]
+    if np.any(precisions <= 0):
+        raise ValueError("precisions_init must be positive")
+    return np.sqrt(precisions)
+
+
+def covariances_from_prec_chol(prec_chol, covariance_type):
+    """Covariance = (U U^T)^-1 = V^T V with V = U^-1."""
+    if covariance_type in ("full", "tied"):
+        V = np.swapaxes(_invert_lower(np.swapaxes(prec_chol, -1, -2)), -1, -2)
+        return np.swapaxes(V, -1, -2) @ V
+    return 1.0 / prec_chol ** 2
+
+
+def precisions_from_prec_chol(prec_chol, covariance_type):
+    if covariance_type in ("full", "tied"):
+        return prec_chol @ np.swapaxes(prec_chol, -1, -2)
+    return prec_chol ** 2
+
+
+def log_det_prec_chol(prec_chol, covariance_type, n_components, n_features):
+    """log det(U_k) for each component: half the log-determinant of the precision."""
+    if covariance_type == "full":
+        return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
+    if covariance_type == "tied":
+        return np.full(n_components, np.sum(np.log(np.diag(prec_chol))))
+    if covariance_type == "diag":
+        return np.sum(np.log(prec_chol), axis=1)
+    return n_features * np.log(prec_chol)
+
+
+def symmetric_from_lower(lower):
+    """Full symmetric matrices from their lower triangles (..., d, d)."""
+    upper = np.swapaxes(np.tril(lower, -1), -1, -2)
+    return np.tril(lower) + upper

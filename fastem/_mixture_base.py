@@ -1,0 +1,246 @@
+"""What GaussianMixture and BernoulliMixture share: fit, predict and scores.
+
+A mixture model supplies its family (statistics and M-step), its parameter
+checks, its initial parameters and its fitted attributes; everything else,
+the EM loop included, is common.
+"""
+
+import warnings
+
+import numpy as np
+
+from . import _config
+from ._base import BaseEstimator
+from ._em import ConvergenceMonitor, fit_em
+from ._utils import column_mean, logsumexp_rows
+from ._validation import (check_array, check_fixed, check_float, check_int,
+                          check_is_fitted, check_n_features, check_option,
+                          check_param_array, check_random_state, check_sample_weight)
+from .backends import get_kernels
+from .exceptions import ConvergenceWarning
+
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+FIXABLE = ("weights", "means", "covariances")
+
+
+def one_hot_chunks(labels, n_components):
+    def chunk(start, stop):
+        part = labels[start:stop]
+        resp = np.zeros((part.shape[0], n_components))
+        resp[np.arange(part.shape[0]), part] = 1.0
+        return resp
+    return chunk
+
+
+class BaseMixture(BaseEstimator):
+    """EM-fitted mixture; subclasses define the component family."""
+
+    _fixable = FIXABLE
+
+    # ------------------------------------------------------------ checks
+    def _check_common_parameters(self):
+        check_int("n_components", self.n_components, low=1)
+        check_float("tol", self.tol, low=0.0)
+        check_int("max_iter", self.max_iter, low=0)
+        check_int("n_init", self.n_init, low=1)
+        check_option("init_params", self.init_params, INIT_PARAMS)
+        check_option("assignment", self.assignment, ("soft", "hard"))
+        check_int("verbose", self.verbose, low=0)
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise TypeError(f"warm_start must be a bool, got {self.warm_start!r}")
+        fixed = check_fixed(self.fixed, self._fixable)
+        for name in fixed:
+            init_name = {"weights": "weights_init", "means": "means_init",
+                         "covariances": "precisions_init"}[name]
+            if getattr(self, init_name) is None:
+                raise ValueError(
+                    f"fixed contains {name!r} but {init_name} is None; a fixed "
+                    f"parameter keeps the value given in {init_name}"
+                )
+        check_random_state(self.random_state)
+        return fixed
+
+    def _check_weights_init(self):
+        if self.weights_init is None:
+            return None
+        w = check_param_array("weights_init", self.weights_init, (self.n_components,))
+        if np.any(w < 0) or np.any(w > 1):
+            raise ValueError(
+                f"weights_init must lie in [0, 1], got min {w.min()!r}, max {w.max()!r}"
+            )
+        if abs(1.0 - w.sum()) > 1e-8:
+            raise ValueError(f"weights_init must sum to 1, got sum {w.sum()!r}")
+        return w
+
+    def _validate_X(self, X, reset):
+        X = check_array(X)
+        if not reset:
+            check_n_features(self, X)
+        return X
+
+    # ------------------------------------------------------------ fitting
+    def fit(self, X, y=None, sample_weight=None):
+        """Estimate the parameters with EM.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Each point's contribution to every sufficient statistic is
+            multiplied by its weight; integer weights give the fit on
+            repeated rows.
+
+        Returns
+        -------
+        self
+        """
+        self.fit_predict(X, y, sample_weight=sample_weight)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then return the most probable component of each sample.
+
+        A final E-step at the fitted parameters makes this equal to
+        ``fit(X).predict(X)``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        X = self._validate_X(X, reset=True)
+        fixed, inits = self._check_parameters(X)
+        if X.shape[0] < self.n_components:
+            raise ValueError(
+                f"n_samples={X.shape[0]} should be >= n_components={self.n_components}"
+            )
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        family = self._make_family(fixed)
+        kernels = get_kernels()
+        random_state = check_random_state(self.random_state)
+        center = column_mean(X, sample_weight)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        warm = None if do_init else (self._get_params(), self.lower_bound_)
+        run = fit_em(
+            family, kernels, X, sample_weight,
+            n_components=self.n_components,
+            initialize=lambda: self._initial_params(X, sample_weight, random_state,
+                                                    family, center, inits),
+            n_init=self.n_init if do_init else 1,
+            max_iter=self.max_iter,
+            hard=self.assignment == "hard",
+            make_monitor=lambda lb: ConvergenceMonitor(self.tol, lb),
+            center=center,
+            warm=warm,
+            verbose=self.verbose,
+        )
+        if not run.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different "
+                "init parameters, or increase max_iter, tol, or check for "
+                "degenerate data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self.n_features_in_ = X.shape[1]
+        self._set_params(run.params)
+        self.converged_ = run.converged
+        self.n_iter_ = run.n_iter
+        self.lower_bound_ = run.lower_bound
+        self.lower_bounds_ = list(run.lower_bounds)
+        return run.labels
+
+    def _initial_params(self, X, sample_weight, random_state, family, center, inits):
+        """Initial parameters: responsibilities by ``init_params``, then the *_init."""
+        n_samples = X.shape[0]
+        k = self.n_components
+        if self._init_needs_resp(inits):
+            if self.init_params == "kmeans":
+                from ._kmeans import KMeans
+
+                labels = KMeans(n_clusters=k, n_init=1, random_state=random_state).fit(
+                    X, sample_weight=sample_weight).labels_
+                resp = one_hot_chunks(labels, k)
+            elif self.init_params == "k-means++":
+                from ._kmeans import kmeans_plusplus
+
+                _, indices = kmeans_plusplus(X, k, sample_weight=sample_weight,
+                                             random_state=random_state)
+                resp = _indices_chunks(indices, k)
+            elif self.init_params == "random":
+                dense = random_state.uniform(size=(n_samples, k))
+                dense /= dense.sum(axis=1)[:, None]
+                resp = lambda start, stop: dense[start:stop]  # noqa: E731
+            else:  # random_from_data
+                indices = random_state.choice(n_samples, size=k, replace=False)
+                resp = _indices_chunks(indices, k)
+            params = family.from_resp(X, sample_weight, resp, center, k)
+        else:
+            params = None
+        return self._apply_inits(params, inits)
+
+    # ------------------------------------------------------------ inference
+    def _e_step_outputs(self, X, want_log_prob):
+        check_is_fitted(self, "weights_")
+        X = self._validate_X(X, reset=False)
+        n, d = X.shape
+        chunk_size, n_chunks = _config.chunk_layout(n)
+        family = self._make_family(frozenset())
+        labels = np.full(n, -1, dtype=np.int64)
+        log_prob = np.empty((n, self.n_components)) if want_log_prob else None
+        family.e_step(get_kernels(), X, np.ones(n), self._get_params(),
+                      center=np.zeros(d), hard=False, chunk_size=chunk_size,
+                      labels=labels,
+                      buffers=family.allocate(n_chunks, self.n_components, d),
+                      log_prob=log_prob)
+        return labels, log_prob
+
+    def predict(self, X):
+        """Most probable component of each sample, ndarray of shape (n_samples,)."""
+        return self._e_step_outputs(X, want_log_prob=False)[0]
+
+    def predict_proba(self, X):
+        """Posterior probability of each component, ndarray of shape (n_samples, n_components)."""
+        log_prob = self._e_step_outputs(X, want_log_prob=True)[1]
+        with np.errstate(under="ignore"):
+            return np.exp(log_prob - logsumexp_rows(log_prob)[:, None])
+
+    def score_samples(self, X):
+        """Log-likelihood of each sample, ndarray of shape (n_samples,)."""
+        return logsumexp_rows(self._e_step_outputs(X, want_log_prob=True)[1])
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of the samples."""
+        return float(self.score_samples(X).mean())
+
+    def bic(self, X):
+        """Bayesian information criterion (lower is better); fixed parameters are not counted."""
+        n = check_array(X).shape[0]
+        return -2 * self.score(X) * n + self._n_parameters() * np.log(n)
+
+    def aic(self, X):
+        """Akaike information criterion (lower is better); fixed parameters are not counted."""
+        n = check_array(X).shape[0]
+        return -2 * self.score(X) * n + 2 * self._n_parameters()
+
+    def _sample_counts(self, n_samples):
+        check_is_fitted(self, "weights_")
+        check_int("n_samples", n_samples, low=1)
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_ / self.weights_.sum())
+        y = np.repeat(np.arange(self.n_components), counts)
+        return rng, counts, y
+
+
+def _indices_chunks(indices, n_components):
+    """Responsibilities that put row indices[j] in component j, every other row nowhere."""
+    labels = np.full(np.max(indices) + 1, -1)
+    labels[indices] = np.arange(n_components)
+
+    def chunk(start, stop):
+        resp = np.zeros((stop - start, n_components))
+        part = labels[start:min(stop, labels.shape[0])]
+        rows = np.flatnonzero(part >= 0)
+        resp[rows, part[rows]] = 1.0
+        return resp
+    return chunk

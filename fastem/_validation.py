@@ -1,0 +1,169 @@
+"""Input and parameter checks shared by every estimator.
+
+Every message names the parameter and the offending value.  Nothing here
+modifies its input: arrays are converted (to float32/float64) only when their
+dtype requires it, otherwise they are used as they are.
+"""
+
+import numbers
+
+import numpy as np
+
+from .exceptions import NotFittedError
+
+
+def check_array(X, name="X", *, dtype_float=True):
+    """Return ``X`` as a 2-D float32 or float64 ndarray of finite values.
+
+    float32 and float64 are kept as they are; other numeric and boolean inputs
+    become float64.  Object, string and complex arrays are rejected.
+    """
+    if hasattr(X, "__array__") or isinstance(X, (list, tuple)):
+        arr = np.asarray(X)
+    else:
+        raise TypeError(f"{name} must be array-like, got {type(X).__name__}")
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name} must contain numbers, got dtype {arr.dtype}"
+            ) from None
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_features), got "
+            f"an array with {arr.ndim} dimension(s)"
+            + ("; reshape 1-D data with X.reshape(-1, 1)" if arr.ndim == 1 else "")
+        )
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one sample and one feature, got shape {arr.shape}")
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    _check_finite(arr, name)
+    return arr
+
+
+def _check_finite(arr, name):
+    # a sum of an array is NaN/inf exactly when some entry is (or the sum overflows)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(arr, dtype=np.float64)
+    if np.isfinite(total):
+        return
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return  # finite entries whose sum overflowed
+    row, col = np.argwhere(bad)[0]
+    value = arr[row, col]
+    kind = "NaN" if np.isnan(value) else "infinity"
+    raise ValueError(
+        f"{name} contains {kind} (first at row {row}, column {col}); fastem "
+        f"requires finite values in {name}"
+    )
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """Return float64 weights of shape (n_samples,), all >= 0 and not all 0."""
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=np.float64)
+    if isinstance(sample_weight, numbers.Number) and not isinstance(sample_weight, bool):
+        w = np.full(n_samples, float(sample_weight))
+    else:
+        w = np.asarray(sample_weight)
+        if w.dtype.kind not in "biuf":
+            raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}")
+        w = w.astype(np.float64)  # always a copy: the caller's array is never touched
+    if w.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},), got shape {w.shape}"
+        )
+    if not np.all(np.isfinite(w)):
+        i = int(np.flatnonzero(~np.isfinite(w))[0])
+        raise ValueError(f"sample_weight contains a non-finite value {w[i]} at index {i}")
+    if np.any(w < 0):
+        i = int(np.flatnonzero(w < 0)[0])
+        raise ValueError(f"sample_weight must be >= 0, got {w[i]} at index {i}")
+    if not np.any(w > 0):
+        raise ValueError("sample_weight must have at least one positive entry, got all zeros")
+    return w
+
+
+def check_int(name, value, *, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {bounds}, got {value!r}")
+    return int(value)
+
+
+def check_float(name, value, *, low, include_low=True):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < low or (value == low and not include_low):
+        op = ">=" if include_low else ">"
+        raise ValueError(f"{name} must be a finite number {op} {low}, got {value!r}")
+    return value
+
+
+def check_option(name, value, options):
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
+    return value
+
+
+def check_fixed(fixed, allowed):
+    if isinstance(fixed, str):
+        fixed = (fixed,)
+    try:
+        items = tuple(fixed)
+    except TypeError:
+        raise TypeError(f"fixed must be a tuple of names from {sorted(allowed)}, got {fixed!r}") from None
+    for item in items:
+        if item not in allowed:
+            raise ValueError(f"fixed may contain only {sorted(allowed)}, got {item!r}")
+    return frozenset(items)
+
+
+def check_random_state(seed):
+    """None -> NumPy's global RandomState, int -> new RandomState, or as given."""
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return np.random.RandomState(seed)
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    raise ValueError(
+        f"random_state must be None, an int or a numpy.random.RandomState, got {seed!r}"
+    )
+
+
+def check_param_array(name, value, shape):
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must contain only finite values")
+    return arr
+
+
+def check_is_fitted(estimator, attribute):
+    if not hasattr(estimator, attribute):
+        raise NotFittedError(
+            f"This {type(estimator).__name__} instance is not fitted yet; call "
+            f"'fit' with appropriate arguments before using this method"
+        )
+
+
+def check_n_features(estimator, X):
+    expected = estimator.n_features_in_
+    if X.shape[1] != expected:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {type(estimator).__name__} is "
+            f"expecting {expected} features as input"
+        )

@@ -1,0 +1,49 @@
+"""The one place that decides how fastem's numba kernels are compiled.
+
+* fast-math: a fixed flag set without ``nnan``/``ninf``, because the E-step
+  works in log space where ``-inf`` is a real value.
+* caching: on by default (``FASTEM_NUMBA_CACHE=0`` turns it off).  When no
+  cache location is writable, numba refuses ``cache=True`` at decoration time;
+  fastem then compiles without a cache and warns once.
+* serial helpers and parallel drivers are always distinct Python functions,
+  because two dispatchers built from one function share a cache entry.
+"""
+
+import os
+import warnings
+
+import numba
+
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+_cache_enabled = os.environ.get("FASTEM_NUMBA_CACHE", "1").strip() not in ("0", "false", "False")
+_warned = []
+
+
+def _decorate(func, **options):
+    options.setdefault("fastmath", set(FASTMATH))
+    options.setdefault("nogil", True)
+    if _cache_enabled:
+        try:
+            return numba.njit(cache=True, **options)(func)
+        except RuntimeError as exc:  # no writable cache locator (numba #4908)
+            if not _warned:
+                warnings.warn(
+                    f"fastem: numba cannot cache compiled kernels ({exc}); kernels "
+                    "are compiled in every new process. Set NUMBA_CACHE_DIR to a "
+                    "writable directory to enable the cache.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                _warned.append(True)
+    return numba.njit(**options)(func)
+
+
+def serial(func):
+    """Compile a helper that runs inside one chunk."""
+    return _decorate(func)
+
+
+def parallel(func):
+    """Compile a kernel that spreads chunks over threads with ``prange``."""
+    return _decorate(func, parallel=True)

@@ -1,0 +1,86 @@
+"""The kernel table: every kernel a backend must provide, in one place.
+
+Each backend module (``numpy``, ``numba``, later ``cython``) exports exactly
+these names with exactly these parameters; ``tests/test_kernel_table.py``
+enforces it.  Kernels never validate, warn or allocate the arrays they fill:
+the EM driver allocates every OUT array once per fit and the kernel overwrites
+it.
+
+Layout
+------
+Rows are processed in fixed-size chunks: chunk ``c`` holds rows
+``[c * chunk_size, min(n, (c + 1) * chunk_size))``.  Every additive statistic
+has a leading chunk axis of length ``n_chunks``; a kernel writes slot ``c``
+from chunk ``c`` alone, and the driver sums the slots in chunk order.  The
+result is therefore the same, bit for bit, for any number of threads.
+
+Shapes: ``n`` samples, ``d`` features, ``k`` components, ``C`` chunks.
+``X`` is float32 or float64 (C or Fortran order); everything else is float64
+except ``labels`` (int64).  Arithmetic and accumulation are in float64.
+
+Gaussian E-step kernels (``estep_full``, ``estep_tied``, ``estep_diag``,
+``estep_spherical``) share one signature::
+
+    X            IN  (n, d)        data
+    sample_weight IN (n,)          weight of each row (>= 0)
+    means        IN  (k, d)        current means; also the shift of the moments
+    prec_chol    IN  full (k, d, d) upper-triangular Cholesky factors of the
+                     precisions; tied (d, d); diag (k, d); spherical (k,)
+    log_norm     IN  (k,)          log w_k + log det(prec_chol_k) - d/2 log(2 pi)
+    center       IN  (d,)          shift of the tied scatter (unused otherwise)
+    hard         IN  bool          classification E-step: resp = delta at argmax
+    chunk_size   IN  int           rows per chunk
+    labels       IN/OUT (n,)       argmax_k of the log-probabilities
+    log_prob     OUT (n, k) or (0, k)  log(w_k p_k(x_i)), written only when its
+                     first dimension is n (prediction); (0, k) during fits
+    nk           OUT (C, k)        sum_i w_i r_ik
+    sx           OUT (C, k, d)     sum_i w_i r_ik (x_i - means_k)
+    sxx          OUT full (C, k, d, d): sum_i w_i r_ik (x_i - m_k)(x_i - m_k)^T,
+                     lower triangle only; tied (C, d, d): sum_i w_i
+                     (x_i - center)(x_i - center)^T, lower triangle only;
+                     diag and spherical (C, k, d): sum_i w_i r_ik (x_i - m_k)^2
+    obj          OUT (C, 3)        [sum_i w_i ll_i, sum_i w_i maha_i, n_changed]
+                     ll_i is log sum_k w_k p_k(x_i) (soft) or max_k of it
+                     (hard); maha_i is the squared Mahalanobis distance to the
+                     assigned component (hard only, else 0); n_changed counts
+                     rows whose label changed.
+
+``estep_bernoulli`` has the same roles for a product of Bernoulli variables::
+
+    X IN (n, d) 0/1 values; sample_weight IN (n,); logit IN (k, d)
+    log(p_kj / (1 - p_kj)); log_norm IN (k,) log w_k + sum_j log(1 - p_kj);
+    hard, chunk_size, labels, log_prob as above;
+    nk OUT (C, k); sx OUT (C, k, d) sum_i w_i r_ik x_i; obj OUT (C, 3)
+    (column 1 is 0).
+
+``sqdist(X, centers, chunk_size, out)`` writes ``out[i, j] = ||x_i - c_j||^2``
+(IN X (n, d), IN centers (m, d) float64, OUT out (n, m) float64); it serves
+k-means++ seeding.
+"""
+
+from collections import namedtuple
+
+KernelSpec = namedtuple("KernelSpec", ["name", "params"])
+
+_GAUSSIAN_PARAMS = (
+    "X", "sample_weight", "means", "prec_chol", "log_norm", "center", "hard",
+    "chunk_size", "labels", "log_prob", "nk", "sx", "sxx", "obj",
+)
+
+KERNELS = (
+    KernelSpec("estep_full", _GAUSSIAN_PARAMS),
+    KernelSpec("estep_tied", _GAUSSIAN_PARAMS),
+    KernelSpec("estep_diag", _GAUSSIAN_PARAMS),
+    KernelSpec("estep_spherical", _GAUSSIAN_PARAMS),
+    KernelSpec(
+        "estep_bernoulli",
+        ("X", "sample_weight", "logit", "log_norm", "hard", "chunk_size",
+         "labels", "log_prob", "nk", "sx", "obj"),
+    ),
+    KernelSpec("sqdist", ("X", "centers", "chunk_size", "out")),
+)
+
+KERNEL_NAMES = tuple(spec.name for spec in KERNELS)
+
+# Column meaning of the ``obj`` statistic.
+OBJ_LOGLIK, OBJ_MAHA, OBJ_CHANGED = 0, 1, 2
