@@ -189,7 +189,8 @@ class BaseMixture(BaseEstimator):
         labels = np.full(n, -1, dtype=np.int64)
         log_prob = np.empty((n, self.n_components)) if want_log_prob else None
         family.e_step(get_kernels(), X, np.ones(n), self._get_params(),
-                      center=np.zeros(d), hard=False, chunk_size=chunk_size,
+                      center=self.weights_ @ self.means_, hard=False,
+                      chunk_size=chunk_size,
                       labels=labels,
                       buffers=family.allocate(n_chunks, self.n_components, d),
                       log_prob=log_prob)

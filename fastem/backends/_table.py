@@ -35,9 +35,9 @@ Gaussian E-step kernels (``estep_full``, ``estep_tied``, ``estep_diag``,
                      first dimension is n (prediction); (0, k) during fits
     nk           OUT (C, k)        sum_i w_i r_ik
     sx           OUT (C, k, d)     sum_i w_i r_ik (x_i - means_k)
-    sxx          OUT full (C, k, d, d): sum_i w_i r_ik (x_i - m_k)(x_i - m_k)^T,
-                     lower triangle only; tied (C, d, d): sum_i w_i
-                     (x_i - center)(x_i - center)^T, lower triangle only;
+    sxx          OUT full (C, k, d, d): sum_i w_i r_ik (x_i - m_k)(x_i - m_k)^T;
+                     tied (C, d, d): sum_i w_i (x_i - center)(x_i - center)^T
+                     (the M-step reads only their lower triangles);
                      diag and spherical (C, k, d): sum_i w_i r_ik (x_i - m_k)^2
     obj          OUT (C, 3)        [sum_i w_i ll_i, sum_i w_i maha_i, n_changed]
                      ll_i is log sum_k w_k p_k(x_i) (soft) or max_k of it

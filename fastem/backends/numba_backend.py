@@ -4,6 +4,16 @@ Each parallel kernel runs ``prange`` over chunks; a chunk is processed by a
 serial helper that writes only its own slot of the statistic buffers, so the
 result does not depend on the number of threads.  Data are read in their own
 dtype (float32 or float64); every sum is carried in float64.
+
+Within a chunk, rows are taken four at a time (``_BLOCK``; a short last block
+is padded with zero rows of zero weight) and the innermost loops run over
+contiguous float64 vectors: per-component quantities are laid out transposed,
+(n_features, n_components), and the full-covariance whitening of all
+components is one block-times-matrix product with ``W = [U_1 | ... | U_k]``
+of shape (d, k * d).  Each value loaded from memory then feeds four
+multiply-adds, which LLVM vectorizes.  Distances are always formed from
+differences (never from ``|x|^2 - 2 x.mu + |mu|^2``), so no precision is lost
+to cancellation.
 """
 
 import numpy as np
@@ -16,6 +26,8 @@ __all__ = [
     "estep_bernoulli", "sqdist",
 ]
 
+_BLOCK = 4  # rows per block; the unrolled expressions below assume 4
+
 
 @serial
 def _assign(i, lp, hard, labels, log_prob, want_lp):
@@ -23,7 +35,7 @@ def _assign(i, lp, hard, labels, log_prob, want_lp):
 
     ``lp`` is overwritten with the responsibilities.  Returns the label,
     the row's log-likelihood (log-sum-exp, or the maximum when ``hard``) and
-    whether the label changed.
+    1 if the label changed, else 0.
     """
     k = lp.shape[0]
     if want_lp:
@@ -35,7 +47,7 @@ def _assign(i, lp, hard, labels, log_prob, want_lp):
         if lp[j] > top:
             top = lp[j]
             best = j
-    changed = labels[i] != best
+    changed = 1 if labels[i] != best else 0
     labels[i] = best
     if hard or top == -np.inf:
         for j in range(k):
@@ -54,123 +66,249 @@ def _assign(i, lp, hard, labels, log_prob, want_lp):
 
 
 @serial
-def _accumulate_moments(xi, w, resp, means, nk, sx):
-    """nk_j += w r_j and sx_j += w r_j (x - m_j) for every component."""
-    k, d = means.shape
-    for j in range(k):
-        r = w * resp[j]
-        if r == 0.0:
+def _load_block(X, i0, n_rows, xb):
+    """Copy rows i0 .. i0 + n_rows - 1 of X into xb (float64), zero-padding."""
+    d = xb.shape[1]
+    for r in range(_BLOCK):
+        if r < n_rows:
+            for a in range(d):
+                xb[r, a] = X[i0 + r, a]
+        else:
+            for a in range(d):
+                xb[r, a] = 0.0
+
+
+@serial
+def _gaussian_log_prob(maha, log_norm, lp):
+    """lp[r, j] = log_norm[j] - maha[r, j] / 2 for a block."""
+    for r in range(maha.shape[0]):
+        for j in range(maha.shape[1]):
+            lp[r, j] = log_norm[j] - 0.5 * maha[r, j]
+
+
+@serial
+def _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
+                  want_lp, wr, best_of, obj):
+    """Responsibilities of a block from its log-probabilities ``lp``.
+
+    Writes ``wr[r, j] = w_i r_ij`` (0 for padding rows and zero weights) and
+    ``best_of[r]``, the label of row r (-1 if it adds nothing).  ``maha`` is the
+    squared Mahalanobis distance, added to ``obj[1]`` for the assigned
+    component when ``hard``.
+    """
+    k = lp.shape[1]
+    for r in range(_BLOCK):
+        if r >= n_rows:
+            for j in range(k):
+                wr[r, j] = 0.0
+            best_of[r] = -1
             continue
-        nk[j] += r
-        for a in range(d):
-            sx[j, a] += r * (xi[a] - means[j, a])
+        i = i0 + r
+        best, ll, changed = _assign(i, lp[r], hard, labels, log_prob, want_lp)
+        obj[2] += changed
+        w = sample_weight[i]
+        best_of[r] = best if w != 0.0 else -1
+        if w == 0.0:
+            for j in range(k):
+                wr[r, j] = 0.0
+            continue
+        obj[0] += w * ll
+        if hard:
+            obj[1] += w * maha[r, best]
+        for j in range(k):
+            wr[r, j] = w * lp[r, j]
+
+
+@serial
+def _transpose(a):
+    out = np.empty((a.shape[1], a.shape[0]))
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[j, i] = a[i, j]
+    return out
+
+
+@serial
+def _accumulate_first(xb, wr, means, j, nk, sx):
+    """nk_j and sx_j (moments about means_j) from the four rows of a block."""
+    d = xb.shape[1]
+    r0 = wr[0, j]
+    r1 = wr[1, j]
+    r2 = wr[2, j]
+    r3 = wr[3, j]
+    nk[j] += r0 + r1 + r2 + r3
+    for a in range(d):
+        m = means[j, a]
+        sx[j, a] += r0 * (xb[0, a] - m) + r1 * (xb[1, a] - m) + r2 * (xb[2, a] - m) + r3 * (xb[3, a] - m)
 
 
 # --------------------------------------------------------------- full
 @serial
-def _estep_full_chunk(X, sample_weight, means, prec_chol, log_norm, hard, start,
+def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, start,
                       stop, labels, log_prob, nk, sx, sxx, obj):
     k, d = means.shape
+    kd = k * d
     want_lp = log_prob.shape[0] == X.shape[0]
-    xi = np.empty(d)
-    diff = np.empty(d)
-    y = np.empty(d)
-    lp = np.empty(k)
-    maha = np.empty(k)
+    xb = np.empty((_BLOCK, d))
+    y = np.empty((_BLOCK, kd))
+    diff = np.empty((_BLOCK, d))
+    lp = np.empty((_BLOCK, k))
+    maha = np.empty((_BLOCK, k))
+    wr = np.empty((_BLOCK, k))
+    best_of = np.empty(_BLOCK, dtype=np.int64)
     nk[:] = 0.0
     sx[:] = 0.0
     sxx[:] = 0.0
     obj[:] = 0.0
-    for i in range(start, stop):
+    for i0 in range(start, stop, _BLOCK):
+        n_rows = min(_BLOCK, stop - i0)
+        _load_block(X, i0, n_rows, xb)
+        # y_j = (x - c) U_j - (mu_j - c) U_j, all components at once
+        for r in range(_BLOCK):
+            for e in range(kd):
+                y[r, e] = -cw[e]
         for a in range(d):
-            xi[a] = X[i, a]
-        for j in range(k):
-            # y = (x - mu_j) U_j, U_j upper triangular
-            for b in range(d):
-                y[b] = 0.0
-            for a in range(d):
-                da = xi[a] - means[j, a]
-                for b in range(a, d):
-                    y[b] += da * prec_chol[j, a, b]
-            m = 0.0
-            for b in range(d):
-                m += y[b] * y[b]
-            maha[j] = m
-            lp[j] = log_norm[j] - 0.5 * m
-        best, ll, changed = _assign(i, lp, hard, labels, log_prob, want_lp)
-        obj[2] += changed
-        w = sample_weight[i]
-        if w == 0.0:
-            continue
-        obj[0] += w * ll
+            x0 = xb[0, a] - center[a]
+            x1 = xb[1, a] - center[a]
+            x2 = xb[2, a] - center[a]
+            x3 = xb[3, a] - center[a]
+            for e in range(kd):
+                u = W[a, e]
+                y[0, e] += x0 * u
+                y[1, e] += x1 * u
+                y[2, e] += x2 * u
+                y[3, e] += x3 * u
+        for r in range(_BLOCK):
+            for j in range(k):
+                m = 0.0
+                for b in range(j * d, (j + 1) * d):
+                    m += y[r, b] * y[r, b]
+                maha[r, j] = m
+        _gaussian_log_prob(maha, log_norm, lp)
+        _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
+                      want_lp, wr, best_of, obj)
         if hard:
-            obj[1] += w * maha[best]
-        _accumulate_moments(xi, w, lp, means, nk, sx)
+            for r in range(n_rows):
+                j = best_of[r]
+                if j < 0:
+                    continue
+                w = wr[r, j]
+                nk[j] += w
+                for a in range(d):
+                    diff[0, a] = xb[r, a] - means[j, a]
+                    sx[j, a] += w * diff[0, a]
+                for a in range(d):
+                    u = w * diff[0, a]
+                    for b in range(d):
+                        sxx[j, a, b] += u * diff[0, b]
+            continue
         for j in range(k):
-            r = w * lp[j]
-            if r == 0.0:
+            r0 = wr[0, j]
+            r1 = wr[1, j]
+            r2 = wr[2, j]
+            r3 = wr[3, j]
+            if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
                 continue
+            _accumulate_first(xb, wr, means, j, nk, sx)
+            for r in range(_BLOCK):
+                for a in range(d):
+                    diff[r, a] = xb[r, a] - means[j, a]
             for a in range(d):
-                diff[a] = xi[a] - means[j, a]
-            for a in range(d):
-                ra = r * diff[a]
-                for b in range(a + 1):
-                    sxx[j, a, b] += ra * diff[b]
+                u0 = r0 * diff[0, a]
+                u1 = r1 * diff[1, a]
+                u2 = r2 * diff[2, a]
+                u3 = r3 * diff[3, a]
+                for b in range(d):
+                    sxx[j, a, b] += (u0 * diff[0, b] + u1 * diff[1, b]
+                                     + u2 * diff[2, b] + u3 * diff[3, b])
 
 
 @parallel
 def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
     n = X.shape[0]
+    k, d = means.shape
+    W = np.zeros((d, k * d))
+    cw = np.zeros(k * d)
+    for j in range(k):
+        for a in range(d):
+            ma = means[j, a] - center[a]
+            for b in range(a, d):
+                W[a, j * d + b] = prec_chol[j, a, b]
+                cw[j * d + b] += ma * prec_chol[j, a, b]
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_full_chunk(X, sample_weight, means, prec_chol, log_norm, hard, start,
-                          min(n, start + chunk_size), labels, log_prob, nk[c],
-                          sx[c], sxx[c], obj[c])
+        _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, start,
+                          min(n, start + chunk_size), labels, log_prob, nk[c], sx[c],
+                          sxx[c], obj[c])
 
 
 # --------------------------------------------------------------- tied
 @serial
-def _estep_tied_chunk(X, sample_weight, means, means_prec, prec_chol, log_norm,
-                      center, hard, start, stop, labels, log_prob, nk, sx, sxx, obj):
+def _estep_tied_chunk(X, sample_weight, means, prec_chol, cwT, log_norm, center, hard,
+                      start, stop, labels, log_prob, nk, sx, sxx, obj):
     k, d = means.shape
     want_lp = log_prob.shape[0] == X.shape[0]
-    xi = np.empty(d)
-    y = np.empty(d)
-    lp = np.empty(k)
-    maha = np.empty(k)
+    xb = np.empty((_BLOCK, d))
+    xc = np.empty((_BLOCK, d))
+    y = np.empty((_BLOCK, d))
+    lp = np.empty((_BLOCK, k))
+    maha = np.empty((_BLOCK, k))
+    wr = np.empty((_BLOCK, k))
+    wrow = np.empty(_BLOCK)
+    best_of = np.empty(_BLOCK, dtype=np.int64)
     nk[:] = 0.0
     sx[:] = 0.0
     sxx[:] = 0.0
     obj[:] = 0.0
-    for i in range(start, stop):
-        for b in range(d):
-            y[b] = 0.0
+    for i0 in range(start, stop, _BLOCK):
+        n_rows = min(_BLOCK, stop - i0)
+        _load_block(X, i0, n_rows, xb)
+        for r in range(_BLOCK):
+            for a in range(d):
+                xc[r, a] = xb[r, a] - center[a]
+                y[r, a] = 0.0
         for a in range(d):
-            xi[a] = X[i, a]
+            x0 = xc[0, a]
+            x1 = xc[1, a]
+            x2 = xc[2, a]
+            x3 = xc[3, a]
             for b in range(a, d):
-                y[b] += xi[a] * prec_chol[a, b]
-        # (x - mu_j) U = x U - mu_j U
+                u = prec_chol[a, b]
+                y[0, b] += x0 * u
+                y[1, b] += x1 * u
+                y[2, b] += x2 * u
+                y[3, b] += x3 * u
+        # (x - mu_j) U = (x - c) U - (mu_j - c) U
+        maha[:, :] = 0.0
+        for b in range(d):
+            y0 = y[0, b]
+            y1 = y[1, b]
+            y2 = y[2, b]
+            y3 = y[3, b]
+            for j in range(k):
+                c = cwT[b, j]
+                maha[0, j] += (y0 - c) * (y0 - c)
+                maha[1, j] += (y1 - c) * (y1 - c)
+                maha[2, j] += (y2 - c) * (y2 - c)
+                maha[3, j] += (y3 - c) * (y3 - c)
+        _gaussian_log_prob(maha, log_norm, lp)
+        _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
+                      want_lp, wr, best_of, obj)
+        for r in range(_BLOCK):
+            wrow[r] = sample_weight[i0 + r] if r < n_rows else 0.0
         for j in range(k):
-            m = 0.0
-            for b in range(d):
-                t = y[b] - means_prec[j, b]
-                m += t * t
-            maha[j] = m
-            lp[j] = log_norm[j] - 0.5 * m
-        best, ll, changed = _assign(i, lp, hard, labels, log_prob, want_lp)
-        obj[2] += changed
-        w = sample_weight[i]
-        if w == 0.0:
-            continue
-        obj[0] += w * ll
-        if hard:
-            obj[1] += w * maha[best]
-        _accumulate_moments(xi, w, lp, means, nk, sx)
+            if wr[0, j] == 0.0 and wr[1, j] == 0.0 and wr[2, j] == 0.0 and wr[3, j] == 0.0:
+                continue
+            _accumulate_first(xb, wr, means, j, nk, sx)
+        # the tied scatter about the fixed center needs no responsibilities
         for a in range(d):
-            wa = w * (xi[a] - center[a])
-            for b in range(a + 1):
-                sxx[a, b] += wa * (xi[b] - center[b])
+            u0 = wrow[0] * xc[0, a]
+            u1 = wrow[1] * xc[1, a]
+            u2 = wrow[2] * xc[2, a]
+            u3 = wrow[3] * xc[3, a]
+            for b in range(d):
+                sxx[a, b] += u0 * xc[0, b] + u1 * xc[1, b] + u2 * xc[2, b] + u3 * xc[3, b]
 
 
 @parallel
@@ -178,68 +316,93 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
     n = X.shape[0]
     k, d = means.shape
-    means_prec = np.zeros((k, d))
+    cwT = np.zeros((d, k))
     for j in range(k):
         for a in range(d):
+            ma = means[j, a] - center[a]
             for b in range(a, d):
-                means_prec[j, b] += means[j, a] * prec_chol[a, b]
+                cwT[b, j] += ma * prec_chol[a, b]
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_tied_chunk(X, sample_weight, means, means_prec, prec_chol, log_norm,
-                          center, hard, start, min(n, start + chunk_size), labels,
-                          log_prob, nk[c], sx[c], sxx[c], obj[c])
+        _estep_tied_chunk(X, sample_weight, means, prec_chol, cwT, log_norm, center,
+                          hard, start, min(n, start + chunk_size), labels, log_prob,
+                          nk[c], sx[c], sxx[c], obj[c])
 
 
 # --------------------------------------------------------------- diag / spherical
 @serial
-def _estep_coordinate_chunk(X, sample_weight, means, precision, log_norm, hard,
+def _estep_coordinate_chunk(X, sample_weight, means, meansT, precT, log_norm, hard,
                             start, stop, labels, log_prob, nk, sx, sxx, obj):
-    """Diagonal covariances; ``precision`` (k, d) holds 1 / variance."""
+    """Diagonal covariances; ``precT`` (d, k) holds 1 / variance, transposed."""
     k, d = means.shape
     want_lp = log_prob.shape[0] == X.shape[0]
-    xi = np.empty(d)
-    lp = np.empty(k)
-    maha = np.empty(k)
+    xb = np.empty((_BLOCK, d))
+    lp = np.empty((_BLOCK, k))
+    maha = np.empty((_BLOCK, k))
+    wr = np.empty((_BLOCK, k))
+    best_of = np.empty(_BLOCK, dtype=np.int64)
     nk[:] = 0.0
     sx[:] = 0.0
     sxx[:] = 0.0
     obj[:] = 0.0
-    for i in range(start, stop):
+    for i0 in range(start, stop, _BLOCK):
+        n_rows = min(_BLOCK, stop - i0)
+        _load_block(X, i0, n_rows, xb)
+        maha[:, :] = 0.0
         for a in range(d):
-            xi[a] = X[i, a]
-        for j in range(k):
-            m = 0.0
-            for a in range(d):
-                t = xi[a] - means[j, a]
-                m += t * t * precision[j, a]
-            maha[j] = m
-            lp[j] = log_norm[j] - 0.5 * m
-        best, ll, changed = _assign(i, lp, hard, labels, log_prob, want_lp)
-        obj[2] += changed
-        w = sample_weight[i]
-        if w == 0.0:
-            continue
-        obj[0] += w * ll
+            x0 = xb[0, a]
+            x1 = xb[1, a]
+            x2 = xb[2, a]
+            x3 = xb[3, a]
+            for j in range(k):
+                m = meansT[a, j]
+                p = precT[a, j]
+                maha[0, j] += (x0 - m) * (x0 - m) * p
+                maha[1, j] += (x1 - m) * (x1 - m) * p
+                maha[2, j] += (x2 - m) * (x2 - m) * p
+                maha[3, j] += (x3 - m) * (x3 - m) * p
+        _gaussian_log_prob(maha, log_norm, lp)
+        _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
+                      want_lp, wr, best_of, obj)
         if hard:
-            obj[1] += w * maha[best]
+            for r in range(n_rows):
+                j = best_of[r]
+                if j < 0:
+                    continue
+                w = wr[r, j]
+                nk[j] += w
+                for a in range(d):
+                    t = xb[r, a] - means[j, a]
+                    sx[j, a] += w * t
+                    sxx[j, a] += w * t * t
+            continue
         for j in range(k):
-            r = w * lp[j]
-            if r == 0.0:
+            r0 = wr[0, j]
+            r1 = wr[1, j]
+            r2 = wr[2, j]
+            r3 = wr[3, j]
+            if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
                 continue
-            nk[j] += r
+            nk[j] += r0 + r1 + r2 + r3
             for a in range(d):
-                t = xi[a] - means[j, a]
-                sx[j, a] += r * t
-                sxx[j, a] += r * t * t
+                m = means[j, a]
+                t0 = xb[0, a] - m
+                t1 = xb[1, a] - m
+                t2 = xb[2, a] - m
+                t3 = xb[3, a] - m
+                sx[j, a] += r0 * t0 + r1 * t1 + r2 * t2 + r3 * t3
+                sxx[j, a] += r0 * t0 * t0 + r1 * t1 * t1 + r2 * t2 * t2 + r3 * t3 * t3
 
 
 @parallel
 def _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
                       chunk_size, labels, log_prob, nk, sx, sxx, obj):
     n = X.shape[0]
+    meansT = _transpose(means)
+    precT = _transpose(precision)
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_coordinate_chunk(X, sample_weight, means, precision, log_norm, hard,
+        _estep_coordinate_chunk(X, sample_weight, means, meansT, precT, log_norm, hard,
                                 start, min(n, start + chunk_size), labels, log_prob,
                                 nk[c], sx[c], sxx[c], obj[c])
 
@@ -259,66 +422,93 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 # --------------------------------------------------------------- Bernoulli
 @serial
-def _estep_bernoulli_chunk(X, sample_weight, logit, log_norm, hard, start, stop,
+def _estep_bernoulli_chunk(X, sample_weight, logitT, log_norm, hard, start, stop,
                            labels, log_prob, nk, sx, obj):
-    k, d = logit.shape
+    d, k = logitT.shape
     want_lp = log_prob.shape[0] == X.shape[0]
-    xi = np.empty(d)
-    lp = np.empty(k)
+    xb = np.empty((_BLOCK, d))
+    lp = np.empty((_BLOCK, k))
+    no_maha = np.zeros((_BLOCK, k))
+    wr = np.empty((_BLOCK, k))
+    best_of = np.empty(_BLOCK, dtype=np.int64)
     nk[:] = 0.0
     sx[:] = 0.0
     obj[:] = 0.0
-    for i in range(start, stop):
+    for i0 in range(start, stop, _BLOCK):
+        n_rows = min(_BLOCK, stop - i0)
+        _load_block(X, i0, n_rows, xb)
+        # log p(x | j) + log w_j = log_norm_j + x . logit_j
+        for r in range(_BLOCK):
+            for j in range(k):
+                lp[r, j] = log_norm[j]
         for a in range(d):
-            xi[a] = X[i, a]
+            x0 = xb[0, a]
+            x1 = xb[1, a]
+            x2 = xb[2, a]
+            x3 = xb[3, a]
+            for j in range(k):
+                g = logitT[a, j]
+                lp[0, j] += x0 * g
+                lp[1, j] += x1 * g
+                lp[2, j] += x2 * g
+                lp[3, j] += x3 * g
+        _finish_block(i0, n_rows, lp, no_maha, hard, sample_weight, labels, log_prob,
+                      want_lp, wr, best_of, obj)
         for j in range(k):
-            s = log_norm[j]
-            for a in range(d):
-                s += xi[a] * logit[j, a]
-            lp[j] = s
-        best, ll, changed = _assign(i, lp, hard, labels, log_prob, want_lp)
-        obj[2] += changed
-        w = sample_weight[i]
-        if w == 0.0:
-            continue
-        obj[0] += w * ll
-        for j in range(k):
-            r = w * lp[j]
-            if r == 0.0:
+            r0 = wr[0, j]
+            r1 = wr[1, j]
+            r2 = wr[2, j]
+            r3 = wr[3, j]
+            if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
                 continue
-            nk[j] += r
+            nk[j] += r0 + r1 + r2 + r3
             for a in range(d):
-                sx[j, a] += r * xi[a]
+                sx[j, a] += r0 * xb[0, a] + r1 * xb[1, a] + r2 * xb[2, a] + r3 * xb[3, a]
 
 
 @parallel
 def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
                     log_prob, nk, sx, obj):
     n = X.shape[0]
+    logitT = _transpose(logit)
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_bernoulli_chunk(X, sample_weight, logit, log_norm, hard, start,
+        _estep_bernoulli_chunk(X, sample_weight, logitT, log_norm, hard, start,
                                min(n, start + chunk_size), labels, log_prob, nk[c],
                                sx[c], obj[c])
 
 
 # --------------------------------------------------------------- distances
 @serial
-def _sqdist_chunk(X, centers, start, stop, out):
-    m, d = centers.shape
-    for i in range(start, stop):
-        for j in range(m):
-            s = 0.0
-            for a in range(d):
-                t = X[i, a] - centers[j, a]
-                s += t * t
-            out[i, j] = s
+def _sqdist_chunk(X, centersT, start, stop, out):
+    d, m = centersT.shape
+    xb = np.empty((_BLOCK, d))
+    acc = np.empty((_BLOCK, m))
+    for i0 in range(start, stop, _BLOCK):
+        n_rows = min(_BLOCK, stop - i0)
+        _load_block(X, i0, n_rows, xb)
+        acc[:, :] = 0.0
+        for a in range(d):
+            x0 = xb[0, a]
+            x1 = xb[1, a]
+            x2 = xb[2, a]
+            x3 = xb[3, a]
+            for j in range(m):
+                c = centersT[a, j]
+                acc[0, j] += (x0 - c) * (x0 - c)
+                acc[1, j] += (x1 - c) * (x1 - c)
+                acc[2, j] += (x2 - c) * (x2 - c)
+                acc[3, j] += (x3 - c) * (x3 - c)
+        for r in range(n_rows):
+            for j in range(m):
+                out[i0 + r, j] = acc[r, j]
 
 
 @parallel
 def sqdist(X, centers, chunk_size, out):
     n = X.shape[0]
+    centersT = _transpose(centers)
     n_chunks = (n + chunk_size - 1) // chunk_size
     for c in prange(n_chunks):
         start = c * chunk_size
-        _sqdist_chunk(X, centers, start, min(n, start + chunk_size), out)
+        _sqdist_chunk(X, centersT, start, min(n, start + chunk_size), out)

@@ -86,7 +86,7 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
     def accumulate_sxx(c, start, stop, x, wresp):
         for j in range(k):
             diff = x - means[j]
-            sxx[c, j] = np.tril((wresp[:, j, None] * diff).T @ diff)
+            sxx[c, j] = (wresp[:, j, None] * diff).T @ diff
 
     _gaussian_estep(maha_fn, accumulate_sxx, X, sample_weight, means, log_norm,
                     hard, chunk_size, labels, log_prob, nk, sx, obj)
@@ -101,7 +101,7 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
     def accumulate_sxx(c, start, stop, x, wresp):
         diff = x - center
-        sxx[c] = np.tril((sample_weight[start:stop, None] * diff).T @ diff)
+        sxx[c] = (sample_weight[start:stop, None] * diff).T @ diff
 
     _gaussian_estep(maha_fn, accumulate_sxx, X, sample_weight, means, log_norm,
                     hard, chunk_size, labels, log_prob, nk, sx, obj)
