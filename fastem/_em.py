@@ -26,7 +26,7 @@ class ConvergenceMonitor:
     def update(self, stats, old_params, new_params):
         change = stats.lower_bound - self.previous
         self.previous = stats.lower_bound
-        return abs(change) < self.tol
+        return bool(abs(change) < self.tol)  # a Python bool, as scikit-learn's converged_
 
     def describe(self, stats):
         return f"lower bound {stats.lower_bound:.10g}"
