@@ -31,11 +31,11 @@ _BLOCK = 4  # rows per block; the unrolled expressions below assume 4
 
 @serial
 def _assign(i, lp, hard, labels, log_prob, want_lp):
-    """Turn row i's weighted log-probabilities ``lp`` into responsibilities.
+    """Label row i from its weighted log-probabilities ``lp``.
 
-    ``lp`` is overwritten with the responsibilities.  Returns the label,
-    the row's log-likelihood (log-sum-exp, or the maximum when ``hard``) and
-    1 if the label changed, else 0.
+    Returns the label, the row's log-likelihood (log-sum-exp, or the maximum
+    when ``hard``) and 1 if the label changed, else 0.  When not ``hard``,
+    ``lp`` is overwritten with the responsibilities.
     """
     k = lp.shape[0]
     if want_lp:
@@ -49,11 +49,11 @@ def _assign(i, lp, hard, labels, log_prob, want_lp):
             best = j
     changed = 1 if labels[i] != best else 0
     labels[i] = best
-    if hard or top == -np.inf:
+    if hard:
+        return best, top, changed
+    if top == -np.inf:
         for j in range(k):
             lp[j] = 0.0
-        if hard:
-            lp[best] = 1.0
         return best, top, changed
     total = 0.0
     for j in range(k):
@@ -89,34 +89,39 @@ def _gaussian_log_prob(maha, log_norm, lp):
 @serial
 def _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
                   want_lp, wr, best_of, obj):
-    """Responsibilities of a block from its log-probabilities ``lp``.
+    """Labels, objective and responsibilities of a block from its ``lp``.
 
-    Writes ``wr[r, j] = w_i r_ij`` (0 for padding rows and zero weights) and
-    ``best_of[r]``, the label of row r (-1 if it adds nothing).  ``maha`` is the
-    squared Mahalanobis distance, added to ``obj[1]`` for the assigned
-    component when ``hard``.
+    Sets ``best_of[r]``, the label of row r, or -1 when the row adds nothing
+    (padding or zero weight).  Soft: writes ``wr[r, j] = w_i r_ij`` (0 for
+    rows that add nothing).  Hard: leaves ``wr`` alone; the caller adds row r
+    with its weight to component ``best_of[r]`` only.  ``maha`` is the squared
+    Mahalanobis distance, added to ``obj[1]`` for the assigned component when
+    ``hard``.
     """
     k = lp.shape[1]
     for r in range(_BLOCK):
+        best_of[r] = -1
         if r >= n_rows:
-            for j in range(k):
-                wr[r, j] = 0.0
-            best_of[r] = -1
+            if not hard:
+                for j in range(k):
+                    wr[r, j] = 0.0
             continue
         i = i0 + r
         best, ll, changed = _assign(i, lp[r], hard, labels, log_prob, want_lp)
         obj[2] += changed
         w = sample_weight[i]
-        best_of[r] = best if w != 0.0 else -1
         if w == 0.0:
-            for j in range(k):
-                wr[r, j] = 0.0
+            if not hard:
+                for j in range(k):
+                    wr[r, j] = 0.0
             continue
+        best_of[r] = best
         obj[0] += w * ll
         if hard:
             obj[1] += w * maha[r, best]
-        for j in range(k):
-            wr[r, j] = w * lp[r, j]
+        else:
+            for j in range(k):
+                wr[r, j] = w * lp[r, j]
 
 
 @serial
@@ -192,7 +197,7 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, st
                 j = best_of[r]
                 if j < 0:
                     continue
-                w = wr[r, j]
+                w = sample_weight[i0 + r]
                 nk[j] += w
                 for a in range(d):
                     diff[0, a] = xb[r, a] - means[j, a]
@@ -297,10 +302,18 @@ def _estep_tied_chunk(X, sample_weight, means, prec_chol, cwT, log_norm, center,
                       want_lp, wr, best_of, obj)
         for r in range(_BLOCK):
             wrow[r] = sample_weight[i0 + r] if r < n_rows else 0.0
-        for j in range(k):
-            if wr[0, j] == 0.0 and wr[1, j] == 0.0 and wr[2, j] == 0.0 and wr[3, j] == 0.0:
-                continue
-            _accumulate_first(xb, wr, means, j, nk, sx)
+        if hard:
+            for r in range(n_rows):
+                j = best_of[r]
+                if j >= 0:
+                    nk[j] += wrow[r]
+                    for a in range(d):
+                        sx[j, a] += wrow[r] * (xb[r, a] - means[j, a])
+        else:
+            for j in range(k):
+                if wr[0, j] == 0.0 and wr[1, j] == 0.0 and wr[2, j] == 0.0 and wr[3, j] == 0.0:
+                    continue
+                _accumulate_first(xb, wr, means, j, nk, sx)
         # the tied scatter about the fixed center needs no responsibilities
         for a in range(d):
             u0 = wrow[0] * xc[0, a]
@@ -369,7 +382,7 @@ def _estep_coordinate_chunk(X, sample_weight, means, meansT, precT, log_norm, ha
                 j = best_of[r]
                 if j < 0:
                     continue
-                w = wr[r, j]
+                w = sample_weight[i0 + r]
                 nk[j] += w
                 for a in range(d):
                     t = xb[r, a] - means[j, a]
@@ -454,6 +467,15 @@ def _estep_bernoulli_chunk(X, sample_weight, logitT, log_norm, hard, start, stop
                 lp[3, j] += x3 * g
         _finish_block(i0, n_rows, lp, no_maha, hard, sample_weight, labels, log_prob,
                       want_lp, wr, best_of, obj)
+        if hard:
+            for r in range(n_rows):
+                j = best_of[r]
+                if j >= 0:
+                    w = sample_weight[i0 + r]
+                    nk[j] += w
+                    for a in range(d):
+                        sx[j, a] += w * xb[r, a]
+            continue
         for j in range(k):
             r0 = wr[0, j]
             r1 = wr[1, j]
