@@ -2,7 +2,9 @@
 
 Written for clarity, not speed: it is the oracle the compiled backends are
 tested against, and the backend of last resort.  Each chunk is handled with
-whole-array NumPy operations; only chunk-sized temporaries are created.
+whole-array NumPy operations; only chunk-sized temporaries are created.  Each
+chunk is read as a C-contiguous float64 copy, so the rounding of the matrix
+products does not depend on the memory layout of X.
 """
 
 import numpy as np
@@ -56,7 +58,7 @@ def _gaussian_estep(maha_fn, accumulate_sxx, X, sample_weight, means, log_norm,
                     hard, chunk_size, labels, log_prob, nk, sx, obj):
     k = means.shape[0]
     for c, start, stop in _chunks(X.shape[0], chunk_size):
-        x = X[start:stop].astype(np.float64)
+        x = np.ascontiguousarray(X[start:stop], dtype=np.float64)
         maha = maha_fn(x)  # (m, k) squared Mahalanobis distances
         lp = log_norm[None, :] - 0.5 * maha
         wresp, new_labels = _finish_chunk(c, start, stop, lp, hard, sample_weight,
@@ -142,7 +144,7 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size,
                     labels, log_prob, nk, sx, obj):
     for c, start, stop in _chunks(X.shape[0], chunk_size):
-        x = X[start:stop].astype(np.float64)
+        x = np.ascontiguousarray(X[start:stop], dtype=np.float64)
         # log p(x | k) = sum_j x_j log p_kj + (1 - x_j) log(1 - p_kj)
         lp = log_norm[None, :] + x @ logit.T
         wresp, _ = _finish_chunk(c, start, stop, lp, hard, sample_weight, labels,
@@ -154,7 +156,7 @@ def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size,
 
 def sqdist(X, centers, chunk_size, out):
     for _, start, stop in _chunks(X.shape[0], chunk_size):
-        x = X[start:stop].astype(np.float64)
+        x = np.ascontiguousarray(X[start:stop], dtype=np.float64)
         out[start:stop] = np.stack(
             [np.sum((x - c) ** 2, axis=1) for c in centers], axis=1
         )
