@@ -92,4 +92,8 @@ class BernoulliFamily:
             nk += wr.sum(axis=0)
             sx += wr.T @ X[start:stop].astype(np.float64)
         stats = BernoulliStats(nk, sx, np.zeros(3), float(sample_weight.sum()))
-        return self.m_step(stats, None, fixed=frozenset())
+        params = self.m_step(stats, None, fixed=frozenset())
+        # seed-row inits ("k-means++", "random_from_data") give most rows no
+        # responsibility, so nk sums to less than sum_i w_i: renormalise
+        params.weights = nk / nk.sum()
+        return params
