@@ -14,7 +14,7 @@ def check_binary(X):
         row, col = np.argwhere(bad)[0]
         raise ValueError(
             f"X must contain only 0 and 1 values for BernoulliMixture, got "
-            f"{X[row, col]!r} at row {row}, column {col}"
+            f"{float(X[row, col])!r} at row {row}, column {col}"
         )
 
 
@@ -86,7 +86,7 @@ class BernoulliMixture(BaseMixture):
             if np.any(means <= 0) or np.any(means >= 1):
                 raise ValueError(
                     "means_init must lie strictly between 0 and 1, got min "
-                    f"{means.min()!r}, max {means.max()!r}"
+                    f"{float(means.min())!r}, max {float(means.max())!r}"
                 )
             inits["means"] = means
         return fixed, inits

@@ -66,10 +66,11 @@ class BaseMixture(BaseEstimator):
         w = check_param_array("weights_init", self.weights_init, (self.n_components,))
         if np.any(w < 0) or np.any(w > 1):
             raise ValueError(
-                f"weights_init must lie in [0, 1], got min {w.min()!r}, max {w.max()!r}"
+                f"weights_init must lie in [0, 1], got min {float(w.min())!r}, "
+                f"max {float(w.max())!r}"
             )
         if abs(1.0 - w.sum()) > 1e-8:
-            raise ValueError(f"weights_init must sum to 1, got sum {w.sum()!r}")
+            raise ValueError(f"weights_init must sum to 1, got sum {float(w.sum())!r}")
         return w
 
     def _validate_X(self, X, reset):
