@@ -15,8 +15,9 @@ from .exceptions import NotFittedError
 def check_array(X, name="X", *, dtype_float=True):
     """Return ``X`` as a 2-D float32 or float64 ndarray of finite values.
 
-    float32 and float64 are kept as they are; other numeric and boolean inputs
-    become float64.  Object, string and complex arrays are rejected.
+    float32 and float64 are kept as they are; other numeric and boolean inputs,
+    and object arrays of numbers, become float64.  Strings (even numeric ones)
+    and complex numbers are rejected.
     """
     if hasattr(X, "__array__") or isinstance(X, (list, tuple)):
         arr = np.asarray(X)
@@ -24,6 +25,12 @@ def check_array(X, name="X", *, dtype_float=True):
         raise TypeError(f"{name} must be array-like, got {type(X).__name__}")
     if arr.dtype.kind == "c":
         raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
+    if arr.dtype.kind in "US" or (arr.dtype.kind == "O" and any(
+            isinstance(v, (str, bytes)) for v in arr.flat)):
+        raise TypeError(
+            f"{name} must contain numbers, got strings (dtype {arr.dtype}); convert "
+            f"them to numbers explicitly"
+        )
     if arr.dtype.kind not in "biuf":
         try:
             arr = arr.astype(np.float64)
