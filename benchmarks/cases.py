@@ -1,0 +1,308 @@
+"""The one registry of benchmark cases, and the data each case runs on.
+
+A case is a target (a kernel of ``fastem/backends/_table.py`` or a model)
+x a shape (n samples, d features, k components) x a dtype x a runner (a
+fastem backend for kernels; ``fastem`` or ``sklearn`` for models).  Every
+benchmark in this folder is parametrized from the lists built here
+(``KERNEL_CASES``, ``MODEL_CASES``), so a shape or dtype is added in one
+place.  The data of each case (``make_problem``) and two small timing
+helpers live here too.
+
+Shapes come in three tiers: ``small`` and ``medium`` run in CI (``-m "not
+large"``), ``large`` carries ``pytest.mark.large``.  Each model family has its
+own shapes (the large tier holds n = 1e6 and the reference shapes), and each
+kernel is benchmarked at the shapes of the model that calls it.  The medium
+Gaussian-mixture shape is the reference shape (1e5, 16, 16) itself.
+
+Flop model (``kernel_flops``)
+-----------------------------
+Nominal arithmetic of one pass, counting a multiply-add as 2 flops and not
+counting exp/log; ``k'`` is the number of components that receive
+statistics for a row: ``k`` for a soft E-step, 1 for a hard one.
+
+=================  =====================================================
+sqdist             3 n m d              (subtract, square, add; m = k centres)
+estep_spherical    3 n k d              distances (one scale per component)
+                   + 4 n k' d           sx and sxx moments
+estep_diag         4 n k d              distances (per-coordinate precision)
+                   + 4 n k' d           sx and sxx moments
+estep_tied         n d^2                x U (triangular), once per row
+                   + 3 n k d            ||x U - mu_k U||^2
+                   + n d^2              scatter about the centre (lower triangle)
+                   + 3 n k' d           sx
+estep_full         n k (d^2 + 3 d)      (x - mu_k) U_k (triangular) and its norm
+                   + n k' (d^2 + 3 d)   second moments (lower triangle) and sx
+estep_bernoulli    2 n k d              x . logit_k
+                   + 2 n k' d           sx
+=================  =====================================================
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pytest
+
+import fastem
+
+SMALL, MEDIUM, LARGE = "small", "medium", "large"
+DTYPES = ("float64", "float32")
+
+# Backends too slow for the large tier; they still run at small and medium shapes.
+SLOW_BACKENDS = frozenset({"numpy"})
+
+
+def _short(n):
+    """20000 -> '2e4', 1000000 -> '1e6', 1500 -> '1500'."""
+    exponent = len(str(n)) - 1
+    mantissa, rest = divmod(n, 10 ** exponent)
+    return f"{mantissa}e{exponent}" if rest == 0 and exponent >= 3 else str(n)
+
+
+@dataclass(frozen=True)
+class Shape:
+    n: int
+    d: int
+    k: int
+    tier: str
+
+    @property
+    def label(self):
+        return f"n{_short(self.n)}_d{self.d}_k{self.k}"
+
+
+KMEANS_SHAPES = (
+    Shape(20_000, 16, 16, SMALL),
+    Shape(100_000, 16, 16, MEDIUM),
+    Shape(1_000_000, 16, 16, LARGE),   # reference
+    Shape(1_000_000, 32, 128, LARGE),  # reference
+    Shape(200_000, 2, 8, LARGE),       # reference
+)
+GMM_SHAPES = (
+    Shape(20_000, 16, 16, SMALL),
+    Shape(100_000, 16, 16, MEDIUM),    # reference
+    Shape(1_000_000, 16, 16, LARGE),
+    Shape(200_000, 2, 8, LARGE),       # reference
+    Shape(50_000, 64, 8, LARGE),       # reference
+)
+BERNOULLI_SHAPES = (
+    Shape(20_000, 64, 32, SMALL),
+    Shape(100_000, 64, 32, MEDIUM),
+    Shape(1_000_000, 64, 32, LARGE),   # reference
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark: ``name[variant]`` at ``shape`` in ``dtype``, run by ``runner``.
+
+    name : kernel name (``"estep_full"``) or model class name (``"KMeans"``)
+    variant : model covariance type, ``"hard"`` for a hard E-step kernel, or None
+    data : ``"blobs"`` (Gaussian clusters) or ``"binary"`` (0/1 mixture)
+    runner : backend name for kernels, ``"fastem"`` or ``"sklearn"`` for models
+    """
+
+    name: str
+    variant: Optional[str]
+    data: str
+    shape: Shape
+    dtype: str
+    runner: str
+
+    @property
+    def label(self):
+        return self.name if self.variant is None else f"{self.name}[{self.variant}]"
+
+    @property
+    def group(self):
+        return f"{self.label}|{self.shape.label}"
+
+    @property
+    def id(self):
+        return f"{self.label}-{self.shape.tier}-{self.shape.label}-{self.dtype}-{self.runner}"
+
+    @property
+    def hard(self):
+        return self.variant == "hard"
+
+    def param(self):
+        marks = [pytest.mark.large] if self.shape.tier == LARGE else []
+        return pytest.param(self, id=self.id, marks=marks)
+
+
+# ---------------------------------------------------------------- kernels
+# (kernel, variant, data, shapes): each kernel at the shapes of its model.
+KERNEL_TARGETS = (
+    ("sqdist", None, "blobs", KMEANS_SHAPES),             # k-means++ seeding, transform
+    ("estep_spherical", "hard", "blobs", KMEANS_SHAPES),  # the K-means E-step
+    ("estep_full", None, "blobs", GMM_SHAPES),
+    ("estep_tied", None, "blobs", GMM_SHAPES),
+    ("estep_diag", None, "blobs", GMM_SHAPES),
+    ("estep_spherical", None, "blobs", GMM_SHAPES),
+    ("estep_bernoulli", None, "binary", BERNOULLI_SHAPES),
+)
+
+
+def kernel_flops(name, n, d, k, hard=False):
+    """Nominal flops of one kernel pass; see the module docstring."""
+    kk = 1 if hard else k
+    if name == "sqdist":
+        return 3 * n * k * d
+    if name == "estep_spherical":
+        return 3 * n * k * d + 4 * n * kk * d
+    if name == "estep_diag":
+        return 4 * n * k * d + 4 * n * kk * d
+    if name == "estep_tied":
+        return 2 * n * d * d + 3 * n * k * d + 3 * n * kk * d
+    if name == "estep_full":
+        return n * (k + kk) * (d * d + 3 * d)
+    if name == "estep_bernoulli":
+        return 2 * n * k * d + 2 * n * kk * d
+    raise ValueError(f"no flop model for kernel {name!r}")
+
+
+def _kernel_cases():
+    backends = fastem.available_backends()
+    cases = []
+    for name, variant, data, shapes in KERNEL_TARGETS:
+        for shape in shapes:
+            for dtype in DTYPES:
+                for backend in backends:
+                    if shape.tier == LARGE and backend in SLOW_BACKENDS:
+                        continue
+                    cases.append(Case(name, variant, data, shape, dtype, backend))
+    return cases
+
+
+# ---------------------------------------------------------------- models
+# (model, variant, data, shapes, runners)
+MODEL_TARGETS = (
+    ("KMeans", None, "blobs", KMEANS_SHAPES, ("fastem", "sklearn")),
+    ("GaussianMixture", "full", "blobs", GMM_SHAPES, ("fastem", "sklearn")),
+    ("GaussianMixture", "tied", "blobs", GMM_SHAPES, ("fastem", "sklearn")),
+    ("GaussianMixture", "diag", "blobs", GMM_SHAPES, ("fastem", "sklearn")),
+    ("GaussianMixture", "spherical", "blobs", GMM_SHAPES, ("fastem", "sklearn")),
+    ("BernoulliMixture", None, "binary", BERNOULLI_SHAPES, ("fastem",)),  # no sklearn peer
+)
+
+
+def _model_cases():
+    return [
+        Case(name, variant, data, shape, dtype, runner)
+        for name, variant, data, shapes, runners in MODEL_TARGETS
+        for shape in shapes
+        for dtype in DTYPES
+        for runner in runners
+    ]
+
+
+KERNEL_CASES = _kernel_cases()
+MODEL_CASES = _model_cases()
+
+
+# ---------------------------------------------------------------- timing helpers
+def warm_up(benchmark, func, *args):
+    """Call ``func(*args)`` once outside the timing (numba compiles on first use).
+
+    Skipped under ``--benchmark-disable``, where the single call is the test.
+    """
+    if benchmark.enabled:
+        func(*args)
+
+
+def median_seconds(benchmark):
+    """Median time of one call in seconds, or None under ``--benchmark-disable``."""
+    if benchmark.stats is None:
+        return None
+    return benchmark.stats.stats.median
+
+
+# ---------------------------------------------------------------- data
+_ROWS = 65_536  # rows generated at a time: no (n, d) float64 temporary for float32 data
+
+
+@dataclass
+class Problem:
+    """Data of one (data, shape, dtype) and the initial parameters every runner shares.
+
+    X : ndarray of shape (n, d), C order, ``dtype``
+    sample_weight : ndarray of shape (n,), ones
+    center : ndarray of shape (d,), column means in float64
+    weights_init : ndarray of shape (k,), uniform
+    means_init : ndarray of shape (k, d), float64: k distinct rows of X for
+        blobs, success probabilities in [0.25, 0.75] for binary data
+    covariance : ndarray of shape (d, d), the data's covariance (blobs only)
+    """
+
+    X: np.ndarray
+    sample_weight: np.ndarray
+    center: np.ndarray
+    weights_init: np.ndarray
+    means_init: np.ndarray
+    covariance: Optional[np.ndarray] = None
+
+    def covariances_init(self, covariance_type):
+        """Every component starts with the data's covariance, in that type's shape."""
+        k = self.means_init.shape[0]
+        variances = np.diag(self.covariance)
+        return {
+            "full": np.tile(self.covariance, (k, 1, 1)),
+            "tied": self.covariance,
+            "diag": np.tile(variances, (k, 1)),
+            "spherical": np.full(k, variances.mean()),
+        }[covariance_type]
+
+    def precisions_init(self, covariance_type):
+        """The inverses of :meth:`covariances_init`, for ``precisions_init``."""
+        covariances = self.covariances_init(covariance_type)
+        if covariance_type in ("full", "tied"):
+            precisions = np.linalg.inv(covariances)
+            return 0.5 * (precisions + np.swapaxes(precisions, -1, -2))
+        return 1.0 / covariances
+
+
+def make_blobs(n, d, k, dtype, seed=0):
+    """k Gaussian clusters: centres ~ N(0, 2^2 I), unit noise, uniform labels.
+
+    The clusters overlap enough that Lloyd and EM keep moving for the first
+    ten iterations from a random-rows start.
+    """
+    rng = np.random.default_rng([seed, n, d, k])
+    centres = rng.normal(scale=2.0, size=(k, d))
+    X = np.empty((n, d), dtype=dtype)
+    for start in range(0, n, _ROWS):
+        stop = min(n, start + _ROWS)
+        labels = rng.integers(k, size=stop - start)
+        X[start:stop] = centres[labels] + rng.normal(size=(stop - start, d))
+    return X
+
+
+def make_binary(n, d, k, dtype, seed=0):
+    """0/1 rows from a mixture of k product-Bernoulli prototypes p_k ~ U(0.05, 0.95)^d."""
+    rng = np.random.default_rng([seed, n, d, k, 1])
+    prototypes = rng.uniform(0.05, 0.95, size=(k, d))
+    X = np.empty((n, d), dtype=dtype)
+    for start in range(0, n, _ROWS):
+        stop = min(n, start + _ROWS)
+        labels = rng.integers(k, size=stop - start)
+        X[start:stop] = rng.random((stop - start, d)) < prototypes[labels]
+    return X
+
+
+def make_problem(data, n, d, k, dtype, seed=0):
+    """The :class:`Problem` of one case; deterministic in its arguments."""
+    make = {"blobs": make_blobs, "binary": make_binary}[data]
+    X = make(n, d, k, dtype, seed)
+    rng = np.random.default_rng([seed, n, d, k, 2])
+    center = X.mean(axis=0, dtype=np.float64)
+    if data == "binary":
+        means_init = rng.uniform(0.25, 0.75, size=(k, d))
+        covariance = None
+    else:
+        means_init = X[np.sort(rng.choice(n, size=k, replace=False))].astype(np.float64)
+        covariance = np.zeros((d, d))
+        for start in range(0, n, _ROWS):
+            diff = X[start:start + _ROWS].astype(np.float64) - center
+            covariance += diff.T @ diff
+        covariance /= n
+    return Problem(X, np.ones(n), center, np.full(k, 1.0 / k), means_init, covariance)

@@ -1,0 +1,91 @@
+"""Fixtures shared by the kernel and model benchmarks.
+
+* ``problem``: the data and initial parameters of the current ``case``
+  (see ``cases.py``), built once and kept for later cases of the same shape.
+* ``record_model_timing``: collects model timings for the ratio table.
+* At the end of a timed run, a table of fastem/scikit-learn per-iteration
+  time ratios for every model group that has both.
+* Saved runs (``--benchmark-autosave``, ``--benchmark-json``) record fastem's
+  backend and thread count, OMP_WAIT_POLICY and the load average in
+  ``machine_info``: on a shared 2-core machine, other processes' load
+  distorts the timings (scikit-learn's BLAS threads most of all).
+"""
+
+import functools
+import os
+
+import pytest
+
+import fastem
+
+from cases import make_problem
+
+# Large arrays are a few hundred MB: keep only the most recent few.
+_load_problem = functools.lru_cache(maxsize=3)(make_problem)
+
+_model_timings = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def problem(case):
+    """The :class:`cases.Problem` of ``case`` (cached across the session)."""
+    shape = case.shape
+    return _load_problem(case.data, shape.n, shape.d, shape.k, case.dtype)
+
+
+@pytest.fixture
+def record_model_timing(request):
+    """Remember (case, seconds per iteration) for the end-of-run ratio table."""
+    timings = request.config.stash[_model_timings]
+
+    def record(case, seconds_per_iter):
+        timings.append((case, seconds_per_iter))
+    return record
+
+
+def pytest_configure(config):
+    config.stash[_model_timings] = []
+
+
+def _load_average():
+    try:
+        return os.getloadavg()
+    except OSError:  # pragma: no cover - not available
+        return None
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["fastem"] = {
+        "backend": fastem.get_backend(),
+        "num_threads": fastem.get_num_threads(),
+        "available_backends": fastem.available_backends(),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "load_average": _load_average(),
+    }
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    timings = config.stash.get(_model_timings, [])
+    by_key = {}
+    for case, seconds in timings:
+        by_key[(case.group, case.dtype, case.runner)] = seconds
+    rows = []
+    for (group, dtype, runner), fastem_s in sorted(by_key.items()):
+        sklearn_s = by_key.get((group, dtype, "sklearn"))
+        if runner == "fastem" and sklearn_s is not None:
+            rows.append((group, dtype, fastem_s, sklearn_s))
+    if not rows:
+        return
+    tr = terminalreporter
+    tr.section("fastem vs scikit-learn: median time per EM iteration")
+    tr.write_line(f"{'group':<40} {'dtype':<8} {'fastem ms':>10} {'sklearn ms':>11} "
+                  f"{'fastem/sklearn':>15}")
+    for group, dtype, fastem_s, sklearn_s in rows:
+        tr.write_line(f"{group:<40} {dtype:<8} {1e3 * fastem_s:>10.2f} "
+                      f"{1e3 * sklearn_s:>11.2f} {fastem_s / sklearn_s:>15.3f}")
+    load = _load_average()
+    if load is not None:
+        tr.write_line(f"load average at the end (1, 5, 15 min): "
+                      f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} on {os.cpu_count()} CPUs "
+                      f"(this run counts for up to {fastem.get_num_threads()}; more means other "
+                      f"processes competed and the ratios are distorted)")

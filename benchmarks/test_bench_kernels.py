@@ -1,0 +1,139 @@
+"""One pass of each kernel of the table, on each backend, as the EM driver calls it.
+
+The arguments are built as fastem's families build them (``allocate`` for
+the statistic buffers, ``log_norm`` / ``natural_params`` for the
+normalisers, ``chunk_layout`` for the chunks) and passed in the order of
+the kernel table, so a benchmark breaks when the table changes.  Only the
+kernel call is timed.
+
+extra_info: ``points_per_s`` (rows per second) and ``gflops`` (nominal flops
+of ``cases.kernel_flops`` per second), plus the case description.
+"""
+
+import numpy as np
+import pytest
+
+from cases import KERNEL_CASES, kernel_flops, median_seconds, warm_up
+from fastem import _config, get_num_threads, using_backend
+from fastem._bernoulli import BernoulliFamily, BernoulliParams
+from fastem._gaussian import GaussianFamily, GaussianParams
+from fastem._linalg import prec_chol_from_covariances
+from fastem.backends import get_kernels
+from fastem.backends._table import KERNELS
+
+TABLE = {spec.name: spec.params for spec in KERNELS}
+REG_COVAR = 1e-6  # GaussianMixture's default
+
+
+def _gaussian_params(case, problem):
+    """Parameters as the M-step hands them to the E-step.
+
+    ``prec_chol`` comes from ``prec_chol_from_covariances``, the M-step's own
+    call, so it has the memory layout the kernel sees in every iteration.
+    """
+    k = problem.means_init.shape[0]
+    if case.hard:
+        # KMeans' restricted mixture: weights 1/k, identity covariances
+        return GaussianParams(np.full(k, 1.0 / k), problem.means_init, np.ones(k), np.ones(k))
+    cov_type = case.name[len("estep_"):]
+    covariances = problem.covariances_init(cov_type)
+    return GaussianParams(problem.weights_init, problem.means_init, covariances,
+                          prec_chol_from_covariances(covariances, cov_type, REG_COVAR))
+
+
+def _gaussian_arguments(case, problem, chunk_size, n_chunks):
+    family = GaussianFamily(case.name[len("estep_"):], reg_covar=REG_COVAR)
+    params = _gaussian_params(case, problem)
+    n, d = problem.X.shape
+    k = params.means.shape[0]
+    buffers = family.allocate(n_chunks, k, d)
+    values = dict(
+        X=problem.X, sample_weight=problem.sample_weight, means=params.means,
+        prec_chol=params.prec_chol, log_norm=family.log_norm(params),
+        center=problem.center, hard=case.hard, chunk_size=chunk_size,
+        labels=np.full(n, -1, dtype=np.int64), log_prob=np.empty((0, k)), **buffers,
+    )
+    return values, buffers
+
+
+def _bernoulli_arguments(case, problem, chunk_size, n_chunks):
+    family = BernoulliFamily(alpha=1e-10)
+    params = BernoulliParams(problem.weights_init, problem.means_init)
+    logit, log_norm = family.natural_params(params)
+    n, d = problem.X.shape
+    k = logit.shape[0]
+    buffers = family.allocate(n_chunks, k, d)
+    values = dict(
+        X=problem.X, sample_weight=problem.sample_weight, logit=logit, log_norm=log_norm,
+        hard=case.hard, chunk_size=chunk_size, labels=np.full(n, -1, dtype=np.int64),
+        log_prob=np.empty((0, k)), **buffers,
+    )
+    return values, buffers
+
+
+def _check_estep(case, problem, values, buffers):
+    """The pass covered every row: responsibilities of each row sum to its weight."""
+    np.testing.assert_allclose(buffers["nk"].sum(), problem.sample_weight.sum(), rtol=1e-9)
+    assert np.isfinite(buffers["obj"]).all()
+    assert values["labels"].min() >= 0
+
+
+def _check_sqdist(case, problem, values, buffers):
+    X, centers, out = values["X"], values["centers"], values["out"]
+    for i in (0, X.shape[0] - 1):
+        expected = ((X[i].astype(np.float64) - centers) ** 2).sum(axis=1)
+        np.testing.assert_allclose(out[i], expected, rtol=1e-6 if X.dtype == np.float32 else 1e-12)
+
+
+def _sqdist_arguments(case, problem, chunk_size, n_chunks):
+    # KMeans.transform: distances to the k centres
+    n = problem.X.shape[0]
+    k = problem.means_init.shape[0]
+    values = dict(X=problem.X, centers=problem.means_init, chunk_size=chunk_size,
+                  out=np.empty((n, k)))
+    return values, None
+
+
+ARGUMENTS = {
+    "estep_full": (_gaussian_arguments, _check_estep),
+    "estep_tied": (_gaussian_arguments, _check_estep),
+    "estep_diag": (_gaussian_arguments, _check_estep),
+    "estep_spherical": (_gaussian_arguments, _check_estep),
+    "estep_bernoulli": (_bernoulli_arguments, _check_estep),
+    "sqdist": (_sqdist_arguments, _check_sqdist),
+}
+
+
+def test_every_kernel_has_cases():
+    assert set(ARGUMENTS) == set(TABLE)
+    assert {case.name for case in KERNEL_CASES} == set(TABLE)
+
+
+@pytest.mark.parametrize("case", [case.param() for case in KERNEL_CASES])
+def test_kernel(benchmark, case, problem):
+    with using_backend(case.runner):
+        kernels = get_kernels()
+    assert kernels.name == case.runner
+    kernel = getattr(kernels, case.name)
+
+    n, d = problem.X.shape
+    k = problem.means_init.shape[0]
+    chunk_size, n_chunks = _config.chunk_layout(n)
+    build, check = ARGUMENTS[case.name]
+    values, buffers = build(case, problem, chunk_size, n_chunks)
+    args = [values[name] for name in TABLE[case.name]]
+
+    benchmark.group = case.group
+    flops = kernel_flops(case.name, n, d, k, case.hard)
+    benchmark.extra_info.update(
+        kernel=case.name, backend=case.runner, n=n, d=d, k=k, dtype=case.dtype,
+        hard=case.hard, threads=get_num_threads(), chunk_size=chunk_size, flops=flops,
+    )
+    warm_up(benchmark, kernel, *args)
+    benchmark(kernel, *args)
+    check(case, problem, values, buffers)
+
+    seconds = median_seconds(benchmark)
+    if seconds is not None:
+        benchmark.extra_info["points_per_s"] = n / seconds
+        benchmark.extra_info["gflops"] = flops / seconds / 1e9
