@@ -1,7 +1,7 @@
 """The kernel table: every kernel a backend must provide, in one place.
 
 Each backend module (``numpy``, ``numba``, later ``cython``) exports exactly
-these names with exactly these parameters; ``tests/test_kernel_table.py``
+these names with exactly these parameters; ``tests/test_kernels.py``
 enforces it.  Kernels never validate, warn or allocate the arrays they fill:
 the EM driver allocates every OUT array once per fit and the kernel overwrites
 it.
