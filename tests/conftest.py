@@ -1,0 +1,69 @@
+"""Shared fixtures: the backend under test, small real data sets, tolerances."""
+
+import numpy as np
+import pytest
+import scipy.linalg  # noqa: F401 - load scipy's BLAS before limiting it
+from sklearn.datasets import load_digits, load_iris, load_wine
+from threadpoolctl import threadpool_limits
+
+import fastem
+from fastem import _config
+
+# One BLAS thread: the suite's matrices are small, and on a two-core machine
+# OpenBLAS threads spinning beside numba's OpenMP threads slowed some tests
+# down tenfold.  fastem's own thread count is not affected.
+_BLAS_LIMIT = threadpool_limits(1, user_api="blas")
+
+
+@pytest.fixture(params=fastem.available_backends())
+def backend(request):
+    """Run the test once per importable backend, with that backend active."""
+    with fastem.using_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def restore_config():
+    """Put the process-wide thread count and chunk size back after the test."""
+    threads, chunk = _config.get_num_threads(), _config.get_chunk_size()
+    yield
+    fastem.set_num_threads(threads)
+    fastem.set_chunk_size(chunk)
+
+
+# The data sets are read once per session; tests must not modify them
+# (test_gaussian_mixture checks that fastem does not).  scikit-learn hands
+# iris and wine out as column slices (non-contiguous); C-contiguous copies keep
+# the number of numba specialisations compiled by the suite down.  Strided
+# input has its own tests (test_kernels, test_gaussian_mixture).
+@pytest.fixture(scope="session")
+def iris():
+    return np.ascontiguousarray(load_iris().data)
+
+
+@pytest.fixture(scope="session")
+def wine():
+    return np.ascontiguousarray(load_wine().data)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return np.ascontiguousarray(load_digits().data)
+
+
+def rel_err(actual, expected):
+    """Largest absolute difference relative to the largest entry of ``expected``.
+
+    Norm-wise rather than element-wise, so entries that are sums cancelling to
+    nearly zero are judged on the scale of the whole array.
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    if expected.size == 0:
+        return 0.0
+    scale = np.max(np.abs(expected))
+    diff = np.max(np.abs(actual - expected))
+    if scale == 0.0:
+        return float(diff)
+    return float(diff / scale)

@@ -1,0 +1,712 @@
+"""The kernel table, each backend's kernels, and the backend dispatcher.
+
+Oracles: the pure-NumPy reference backend (chunk by chunk), a dense
+computation written here from the formulas in ``backends/_table.py`` (no
+chunks, no fastem code), and ``scipy.stats.multivariate_normal``.
+"""
+
+import inspect
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+import fastem
+from fastem import backends
+from fastem._bernoulli import BernoulliFamily, BernoulliParams
+from fastem._gaussian import GaussianFamily, GaussianParams
+from fastem.backends import _table
+from fastem.backends import numpy_backend
+
+from conftest import rel_err
+
+COV_TYPES = ("full", "tied", "diag", "spherical")
+KERNEL_TOL = 1e-12  # same float64 sums in another order: rounding only
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------- inputs
+def random_prec_chol(cov_type, k, d, rng):
+    """Upper-triangular precision factors, well conditioned.
+
+    Laid out as the M-step hands them to the kernels (transposed views of
+    C-contiguous lower factors), so that kernel and model tests share numba
+    specialisations; C-contiguous factors (from precisions_init) reach the
+    kernels in the model tests.
+    """
+    if cov_type == "full":
+        U = np.triu(0.3 * rng.standard_normal((k, d, d)), 1)
+        U[:, np.arange(d), np.arange(d)] = rng.uniform(0.5, 1.5, size=(k, d))
+        return np.swapaxes(np.ascontiguousarray(np.swapaxes(U, 1, 2)), 1, 2)
+    if cov_type == "tied":
+        U = np.triu(0.3 * rng.standard_normal((d, d)), 1)
+        U[np.arange(d), np.arange(d)] = rng.uniform(0.5, 1.5, size=d)
+        return np.asfortranarray(U)
+    if cov_type == "diag":
+        return rng.uniform(0.5, 1.5, size=(k, d))
+    return rng.uniform(0.5, 1.5, size=k)
+
+
+def precision_matrices(cov_type, prec_chol, k, d):
+    """Dense (k, d, d) precision matrices P_k = U_k U_k^T."""
+    if cov_type == "full":
+        return prec_chol @ np.swapaxes(prec_chol, 1, 2)
+    if cov_type == "tied":
+        return np.repeat((prec_chol @ prec_chol.T)[None], k, axis=0)
+    if cov_type == "diag":
+        return np.stack([np.diag(u ** 2) for u in prec_chol])
+    return np.stack([u ** 2 * np.eye(d) for u in prec_chol])
+
+
+def hand_log_norm(cov_type, weights, prec_chol, k, d):
+    """log w_k + log det(U_k) - d/2 log(2 pi), written out per type."""
+    if cov_type == "full":
+        logdet = np.array([np.sum(np.log(np.diag(u))) for u in prec_chol])
+    elif cov_type == "tied":
+        logdet = np.full(k, np.sum(np.log(np.diag(prec_chol))))
+    elif cov_type == "diag":
+        logdet = np.log(prec_chol).sum(axis=1)
+    else:
+        logdet = d * np.log(prec_chol)
+    return np.log(weights) + logdet - 0.5 * d * np.log(2 * np.pi)
+
+
+def make_gaussian_case(cov_type, n, d, k, dtype, rng):
+    X = (rng.standard_normal((n, d)) * 2.0 + 1.0).astype(dtype)
+    sample_weight = rng.uniform(0.2, 3.0, size=n)
+    sample_weight[rng.uniform(size=n) < 0.15] = 0.0  # zeros must contribute nothing
+    means = rng.standard_normal((k, d)) * 2.0 + 1.0
+    prec_chol = random_prec_chol(cov_type, k, d, rng)
+    weights = rng.dirichlet(np.ones(k))
+    return dict(
+        X=X, sample_weight=sample_weight, means=means, prec_chol=prec_chol,
+        weights=weights, log_norm=hand_log_norm(cov_type, weights, prec_chol, k, d),
+        center=X.astype(np.float64).mean(axis=0) + 0.1,
+        labels=rng.integers(0, k, size=n).astype(np.int64),
+    )
+
+
+def make_bernoulli_case(n, d, k, dtype, rng):
+    X = (rng.uniform(size=(n, d)) < rng.uniform(0.2, 0.8, size=d)).astype(dtype)
+    sample_weight = rng.uniform(0.2, 3.0, size=n)
+    sample_weight[rng.uniform(size=n) < 0.15] = 0.0
+    p = rng.uniform(0.05, 0.95, size=(k, d))
+    weights = rng.dirichlet(np.ones(k))
+    return dict(
+        X=X, sample_weight=sample_weight, p=p, weights=weights,
+        logit=np.log(p) - np.log1p(-p),
+        log_norm=np.log(weights) + np.log1p(-p).sum(axis=1),
+        labels=rng.integers(0, k, size=n).astype(np.int64),
+    )
+
+
+def sxx_shape(cov_type, k, d):
+    return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k, d)}[cov_type]
+
+
+def run_gaussian_kernel(kernel, case, cov_type, hard, chunk_size, want_log_prob):
+    """Call one E-step kernel on fresh NaN-filled buffers; return every output."""
+    X = case["X"]
+    n, d = X.shape
+    k = case["means"].shape[0]
+    n_chunks = -(-n // chunk_size)
+    out = dict(
+        labels=case["labels"].copy(),
+        log_prob=np.full((n if want_log_prob else 0, k), np.nan),
+        nk=np.full((n_chunks, k), np.nan),
+        sx=np.full((n_chunks, k, d), np.nan),
+        sxx=np.full((n_chunks,) + sxx_shape(cov_type, k, d), np.nan),
+        obj=np.full((n_chunks, 3), np.nan),
+    )
+    kernel(X, case["sample_weight"], case["means"], case["prec_chol"], case["log_norm"],
+           case["center"], hard, chunk_size, out["labels"], out["log_prob"], out["nk"],
+           out["sx"], out["sxx"], out["obj"])
+    if cov_type in ("full", "tied"):
+        out["sxx"] = np.tril(out["sxx"])  # only the lower triangle is specified
+    return out
+
+
+def run_bernoulli_kernel(kernel, case, hard, chunk_size, want_log_prob):
+    X = case["X"]
+    n, d = X.shape
+    k = case["logit"].shape[0]
+    n_chunks = -(-n // chunk_size)
+    out = dict(
+        labels=case["labels"].copy(),
+        log_prob=np.full((n if want_log_prob else 0, k), np.nan),
+        nk=np.full((n_chunks, k), np.nan),
+        sx=np.full((n_chunks, k, d), np.nan),
+        obj=np.full((n_chunks, 3), np.nan),
+    )
+    kernel(X, case["sample_weight"], case["logit"], case["log_norm"], hard, chunk_size,
+           out["labels"], out["log_prob"], out["nk"], out["sx"], out["obj"])
+    return out
+
+
+def responsibilities(lp, hard):
+    labels = np.argmax(lp, axis=1)
+    if hard:
+        resp = np.zeros_like(lp)
+        resp[np.arange(lp.shape[0]), labels] = 1.0
+        return resp, lp.max(axis=1), labels
+    ll = logsumexp(lp, axis=1)
+    return np.exp(lp - ll[:, None]), ll, labels
+
+
+def dense_gaussian_oracle(case, cov_type, hard):
+    """The kernel's totals over all chunks, straight from the table's formulas."""
+    x = case["X"].astype(np.float64)
+    w = case["sample_weight"]
+    means = case["means"]
+    k, d = means.shape
+    P = precision_matrices(cov_type, case["prec_chol"], k, d)
+    diff = x[:, None, :] - means[None]                      # (n, k, d)
+    maha = np.einsum("nka,kab,nkb->nk", diff, P, diff)
+    lp = case["log_norm"] - 0.5 * maha
+    resp, ll, labels = responsibilities(lp, hard)
+    wr = w[:, None] * resp
+    if cov_type == "full":
+        sxx = np.tril(np.einsum("nk,nka,nkb->kab", wr, diff, diff))
+    elif cov_type == "tied":
+        dc = x - case["center"]
+        sxx = np.tril((w[:, None] * dc).T @ dc)
+    else:
+        sxx = np.einsum("nk,nka->ka", wr, diff ** 2)
+    n = x.shape[0]
+    obj = np.array([
+        np.sum(w * ll),
+        np.sum(w * maha[np.arange(n), labels]) if hard else 0.0,
+        np.count_nonzero(labels != case["labels"]),
+    ])
+    return dict(labels=labels, log_prob=lp, nk=wr.sum(axis=0),
+                sx=np.einsum("nk,nka->ka", wr, diff), sxx=sxx, obj=obj)
+
+
+def dense_bernoulli_oracle(case, hard):
+    x = case["X"].astype(np.float64)
+    w = case["sample_weight"]
+    p = case["p"]
+    # log p(x | k) = sum_j x_j log p_kj + (1 - x_j) log(1 - p_kj)
+    lp = np.log(case["weights"]) + x @ np.log(p).T + (1 - x) @ np.log1p(-p).T
+    resp, ll, labels = responsibilities(lp, hard)
+    wr = w[:, None] * resp
+    obj = np.array([np.sum(w * ll), 0.0, np.count_nonzero(labels != case["labels"])])
+    return dict(labels=labels, log_prob=lp, nk=wr.sum(axis=0), sx=wr.T @ x, obj=obj)
+
+
+def assert_totals_match(out, oracle, want_log_prob):
+    np.testing.assert_array_equal(out["labels"], oracle["labels"])
+    for name in ("nk", "sx", "sxx"):
+        if name in oracle:
+            assert rel_err(out[name].sum(axis=0), oracle[name]) < KERNEL_TOL, name
+    obj = out["obj"].sum(axis=0)
+    assert rel_err(obj[0], oracle["obj"][0]) < KERNEL_TOL
+    assert rel_err(obj[1], oracle["obj"][1]) < KERNEL_TOL
+    assert obj[2] == oracle["obj"][2]
+    if want_log_prob:
+        assert rel_err(out["log_prob"], oracle["log_prob"]) < KERNEL_TOL
+
+
+def assert_outputs_match(out, ref):
+    """Chunk by chunk, against the NumPy reference backend."""
+    assert set(out) == set(ref)
+    for name in out:
+        assert out[name].shape == ref[name].shape, name
+        assert not np.isnan(out[name]).any(), f"{name} left partly unwritten"
+        if name == "labels":
+            np.testing.assert_array_equal(out[name], ref[name])
+        else:
+            assert rel_err(out[name], ref[name]) < KERNEL_TOL, name
+
+
+# ---------------------------------------------------------------- the table
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_backend_exports_exactly_the_kernel_table(name):
+    module = backends._load(name)
+    assert module is not None, backends._import_errors.get(name)
+    assert sorted(module.__all__) == sorted(_table.KERNEL_NAMES)
+    for spec in _table.KERNELS:
+        func = getattr(module, spec.name)
+        assert callable(func)
+        func = getattr(func, "py_func", func)  # numba dispatcher -> its Python function
+        params = tuple(inspect.signature(func).parameters)
+        assert params == spec.params, (name, spec.name)
+
+
+def test_kernel_table_is_consistent():
+    assert len(set(_table.KERNEL_NAMES)) == len(_table.KERNEL_NAMES)
+    gaussian = [s for s in _table.KERNELS if s.name.startswith("estep_")
+                and s.name != "estep_bernoulli"]
+    assert sorted(s.name for s in gaussian) == sorted("estep_" + c for c in COV_TYPES)
+    assert len({s.params for s in gaussian}) == 1
+    assert {_table.OBJ_LOGLIK, _table.OBJ_MAHA, _table.OBJ_CHANGED} == {0, 1, 2}
+
+
+# ---------------------------------------------------------------- kernels vs oracles
+@pytest.mark.parametrize("want_log_prob", [False, True], ids=["fit", "predict"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_gaussian_estep_matches_reference(backend, cov_type, dtype, hard, want_log_prob):
+    rng = np.random.default_rng(10 * COV_TYPES.index(cov_type) + hard)
+    case = make_gaussian_case(cov_type, n=701, d=5, k=4, dtype=dtype, rng=rng)
+    kernel = getattr(backends.get_kernels(), "estep_" + cov_type)
+    out = run_gaussian_kernel(kernel, case, cov_type, hard, 128, want_log_prob)
+    ref = run_gaussian_kernel(getattr(numpy_backend, "estep_" + cov_type), case,
+                              cov_type, hard, 128, want_log_prob)
+    assert_outputs_match(out, ref)
+    assert_totals_match(out, dense_gaussian_oracle(case, cov_type, hard), want_log_prob)
+    if hard:
+        # every weighted row goes wholly to one component
+        assert out["nk"].sum() == pytest.approx(case["sample_weight"].sum(), rel=1e-14)
+
+
+@pytest.mark.parametrize("want_log_prob", [False, True], ids=["fit", "predict"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bernoulli_estep_matches_reference(backend, dtype, hard, want_log_prob):
+    rng = np.random.default_rng(7 + hard)
+    case = make_bernoulli_case(n=653, d=9, k=3, dtype=dtype, rng=rng)
+    kernel = backends.get_kernels().estep_bernoulli
+    out = run_bernoulli_kernel(kernel, case, hard, 100, want_log_prob)
+    ref = run_bernoulli_kernel(numpy_backend.estep_bernoulli, case, hard, 100, want_log_prob)
+    assert_outputs_match(out, ref)
+    assert_totals_match(out, dense_bernoulli_oracle(case, hard), want_log_prob)
+    assert np.all(out["obj"][:, 1] == 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sqdist_matches_reference(backend, dtype):
+    rng = np.random.default_rng(3)
+    X = (rng.standard_normal((517, 6)) * 3).astype(dtype)
+    centers = rng.standard_normal((5, 6)) * 3
+    out = np.full((517, 5), np.nan)
+    backends.get_kernels().sqdist(X, centers, 64, out)
+    ref = np.full((517, 5), np.nan)
+    numpy_backend.sqdist(X, centers, 64, ref)
+    dense = ((X.astype(np.float64)[:, None, :] - centers[None]) ** 2).sum(axis=2)
+    assert rel_err(out, ref) < KERNEL_TOL
+    assert rel_err(out, dense) < KERNEL_TOL
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 300), d=st.integers(1, 6), k=st.integers(1, 5),
+       chunk_size=st.integers(1, 320), cov_type=st.sampled_from(COV_TYPES),
+       hard=st.booleans(), seed=st.integers(0, 2**31))
+def test_numba_kernels_on_generated_shapes(n, d, k, chunk_size, cov_type, hard, seed):
+    """Edge shapes (one row, one feature, one component, one row per chunk)."""
+    rng = np.random.default_rng(seed)
+    case = make_gaussian_case(cov_type, n, d, k, np.float64, rng)
+    with fastem.using_backend("numba"):
+        kernel = getattr(backends.get_kernels(), "estep_" + cov_type)
+        out = run_gaussian_kernel(kernel, case, cov_type, hard, chunk_size, True)
+    ref = run_gaussian_kernel(getattr(numpy_backend, "estep_" + cov_type), case, cov_type,
+                              hard, chunk_size, True)
+    assert_outputs_match(out, ref)
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_log_prob_is_weighted_scipy_density(backend, cov_type):
+    """log_prob[i, k] = log w_k + log N(x_i; mu_k, (U_k U_k^T)^-1)."""
+    rng = np.random.default_rng(11)
+    k, d = 3, 4
+    case = make_gaussian_case(cov_type, n=6, d=d, k=k, dtype=np.float64, rng=rng)
+    P = precision_matrices(cov_type, case["prec_chol"], k, d)
+    params = GaussianParams(case["weights"], case["means"], None, case["prec_chol"])
+    case["log_norm"] = GaussianFamily(cov_type, 0.0).log_norm(params)
+    kernel = getattr(backends.get_kernels(), "estep_" + cov_type)
+    out = run_gaussian_kernel(kernel, case, cov_type, False, 4, True)
+    for j in range(k):
+        expected = np.log(case["weights"][j]) + multivariate_normal(
+            case["means"][j], np.linalg.inv(P[j])).logpdf(case["X"])
+        np.testing.assert_allclose(out["log_prob"][:, j], expected, rtol=1e-12)
+
+
+def test_hard_estep_on_hand_case(backend):
+    """Two 1-D unit-variance components at 0 and 10, equal weights."""
+    X = np.array([[-1.0], [2.0], [4.0], [6.0], [11.0]])
+    w = np.array([1.0, 2.0, 0.0, 1.0, 3.0])
+    case = dict(X=X, sample_weight=w, means=np.array([[0.0], [10.0]]),
+                prec_chol=np.ones((2, 1, 1)), center=np.zeros(1),
+                log_norm=np.full(2, np.log(0.5) - 0.5 * np.log(2 * np.pi)),
+                labels=np.array([0, 0, 0, 0, 0]))
+    out = run_gaussian_kernel(backends.get_kernels().estep_full, case, "full", True, 2, True)
+    np.testing.assert_array_equal(out["labels"], [0, 0, 0, 1, 1])
+    np.testing.assert_allclose(out["nk"].sum(axis=0), [3.0, 4.0], rtol=1e-15)
+    # sx_k = sum w (x - mu_k): comp 0: -1 + 2*2 = 3; comp 1: (6-10) + 3*(11-10) = -1
+    np.testing.assert_allclose(out["sx"].sum(axis=0)[:, 0], [3.0, -1.0], rtol=1e-15)
+    np.testing.assert_allclose(out["sxx"].sum(axis=0)[:, 0, 0], [1 + 8, 16 + 3], rtol=1e-15)
+    obj = out["obj"].sum(axis=0)
+    inertia = 1 * 1 + 2 * 4 + 1 * 16 + 3 * 1  # the zero-weight row counts for nothing
+    assert obj[1] == pytest.approx(inertia, rel=1e-15)
+    assert obj[0] == pytest.approx(w.sum() * case["log_norm"][0] - 0.5 * inertia, rel=1e-14)
+    assert obj[2] == 2  # rows 3 and 4 moved from the initial label 0
+
+
+def test_estep_with_zero_weight_component(backend):
+    """A component of weight 0 has log_prob -inf and gets no responsibility."""
+    rng = np.random.default_rng(5)
+    case = make_gaussian_case("diag", n=50, d=2, k=3, dtype=np.float64, rng=rng)
+    case["weights"] = np.array([0.5, 0.0, 0.5])
+    with np.errstate(divide="ignore"):
+        case["log_norm"] = hand_log_norm("diag", case["weights"], case["prec_chol"], 3, 2)
+    out = run_gaussian_kernel(backends.get_kernels().estep_diag, case, "diag", False, 16, True)
+    assert np.all(out["log_prob"][:, 1] == -np.inf)
+    assert np.all(out["nk"][:, 1] == 0.0)
+    assert np.all(out["labels"] != 1)
+    assert np.isfinite(out["obj"]).all()
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided"])
+def test_memory_layout_gives_identical_bits(backend, layout):
+    """The kernels see the same values in any layout and must add them alike.
+
+    (float64 only: each dtype and layout is one more numba compilation.)
+    """
+    rng = np.random.default_rng(9)
+    kernels = backends.get_kernels()
+
+    def relayout(X):
+        if layout == "fortran":
+            return np.asfortranarray(X)
+        wide = np.zeros((X.shape[0], 2 * X.shape[1]), dtype=X.dtype)
+        wide[:, ::2] = X
+        strided = wide[:, ::2]  # every other column: neither C nor F contiguous
+        assert not strided.flags.c_contiguous and not strided.flags.f_contiguous
+        return strided
+
+    for cov_type in COV_TYPES:
+        case = make_gaussian_case(cov_type, n=300, d=4, k=3, dtype=np.float64, rng=rng)
+        fortran = dict(case, X=relayout(case["X"]))
+        kernel = getattr(kernels, "estep_" + cov_type)
+        for hard in (False, True):
+            c = run_gaussian_kernel(kernel, case, cov_type, hard, 64, True)
+            f = run_gaussian_kernel(kernel, fortran, cov_type, hard, 64, True)
+            for name in c:
+                np.testing.assert_array_equal(c[name], f[name], err_msg=(cov_type, name))
+    bcase = make_bernoulli_case(n=300, d=6, k=3, dtype=np.float64, rng=rng)
+    c = run_bernoulli_kernel(kernels.estep_bernoulli, bcase, False, 64, True)
+    f = run_bernoulli_kernel(kernels.estep_bernoulli, dict(bcase, X=relayout(bcase["X"])),
+                             False, 64, True)
+    for name in c:
+        np.testing.assert_array_equal(c[name], f[name], err_msg=name)
+    centers = rng.standard_normal((4, 4))
+    X = case["X"]
+    out_c, out_f = np.empty((300, 4)), np.empty((300, 4))
+    kernels.sqdist(X, centers, 64, out_c)
+    kernels.sqdist(relayout(X), centers, 64, out_f)
+    np.testing.assert_array_equal(out_c, out_f)
+
+
+# ---------------------------------------------------------------- additivity
+def _split_e_step(family, params, X, w, center, hard, cut):
+    kernels = backends.get_kernels()
+    k, d = params.means.shape
+
+    def e_step(rows):
+        Xp = np.ascontiguousarray(X[rows])
+        labels = np.full(Xp.shape[0], -1, dtype=np.int64)
+        chunk = 37
+        n_chunks = -(-Xp.shape[0] // chunk)
+        return family.e_step(kernels, Xp, w[rows], params, center=center, hard=hard,
+                             chunk_size=chunk, labels=labels,
+                             buffers=family.allocate(n_chunks, k, d))
+
+    whole = e_step(slice(None))
+    return whole, e_step(slice(None, cut)) + e_step(slice(cut, None))
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_gaussian_stats_of_halves_add_up(backend, cov_type, hard):
+    rng = np.random.default_rng(21)
+    case = make_gaussian_case(cov_type, n=400, d=3, k=4, dtype=np.float64, rng=rng)
+    family = GaussianFamily(cov_type, reg_covar=1e-6)
+    params = GaussianParams(case["weights"], case["means"], None, case["prec_chol"])
+    whole, added = _split_e_step(family, params, case["X"], case["sample_weight"],
+                                 case["center"], hard, cut=155)
+    for name in ("nk", "sx", "sxx", "obj"):
+        assert rel_err(getattr(added, name), getattr(whole, name)) < KERNEL_TOL, name
+    assert added.sum_weight == pytest.approx(whole.sum_weight, rel=1e-15)
+    assert added.lower_bound == pytest.approx(whole.lower_bound, rel=KERNEL_TOL)
+    assert added.n_changed == whole.n_changed == 400
+    # the M-step reads only the statistics, so it agrees as well
+    new_whole = family.m_step(whole, params, params.means, case["center"])
+    new_added = family.m_step(added, params, params.means, case["center"])
+    for name in ("weights", "means", "covariances", "prec_chol"):
+        assert rel_err(getattr(new_added, name), getattr(new_whole, name)) < 1e-11, name
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_bernoulli_stats_of_halves_add_up(backend, hard):
+    rng = np.random.default_rng(22)
+    case = make_bernoulli_case(n=300, d=7, k=3, dtype=np.float64, rng=rng)
+    family = BernoulliFamily(alpha=1e-3)
+    params = BernoulliParams(case["weights"], case["p"])
+    whole, added = _split_e_step(family, params, case["X"], case["sample_weight"],
+                                 None, hard, cut=101)
+    for name in ("nk", "sx", "obj"):
+        assert rel_err(getattr(added, name), getattr(whole, name)) < KERNEL_TOL, name
+    assert added.sum_weight == pytest.approx(whole.sum_weight, rel=1e-15)
+    new_whole = family.m_step(whole, params)
+    new_added = family.m_step(added, params)
+    assert rel_err(new_added.means, new_whole.means) < 1e-12
+    assert rel_err(new_added.weights, new_whole.weights) < 1e-12
+
+
+# ---------------------------------------------------------------- threads and chunks
+def _all_kernel_outputs(case, bcase, chunk_size):
+    kernels = backends.get_kernels()
+    outs = {}
+    for cov_type in COV_TYPES:
+        for hard in (False, True):
+            outs[cov_type, hard] = run_gaussian_kernel(
+                getattr(kernels, "estep_" + cov_type), case[cov_type], cov_type, hard,
+                chunk_size, True)
+    outs["bernoulli"] = run_bernoulli_kernel(kernels.estep_bernoulli, bcase, False,
+                                             chunk_size, True)
+    return outs
+
+
+@pytest.fixture(scope="module")
+def many_chunk_cases():
+    rng = np.random.default_rng(31)
+    case = {c: make_gaussian_case(c, n=6000, d=4, k=5, dtype=np.float64, rng=rng)
+            for c in COV_TYPES}
+    return case, make_bernoulli_case(n=6000, d=8, k=4, dtype=np.float64, rng=rng)
+
+
+def test_numba_one_and_two_threads_give_identical_bits(restore_config, many_chunk_cases):
+    import numba
+
+    case, bcase = many_chunk_cases
+    results = {}
+    with fastem.using_backend("numba"):
+        for threads in (1, 2):
+            fastem.set_num_threads(threads)
+            results[threads] = _all_kernel_outputs(case, bcase, chunk_size=97)
+            assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
+            fastem.set_chunk_size(97)  # 62 chunks for the model fit below
+            with pytest.warns(fastem.ConvergenceWarning):  # tol=0: by design
+                results[threads, "model"] = fastem.GaussianMixture(
+                    5, covariance_type="full", random_state=0, tol=0, max_iter=5
+                ).fit(case["full"]["X"])
+            fastem.set_chunk_size(None)
+    for key, out in results[1].items():
+        for name in out:
+            np.testing.assert_array_equal(out[name], results[2][key][name], err_msg=str(key))
+    m1, m2 = results[1, "model"], results[2, "model"]
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(m1, name), getattr(m2, name))
+    assert m1.lower_bounds_ == m2.lower_bounds_
+
+
+def test_chunk_size_changes_only_rounding(backend, many_chunk_cases):
+    case, bcase = many_chunk_cases
+    reference = _all_kernel_outputs(case, bcase, chunk_size=6000)  # a single chunk
+    for chunk_size in (5, 97, 1000):
+        outs = _all_kernel_outputs(case, bcase, chunk_size)
+        for key, out in outs.items():
+            np.testing.assert_array_equal(out["labels"], reference[key]["labels"])
+            assert rel_err(out["log_prob"], reference[key]["log_prob"]) < KERNEL_TOL
+            for name in ("nk", "sx", "sxx", "obj"):
+                if name in out:
+                    assert rel_err(out[name].sum(axis=0),
+                                   reference[key][name].sum(axis=0)) < KERNEL_TOL, (key, name)
+
+
+def test_model_fit_is_chunk_size_invariant(backend, restore_config, wine):
+    fits = []
+    for rows in (None, 1, 7, 64):
+        fastem.set_chunk_size(rows)
+        with pytest.warns(fastem.ConvergenceWarning):  # tol=0: by design
+            fits.append(fastem.GaussianMixture(3, covariance_type="full", random_state=0,
+                                               tol=0, max_iter=20).fit(wine))
+    for other in fits[1:]:
+        # 20 EM iterations carry the 1e-16 reordering differences forward;
+        # on this well separated problem they stay far below 1e-10
+        assert rel_err(other.means_, fits[0].means_) < 1e-10
+        assert rel_err(other.covariances_, fits[0].covariances_) < 1e-10
+        np.testing.assert_allclose(other.lower_bounds_, fits[0].lower_bounds_, rtol=1e-12)
+
+
+def test_chunk_layout():
+    from fastem._config import chunk_layout
+
+    fastem.set_chunk_size(None)
+    assert chunk_layout(10) == (256, 1)
+    assert chunk_layout(256 * 64) == (256, 64)
+    rows, n_chunks = chunk_layout(10**6)
+    assert n_chunks == 64 and rows * 64 >= 10**6
+    try:
+        fastem.set_chunk_size(100)
+        assert fastem.get_chunk_size() == 100
+        assert chunk_layout(1001) == (100, 11)
+    finally:
+        fastem.set_chunk_size(None)
+    assert fastem.get_chunk_size() is None
+
+
+# ---------------------------------------------------------------- dispatcher
+def test_available_backends():
+    names = fastem.available_backends()
+    assert names[-1] == "numpy"  # the reference backend always imports
+    assert set(names) <= {"numba", "numpy"}
+    assert "numba" in names  # numba is a declared dependency
+
+
+def test_default_backend_is_the_fastest_available():
+    # only meaningful when neither set_backend nor FASTEM_BACKEND chose one
+    code = "import fastem; print(fastem.get_backend())"
+    env = {k: v for k, v in os.environ.items() if k != "FASTEM_BACKEND"}
+    out = _run_python(code, env)
+    assert out.strip() == fastem.available_backends()[0]
+
+
+def test_set_backend_and_using_backend_restore():
+    before = fastem.get_backend()
+    try:
+        fastem.set_backend("numpy")
+        assert fastem.get_backend() == "numpy"
+        with fastem.using_backend("numba") as name:
+            assert name == "numba"
+            assert fastem.get_backend() == "numba"
+            assert backends.get_kernels().name == "numba"
+            with fastem.using_backend("numpy"):
+                assert fastem.get_backend() == "numpy"
+            assert fastem.get_backend() == "numba"
+        assert fastem.get_backend() == "numpy"
+        with pytest.raises(RuntimeError):
+            with fastem.using_backend("numba"):
+                raise RuntimeError("boom")
+        assert fastem.get_backend() == "numpy"
+        assert backends.get_kernels().estep_full is numpy_backend.estep_full
+    finally:
+        fastem.set_backend(before)
+    assert fastem.get_backend() == before
+
+
+def test_using_backend_is_per_thread():
+    seen = {}
+
+    def worker():
+        seen["other"] = fastem.get_backend()
+
+    global_name = fastem.get_backend()
+    other = "numpy" if global_name != "numpy" else "numba"
+    with fastem.using_backend(other):
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert fastem.get_backend() == other
+    assert seen["other"] == global_name
+
+
+@pytest.mark.parametrize("bad", ["cython", "NUMPY", "", None, 3])
+def test_unknown_backend_names_the_available_ones(bad):
+    available = str(fastem.available_backends())
+    before = fastem.get_backend()
+    with pytest.raises(ValueError, match=r"unknown backend .*available backends: "
+                       + available.replace("[", r"\[").replace("]", r"\]")):
+        fastem.set_backend(bad)
+    with pytest.raises(ValueError, match="unknown backend"):
+        with fastem.using_backend(bad):
+            pass  # pragma: no cover - must not be reached
+    assert fastem.get_backend() == before
+
+
+def _run_python(code, env, check=True):
+    env = dict(env)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+    return proc
+
+
+def test_fastem_backend_environment_variable():
+    code = textwrap.dedent("""
+        import numpy as np, fastem
+        print(fastem.get_backend())
+        fastem.KMeans(2, n_init=1, random_state=0).fit(np.arange(20.0).reshape(10, 2))
+        from fastem.backends import _modules
+        print(sorted(_modules))
+    """)
+    out = _run_python(code, dict(os.environ, FASTEM_BACKEND="numpy")).split("\n")
+    assert out[0] == "numpy"
+    assert out[1] == "['numpy']"  # numba was never imported
+    proc = _run_python("import fastem; fastem.get_backend()",
+                       dict(os.environ, FASTEM_BACKEND="fortran"), check=False)
+    assert proc.returncode != 0
+    assert "FASTEM_BACKEND" in proc.stderr and "'fortran'" in proc.stderr
+    assert "available backends" in proc.stderr
+
+
+def test_fastem_num_threads_environment_variable():
+    code = "import fastem; print(fastem.get_num_threads())"
+    assert _run_python(code, dict(os.environ, FASTEM_NUM_THREADS="1")).strip() == "1"
+    proc = _run_python(code, dict(os.environ, FASTEM_NUM_THREADS="two"), check=False)
+    assert proc.returncode != 0 and "FASTEM_NUM_THREADS" in proc.stderr
+
+
+@pytest.mark.parametrize("bad, error", [
+    (0, ValueError), (-2, ValueError), (1.5, TypeError), ("2", TypeError),
+    (None, TypeError), (True, TypeError),
+])
+def test_set_num_threads_rejects_bad_values(restore_config, bad, error):
+    before = fastem.get_num_threads()
+    with pytest.raises(error, match=r"n must be a positive integer, got"):
+        fastem.set_num_threads(bad)
+    assert fastem.get_num_threads() == before
+
+
+def test_set_num_threads_accepts_integers(restore_config):
+    fastem.set_num_threads(1)
+    assert fastem.get_num_threads() == 1
+    fastem.set_num_threads(np.int64(2))
+    assert fastem.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError),
+                                        (2.0, TypeError), ("64", TypeError)])
+def test_set_chunk_size_rejects_bad_values(restore_config, bad, error):
+    with pytest.raises(error, match="rows must be a positive integer"):
+        fastem.set_chunk_size(bad)
+
+
+def test_numba_kernels_in_a_process_pool(tmp_path):
+    """Cached parallel kernels must load and run in spawned worker processes."""
+    code = textwrap.dedent("""
+        import multiprocessing as mp
+        import numpy as np
+        import fastem
+
+        def fit(seed):
+            X = np.random.default_rng(seed).standard_normal((500, 3))
+            with fastem.using_backend("numba"):
+                return fastem.GaussianMixture(2, random_state=0).fit(X).means_
+
+        if __name__ == "__main__":
+            with mp.get_context("spawn").Pool(2) as pool:
+                results = pool.map(fit, [0, 1, 2])
+            for seed, means in enumerate(results):
+                assert np.array_equal(means, fit(seed)), seed
+            print("ok")
+    """)
+    script = tmp_path / "pool_check.py"
+    script.write_text(code)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, script], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
