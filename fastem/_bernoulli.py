@@ -67,9 +67,9 @@ class BernoulliFamily:
         if log_prob is None:
             log_prob = np.empty((0, k))
         logit, log_norm = self.natural_params(params)
-        kernels.estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size,
-                                labels, log_prob, buffers["nk"], buffers["sx"],
-                                buffers["obj"])
+        kernels.estep_bernoulli(X, sample_weight, np.ascontiguousarray(logit), log_norm,
+                                hard, chunk_size, labels, log_prob, buffers["nk"],
+                                buffers["sx"], buffers["obj"])
         return BernoulliStats(buffers["nk"].sum(axis=0), buffers["sx"].sum(axis=0),
                               buffers["obj"].sum(axis=0), float(sample_weight.sum()))
 

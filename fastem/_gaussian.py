@@ -93,8 +93,11 @@ class GaussianFamily:
         if log_prob is None:
             log_prob = np.empty((0, k))
         kernel = getattr(kernels, "estep_" + self.covariance_type)
-        kernel(X, sample_weight, params.means, params.prec_chol, self.log_norm(params),
-               center, hard, chunk_size, labels, log_prob, buffers["nk"], buffers["sx"],
+        # small parameter arrays go in C order so that one compiled kernel serves all fits
+        kernel(X, sample_weight, np.ascontiguousarray(params.means, dtype=np.float64),
+               np.ascontiguousarray(params.prec_chol, dtype=np.float64),
+               self.log_norm(params), np.ascontiguousarray(center, dtype=np.float64),
+               hard, chunk_size, labels, log_prob, buffers["nk"], buffers["sx"],
                buffers["sxx"], buffers["obj"])
         # chunk slots are summed in chunk order: the same bits for any thread count
         return GaussianStats(buffers["nk"].sum(axis=0), buffers["sx"].sum(axis=0),
