@@ -10,7 +10,7 @@ from scipy.stats import bernoulli
 
 from fastem import BernoulliMixture, ConvergenceWarning
 
-from conftest import rel_err
+from testing_utils import rel_err
 
 
 @pytest.fixture(scope="module")

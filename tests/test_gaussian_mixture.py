@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fastem import ConvergenceWarning, GaussianMixture
 
-from conftest import rel_err
+from testing_utils import rel_err
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
 PARAM_TOL = 1e-8     # fitted parameters vs scikit-learn (observed: ~1e-13)

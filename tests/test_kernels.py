@@ -26,7 +26,7 @@ from fastem._gaussian import GaussianFamily, GaussianParams
 from fastem.backends import _table
 from fastem.backends import numpy_backend
 
-from conftest import rel_err
+from testing_utils import rel_err
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
 KERNEL_TOL = 1e-12  # same float64 sums in another order: rounding only

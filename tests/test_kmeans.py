@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 import fastem
 from fastem import ConvergenceWarning, GaussianMixture, KMeans
 
-from conftest import rel_err
+from testing_utils import rel_err
 
 TOL = 1e-10  # centres and inertia vs scikit-learn (observed: ~1e-15)
 
