@@ -71,6 +71,15 @@ def _bernoulli_arguments(case, problem, chunk_size, n_chunks):
     return values, buffers
 
 
+def _sqdist_arguments(case, problem, chunk_size, n_chunks):
+    # KMeans.transform: distances to the k centres
+    n = problem.X.shape[0]
+    k = problem.means_init.shape[0]
+    values = dict(X=problem.X, centers=problem.means_init, chunk_size=chunk_size,
+                  out=np.empty((n, k)))
+    return values, None
+
+
 def _check_estep(case, problem, values, buffers):
     """The pass covered every row: responsibilities of each row sum to its weight."""
     np.testing.assert_allclose(buffers["nk"].sum(), problem.sample_weight.sum(), rtol=1e-9)
@@ -83,15 +92,6 @@ def _check_sqdist(case, problem, values, buffers):
     for i in (0, X.shape[0] - 1):
         expected = ((X[i].astype(np.float64) - centers) ** 2).sum(axis=1)
         np.testing.assert_allclose(out[i], expected, rtol=1e-6 if X.dtype == np.float32 else 1e-12)
-
-
-def _sqdist_arguments(case, problem, chunk_size, n_chunks):
-    # KMeans.transform: distances to the k centres
-    n = problem.X.shape[0]
-    k = problem.means_init.shape[0]
-    values = dict(X=problem.X, centers=problem.means_init, chunk_size=chunk_size,
-                  out=np.empty((n, k)))
-    return values, None
 
 
 ARGUMENTS = {
