@@ -29,7 +29,7 @@ def _gaussian_params(case, problem):
     """Parameters as the M-step hands them to the E-step.
 
     ``prec_chol`` comes from ``prec_chol_from_covariances``, the M-step's own
-    call, so it has the memory layout the kernel sees in every iteration.
+    call; ``_gaussian_arguments`` then passes it in C order, as ``e_step`` does.
     """
     k = problem.means_init.shape[0]
     if case.hard:
@@ -47,10 +47,14 @@ def _gaussian_arguments(case, problem, chunk_size, n_chunks):
     n, d = problem.X.shape
     k = params.means.shape[0]
     buffers = family.allocate(n_chunks, k, d)
+    # the small parameter arrays in C order, as GaussianFamily.e_step passes them
     values = dict(
-        X=problem.X, sample_weight=problem.sample_weight, means=params.means,
-        prec_chol=params.prec_chol, log_norm=family.log_norm(params),
-        center=problem.center, hard=case.hard, chunk_size=chunk_size,
+        X=problem.X, sample_weight=problem.sample_weight,
+        means=np.ascontiguousarray(params.means, dtype=np.float64),
+        prec_chol=np.ascontiguousarray(params.prec_chol, dtype=np.float64),
+        log_norm=family.log_norm(params),
+        center=np.ascontiguousarray(problem.center, dtype=np.float64),
+        hard=case.hard, chunk_size=chunk_size,
         labels=np.full(n, -1, dtype=np.int64), log_prob=np.empty((0, k)), **buffers,
     )
     return values, buffers
@@ -59,12 +63,13 @@ def _gaussian_arguments(case, problem, chunk_size, n_chunks):
 def _bernoulli_arguments(case, problem, chunk_size, n_chunks):
     family = BernoulliFamily(alpha=1e-10)
     params = BernoulliParams(problem.weights_init, problem.means_init)
-    logit, log_norm = family.natural_params(params)
+    logit, log_norm, _ = family.natural_params(params)
     n, d = problem.X.shape
     k = logit.shape[0]
     buffers = family.allocate(n_chunks, k, d)
     values = dict(
-        X=problem.X, sample_weight=problem.sample_weight, logit=logit, log_norm=log_norm,
+        X=problem.X, sample_weight=problem.sample_weight,
+        logit=np.ascontiguousarray(logit), log_norm=log_norm,  # as BernoulliFamily.e_step
         hard=case.hard, chunk_size=chunk_size, labels=np.full(n, -1, dtype=np.int64),
         log_prob=np.empty((0, k)), **buffers,
     )
