@@ -1,5 +1,7 @@
 """BernoulliMixture: a mixture of independent Bernoulli variables for 0/1 data."""
 
+import warnings
+
 import numpy as np
 
 from ._bernoulli import BernoulliFamily, BernoulliParams
@@ -8,8 +10,8 @@ from ._validation import check_array, check_float, check_n_features, check_param
 
 
 def check_binary(X):
-    """Raise unless every entry of X is 0 or 1 (bool input is accepted)."""
-    bad = (X != 0) & (X != 1)
+    """Raise unless every entry of X is 0, 1 or NaN (bool input is accepted)."""
+    bad = (X != 0) & (X != 1) & ~np.isnan(X)
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise ValueError(
@@ -27,7 +29,10 @@ class BernoulliMixture(BaseMixture):
         weights_k = sum_i w_i r_ik / sum_i w_i
         means_kj  = (sum_i w_i r_ik x_ij + alpha) / (sum_i w_i r_ik + 2 alpha)
 
-    so that every logarithm stays finite.
+    so that every logarithm stays finite.  NaN entries of X are missing values:
+    they are left out of both steps (the likelihood of a row is that of its
+    observed coordinates, and the sums for ``means_kj`` run over the rows that
+    observe feature j).
 
     Parameters
     ----------
@@ -70,7 +75,7 @@ class BernoulliMixture(BaseMixture):
         self.fixed = fixed
 
     def _validate_X(self, X, reset):
-        X = check_array(X)
+        X = check_array(X, allow_nan=True)
         if not reset:
             check_n_features(self, X)
         check_binary(X)
@@ -90,6 +95,17 @@ class BernoulliMixture(BaseMixture):
                 )
             inits["means"] = means
         return fixed, inits
+
+    def _check_unobserved(self, stats):
+        if stats.nko is None:
+            return
+        empty = np.argwhere(stats.nko == 0)
+        if empty.size:
+            k, j = empty[0]
+            warnings.warn(
+                f"feature {j} is missing in every row that component {k} takes "
+                f"({len(empty)} such component/feature pairs); their means_ are "
+                "the prior value 0.5", UserWarning, stacklevel=3)
 
     def _make_family(self, fixed):
         return BernoulliFamily(self.alpha, fixed)

@@ -35,11 +35,13 @@ class GaussianStats:
     sxx: np.ndarray
     obj: np.ndarray  # [sum w ll, sum w maha, n_changed]
     sum_weight: float
+    nko: np.ndarray = None  # (k, d) observed weight per coordinate; None without NaN
 
     def __add__(self, other):
+        nko = None if self.nko is None else self.nko + other.nko
         return GaussianStats(self.nk + other.nk, self.sx + other.sx,
                              self.sxx + other.sxx, self.obj + other.obj,
-                             self.sum_weight + other.sum_weight)
+                             self.sum_weight + other.sum_weight, nko)
 
     @property
     def lower_bound(self):
@@ -64,21 +66,33 @@ def sxx_shape(covariance_type, n_components, n_features):
 
 
 class GaussianFamily:
-    """E-step driver and M-step of a Gaussian mixture of one covariance type."""
+    """E-step driver and M-step of a Gaussian mixture of one covariance type.
 
-    def __init__(self, covariance_type, reg_covar, fixed=frozenset()):
+    ``missing=True`` selects the kernels for data with NaN entries.
+    ``observed_means=True`` makes each mean coordinate the weighted mean of
+    the *observed* values of that coordinate (K-means with missing values);
+    without NaN it changes nothing.
+    """
+
+    def __init__(self, covariance_type, reg_covar, fixed=frozenset(), missing=False,
+                 observed_means=False):
         self.covariance_type = covariance_type
         self.reg_covar = reg_covar
         self.fixed = fixed
+        self.missing = missing
+        self.observed_means = observed_means
 
     # ------------------------------------------------------------ E-step
     def allocate(self, n_chunks, n_components, n_features):
-        return {
+        buffers = {
             "nk": np.empty((n_chunks, n_components)),
             "sx": np.empty((n_chunks, n_components, n_features)),
             "sxx": np.empty((n_chunks,) + sxx_shape(self.covariance_type, n_components, n_features)),
             "obj": np.empty((n_chunks, 3)),
         }
+        if self.missing:
+            buffers["nko"] = np.empty((n_chunks, n_components, n_features))
+        return buffers
 
     def log_norm(self, params):
         k, d = params.means.shape
@@ -88,21 +102,30 @@ class GaussianFamily:
         return log_weights + log_det - 0.5 * d * np.log(2 * np.pi)
 
     def e_step(self, kernels, X, sample_weight, params, *, center, hard, chunk_size,
-               labels, buffers, log_prob=None):
-        k = params.means.shape[0]
+               labels, buffers, log_prob=None, imputed=None):
+        k, d = params.means.shape
         if log_prob is None:
             log_prob = np.empty((0, k))
-        kernel = getattr(kernels, "estep_" + self.covariance_type)
         # small parameter arrays go in C order so that one compiled kernel serves all fits
-        kernel(X, sample_weight, np.ascontiguousarray(params.means, dtype=np.float64),
-               np.ascontiguousarray(params.prec_chol, dtype=np.float64),
-               self.log_norm(params), np.ascontiguousarray(center, dtype=np.float64),
-               hard, chunk_size, labels, log_prob, buffers["nk"], buffers["sx"],
-               buffers["sxx"], buffers["obj"])
+        args = (X, sample_weight, np.ascontiguousarray(params.means, dtype=np.float64),
+                np.ascontiguousarray(params.prec_chol, dtype=np.float64),
+                self.log_norm(params), np.ascontiguousarray(center, dtype=np.float64),
+                hard, chunk_size, labels, log_prob)
+        nko = None
+        if self.missing:
+            if imputed is None:
+                imputed = np.empty((0, d))
+            getattr(kernels, f"estep_{self.covariance_type}_missing")(
+                *args, imputed, buffers["nk"], buffers["nko"], buffers["sx"],
+                buffers["sxx"], buffers["obj"])
+            nko = buffers["nko"].sum(axis=0)
+        else:
+            getattr(kernels, f"estep_{self.covariance_type}")(
+                *args, buffers["nk"], buffers["sx"], buffers["sxx"], buffers["obj"])
         # chunk slots are summed in chunk order: the same bits for any thread count
         return GaussianStats(buffers["nk"].sum(axis=0), buffers["sx"].sum(axis=0),
                              buffers["sxx"].sum(axis=0), buffers["obj"].sum(axis=0),
-                             float(sample_weight.sum()))
+                             float(sample_weight.sum()), nko)
 
     # ------------------------------------------------------------ M-step
     def m_step(self, stats, params, shift, center, fixed=None):
@@ -117,6 +140,12 @@ class GaussianFamily:
         weights = params.weights if "weights" in fixed else nk / nk.sum()
         if "means" in fixed:
             means = params.means
+        elif self.observed_means and stats.nko is not None:
+            # mean of the observed values; a coordinate never observed keeps its value
+            observed = stats.nko > 0
+            step = np.divide(stats.sx, stats.nko, out=np.zeros_like(stats.sx),
+                             where=observed)
+            means = shift + step
         else:
             means = shift + stats.sx / nk[:, None]
         if "covariances" in fixed:
@@ -166,31 +195,52 @@ class GaussianFamily:
 
         ``resp_chunks(start, stop)`` returns the (stop - start, k) responsibilities
         of those rows.  Two passes: the means first, then the moments about them.
+        With missing values, means are taken over observed entries (``center``
+        where a component observes nothing) and missing entries add nothing to
+        the scatter: a rough but positive definite start for EM.
         """
         n, d = X.shape
         rows = 8192
         nk = np.zeros(n_components)
+        nko = np.zeros((n_components, d))
         sums = np.zeros((n_components, d))
         for start in range(0, n, rows):
             wr = resp_chunks(start, min(n, start + rows)) * sample_weight[start:start + rows, None]
+            x = X[start:start + rows].astype(np.float64)
             nk += wr.sum(axis=0)
-            sums += wr.T @ X[start:start + rows].astype(np.float64)
-        shift = sums / (nk + _EPS10)[:, None]
+            if self.missing:
+                observed = ~np.isnan(x)
+                nko += wr.T @ observed
+                x = np.where(observed, x, 0.0)
+            sums += wr.T @ x
+        if self.missing:
+            shift = np.where(nko > 0, sums / np.where(nko > 0, nko, 1.0), center)
+        else:
+            shift = sums / (nk + _EPS10)[:, None]
         sx = np.zeros((n_components, d))
         sxx = np.zeros(sxx_shape(self.covariance_type, n_components, d))
+
+        def deviation(x, origin):
+            diff = x - origin
+            return np.where(np.isnan(diff), 0.0, diff) if self.missing else diff
+
         for start in range(0, n, rows):
             stop = min(n, start + rows)
             x = X[start:stop].astype(np.float64)
             w = sample_weight[start:stop]
             wr = resp_chunks(start, stop) * w[:, None]
-            if self.covariance_type == "tied":
+            if self.covariance_type == "tied" and not self.missing:
                 diff = x - center
-                sxx += np.tril((w[:, None] * diff).T @ diff)
+                sxx += (w[:, None] * diff).T @ diff
             for j in range(n_components):
-                diff = x - shift[j]
+                diff = deviation(x, shift[j])
                 sx[j] += wr[:, j] @ diff
+                if self.covariance_type == "tied" and self.missing:
+                    # missing entries filled with component j's mean, as in sx
+                    centred = diff + (shift[j] - center)
+                    sxx += (wr[:, j, None] * centred).T @ centred
                 if self.covariance_type == "full":
-                    sxx[j] += np.tril((wr[:, j, None] * diff).T @ diff)
+                    sxx[j] += (wr[:, j, None] * diff).T @ diff
                 elif self.covariance_type in ("diag", "spherical"):
                     sxx[j] += wr[:, j] @ diff ** 2
         stats = GaussianStats(nk, sx, sxx, np.zeros(3), float(sample_weight.sum()))

@@ -5,7 +5,7 @@ import numpy as np
 from . import _linalg
 from ._gaussian import COVARIANCE_TYPES, GaussianFamily, GaussianParams
 from ._mixture_base import BaseMixture
-from ._validation import check_float, check_option, check_param_array
+from ._validation import check_array, check_float, check_option, check_param_array
 
 
 class GaussianMixture(BaseMixture):
@@ -156,6 +156,32 @@ class GaussianMixture(BaseMixture):
         return int(count)
 
     # ------------------------------------------------------------ extras
+    def impute(self, X):
+        """Fill missing values with their conditional expectation.
+
+        Each NaN of row i becomes ``sum_k r_ik E[x_m | x_o, k]``, where the
+        ``E[x_m | x_o, k] = mu_m + Sigma_mo Sigma_oo^-1 (x_o - mu_o)`` are the
+        component-wise conditional means given the row's observed entries and
+        ``r_ik`` its posterior probabilities.  Observed entries are returned
+        untouched.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), NaN marking missing values
+
+        Returns
+        -------
+        X_imputed : ndarray of shape (n_samples, n_features), a new array of
+            the dtype of X (float32 or float64)
+        """
+        imputed = self._e_step_outputs(X, want_log_prob=False, want_imputed=True)[2]
+        X = check_array(X, allow_nan=True)
+        out = np.array(X, copy=True)
+        if imputed is not None:
+            missing = np.isnan(out)
+            out[missing] = imputed[missing]
+        return out
+
     def sample(self, n_samples=1):
         """Draw samples from the fitted mixture.
 

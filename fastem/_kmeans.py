@@ -19,8 +19,9 @@ from . import _config
 from ._base import BaseEstimator
 from ._em import fit_em
 from ._gaussian import GaussianFamily, GaussianParams
-from ._utils import column_variance
+from ._utils import column_mean, column_variance, has_nan
 from ._validation import (check_array, check_float, check_int, check_is_fitted,
+                          check_observed_columns,
                           check_n_features, check_param_array, check_random_state,
                           check_sample_weight)
 from .backends import get_kernels
@@ -48,8 +49,13 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None,
     -------
     centers : ndarray of shape (n_clusters, n_features), float64
     indices : ndarray of shape (n_clusters,), the rows chosen as centres
+
+    Notes
+    -----
+    NaN entries are missing values: distances run over each row's observed
+    coordinates, and a chosen row's missing coordinates take the column means.
     """
-    X = check_array(X)
+    X = check_array(X, allow_nan=True)
     n_samples = X.shape[0]
     check_int("n_clusters", n_clusters, low=1, high=n_samples)
     w = check_sample_weight(sample_weight, n_samples)
@@ -59,10 +65,19 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None,
     check_int("n_local_trials", n_local_trials, low=1)
     kernels = get_kernels()
     chunk_size, _ = _config.chunk_layout(n_samples)
+    missing = has_nan(X)
+    fill = column_mean(X, w, missing=True) if missing else None
+    distance = kernels.sqdist_missing if missing else kernels.sqdist
+
+    def rows_as_centers(rows):
+        centers = X[rows].astype(np.float64)
+        if missing:  # a centre's missing coordinates take the column means
+            centers = np.where(np.isnan(centers), fill, centers)
+        return centers
 
     def sqdist(rows):
         out = np.empty((n_samples, len(rows)))
-        kernels.sqdist(X, X[rows].astype(np.float64), chunk_size, out)
+        distance(X, rows_as_centers(rows), chunk_size, out)
         return out
 
     indices = np.empty(n_clusters, dtype=np.int64)
@@ -80,7 +95,7 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None,
         closest = dist[:, best].copy()
         potential = potentials[best]
         indices[c] = candidates[best]
-    return X[indices].astype(np.float64), indices
+    return rows_as_centers(indices), indices
 
 
 class _KMeansMonitor:
@@ -190,12 +205,19 @@ class KMeans(BaseEstimator):
                               np.ones(k), np.ones(k))
 
     @staticmethod
-    def _family():
+    def _family(missing=False):
+        # with NaN, a centre coordinate is the mean of the observed values
         return GaussianFamily("spherical", reg_covar=0.0,
-                              fixed=frozenset({"weights", "covariances"}))
+                              fixed=frozenset({"weights", "covariances"}),
+                              missing=missing, observed_means=True)
 
-    def _relocate_empty_clusters(self, X, sample_weight):
-        """Move each empty cluster to one of the points farthest from their centre."""
+    def _relocate_empty_clusters(self, X, sample_weight, fill):
+        """Move each empty cluster to one of the points farthest from their centre.
+
+        With missing values (``fill`` holds the column means) distances run over
+        observed coordinates and the moved centre takes the column mean where
+        its point has none.
+        """
 
         def hook(stats, params, labels):
             empty = np.flatnonzero(stats.nk == 0)
@@ -205,16 +227,26 @@ class KMeans(BaseEstimator):
             dist = np.empty(X.shape[0])
             for start in range(0, X.shape[0], 65536):
                 x = X[start:start + 65536].astype(np.float64)
-                dist[start:start + 65536] = np.sum(
-                    (x - centers[labels[start:start + 65536]]) ** 2, axis=1)
+                sq = (x - centers[labels[start:start + 65536]]) ** 2
+                dist[start:start + 65536] = np.sum(sq, axis=1) if fill is None \
+                    else np.nansum(sq, axis=1)
             far = np.argpartition(dist, -empty.size)[:-empty.size - 1:-1]
             for new_id, idx in zip(empty, far):
                 w = sample_weight[idx]
                 x = X[idx].astype(np.float64)
                 old_id = labels[idx]
-                stats.sx[old_id] -= w * (x - centers[old_id])
+                if fill is None:
+                    stats.sx[old_id] -= w * (x - centers[old_id])
+                    stats.nk[old_id] -= w
+                    stats.sx[new_id] = w * (x - centers[new_id])
+                    stats.nk[new_id] = w
+                    continue
+                observed = ~np.isnan(x)
+                stats.sx[old_id] -= np.where(observed, w * (x - centers[old_id]), 0.0)
+                stats.nko[old_id] -= w * observed
                 stats.nk[old_id] -= w
-                stats.sx[new_id] = w * (x - centers[new_id])
+                stats.sx[new_id] = w * (np.where(observed, x, fill) - centers[new_id])
+                stats.nko[new_id] = w
                 stats.nk[new_id] = w
             return stats
         return hook
@@ -233,11 +265,16 @@ class KMeans(BaseEstimator):
         -------
         self
         """
-        X = check_array(X)
+        X = check_array(X, allow_nan=True)
         init_centers, n_init = self._check_parameters(X)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         random_state = check_random_state(self.random_state)
         k = self.n_clusters
+        missing = has_nan(X)
+        fill = None
+        if missing:
+            check_observed_columns(X, sample_weight)
+            fill = column_mean(X, sample_weight, missing=True)
         tol = float(np.mean(column_variance(X))) * self.tol if self.tol > 0 else 0.0
 
         def initialize():
@@ -250,6 +287,8 @@ class KMeans(BaseEstimator):
                 seeds = random_state.choice(X.shape[0], size=k, replace=False,
                                             p=sample_weight / sample_weight.sum())
                 centers = X[seeds].astype(np.float64)
+                if missing:
+                    centers = np.where(np.isnan(centers), fill, centers)
             return self._restricted_params(centers)
 
         def is_better(run, best):
@@ -257,11 +296,11 @@ class KMeans(BaseEstimator):
                     and not _same_clustering(run.labels, best.labels, k))
 
         run = fit_em(
-            self._family(), get_kernels(), X, sample_weight,
+            self._family(missing), get_kernels(), X, sample_weight,
             n_components=k, initialize=initialize, n_init=n_init,
             max_iter=self.max_iter, hard=True,
             make_monitor=lambda _: _KMeansMonitor(tol), is_better=is_better,
-            stats_hook=self._relocate_empty_clusters(X, sample_weight),
+            stats_hook=self._relocate_empty_clusters(X, sample_weight, fill),
             verbose=self.verbose,
         )
         distinct = np.unique(run.labels).size
@@ -270,6 +309,12 @@ class KMeans(BaseEstimator):
                 f"Number of distinct clusters ({distinct}) found smaller than "
                 f"n_clusters ({k}). Possibly due to duplicate points in X.",
                 ConvergenceWarning, stacklevel=2)
+        if run.final_stats.nko is not None and np.any(run.final_stats.nko == 0):
+            j, a = np.argwhere(run.final_stats.nko == 0)[0]
+            warnings.warn(
+                f"feature {a} is missing in every point of cluster {j}; that centre "
+                "coordinate keeps its previous value (from the initialisation or an "
+                "earlier iteration)", UserWarning, stacklevel=2)
         self.cluster_centers_ = run.params.means
         self.labels_ = run.labels
         self.inertia_ = float(run.final_stats.maha)
@@ -280,12 +325,12 @@ class KMeans(BaseEstimator):
     def _assign(self, X, sample_weight=None):
         """Hard E-step at the fitted centres: (labels, inertia)."""
         check_is_fitted(self, "cluster_centers_")
-        X = check_array(X)
+        X = check_array(X, allow_nan=True)
         check_n_features(self, X)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         n, d = X.shape
         chunk_size, n_chunks = _config.chunk_layout(n)
-        family = self._family()
+        family = self._family(has_nan(X))
         labels = np.full(n, -1, dtype=np.int64)
         stats = family.e_step(get_kernels(), X, sample_weight,
                               self._restricted_params(self.cluster_centers_),
@@ -305,11 +350,14 @@ class KMeans(BaseEstimator):
     def transform(self, X):
         """Euclidean distance of each sample to each centre, shape (n_samples, n_clusters)."""
         check_is_fitted(self, "cluster_centers_")
-        X = check_array(X)
+        X = check_array(X, allow_nan=True)
         check_n_features(self, X)
         chunk_size, _ = _config.chunk_layout(X.shape[0])
         out = np.empty((X.shape[0], self.n_clusters))
-        get_kernels().sqdist(X, self.cluster_centers_, chunk_size, out)
+        kernels = get_kernels()
+        # with NaN: the distance over each row's observed coordinates
+        distance = kernels.sqdist_missing if has_nan(X) else kernels.sqdist
+        distance(X, self.cluster_centers_, chunk_size, out)
         return np.sqrt(out, out=out)
 
     def fit_transform(self, X, y=None, sample_weight=None):

@@ -12,8 +12,9 @@ import numpy as np
 from . import _config
 from ._base import BaseEstimator
 from ._em import ConvergenceMonitor, fit_em
-from ._utils import column_mean, logsumexp_rows
+from ._utils import column_mean, has_nan, logsumexp_rows
 from ._validation import (check_array, check_fixed, check_float, check_int,
+                          check_observed_columns,
                           check_is_fitted, check_n_features, check_option,
                           check_param_array, check_random_state, check_sample_weight)
 from .backends import get_kernels
@@ -74,7 +75,7 @@ class BaseMixture(BaseEstimator):
         return w
 
     def _validate_X(self, X, reset):
-        X = check_array(X)
+        X = check_array(X, allow_nan=True)
         if not reset:
             check_n_features(self, X)
         return X
@@ -116,10 +117,14 @@ class BaseMixture(BaseEstimator):
                 f"n_samples={X.shape[0]} should be >= n_components={self.n_components}"
             )
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        missing = has_nan(X)
+        if missing:
+            check_observed_columns(X, sample_weight)
         family = self._make_family(fixed)
+        family.missing = missing
         kernels = get_kernels()
         random_state = check_random_state(self.random_state)
-        center = column_mean(X, sample_weight)
+        center = column_mean(X, sample_weight, missing=missing)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         warm = None if do_init else (self._get_params(), self.lower_bound_)
         run = fit_em(
@@ -143,6 +148,7 @@ class BaseMixture(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
+        self._check_unobserved(run.final_stats)
         self.n_features_in_ = X.shape[1]
         self._set_params(run.params)
         self.converged_ = run.converged
@@ -150,6 +156,9 @@ class BaseMixture(BaseEstimator):
         self.lower_bound_ = run.lower_bound
         self.lower_bounds_ = list(run.lower_bounds)
         return run.labels
+
+    def _check_unobserved(self, stats):
+        """Hook: warn about parameters that no observed value informs."""
 
     def _initial_params(self, X, sample_weight, random_state, family, center, inits):
         """Initial parameters: responsibilities by ``init_params``, then the *_init."""
@@ -181,21 +190,27 @@ class BaseMixture(BaseEstimator):
         return self._apply_inits(params, inits)
 
     # ------------------------------------------------------------ inference
-    def _e_step_outputs(self, X, want_log_prob):
+    def _e_step_outputs(self, X, want_log_prob, want_imputed=False):
+        """Soft E-step at the fitted parameters: (labels, log_prob, imputed).
+
+        NaN entries are marginalized out.  ``imputed`` is None when X has none.
+        """
         check_is_fitted(self, "weights_")
         X = self._validate_X(X, reset=False)
         n, d = X.shape
         chunk_size, n_chunks = _config.chunk_layout(n)
         family = self._make_family(frozenset())
+        family.missing = has_nan(X)
         labels = np.full(n, -1, dtype=np.int64)
         log_prob = np.empty((n, self.n_components)) if want_log_prob else None
+        imputed = np.empty((n, d)) if want_imputed and family.missing else None
         family.e_step(get_kernels(), X, np.ones(n), self._get_params(),
                       center=self.weights_ @ self.means_, hard=False,
                       chunk_size=chunk_size,
                       labels=labels,
                       buffers=family.allocate(n_chunks, self.n_components, d),
-                      log_prob=log_prob)
-        return labels, log_prob
+                      log_prob=log_prob, imputed=imputed)
+        return labels, log_prob, imputed
 
     def predict(self, X):
         """Most probable component of each sample, ndarray of shape (n_samples,)."""
@@ -217,12 +232,12 @@ class BaseMixture(BaseEstimator):
 
     def bic(self, X):
         """Bayesian information criterion (lower is better); fixed parameters are not counted."""
-        n = check_array(X).shape[0]
+        n = check_array(X, allow_nan=True).shape[0]
         return -2 * self.score(X) * n + self._n_parameters() * np.log(n)
 
     def aic(self, X):
         """Akaike information criterion (lower is better); fixed parameters are not counted."""
-        n = check_array(X).shape[0]
+        n = check_array(X, allow_nan=True).shape[0]
         return -2 * self.score(X) * n + 2 * self._n_parameters()
 
     def _sample_counts(self, n_samples):

@@ -12,12 +12,13 @@ import numpy as np
 from .exceptions import NotFittedError
 
 
-def check_array(X, name="X", *, dtype_float=True):
+def check_array(X, name="X", *, allow_nan=False):
     """Return ``X`` as a 2-D float32 or float64 ndarray of finite values.
 
     float32 and float64 are kept as they are; other numeric and boolean inputs,
     and object arrays of numbers, become float64.  Strings (even numeric ones)
-    and complex numbers are rejected.
+    and complex numbers are rejected.  With ``allow_nan``, NaN entries (missing
+    values) pass; infinities never do.
     """
     if hasattr(X, "__array__") or isinstance(X, (list, tuple)):
         arr = np.asarray(X)
@@ -48,26 +49,41 @@ def check_array(X, name="X", *, dtype_float=True):
         raise ValueError(f"{name} must have at least one sample and one feature, got shape {arr.shape}")
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
-    _check_finite(arr, name)
+    _check_finite(arr, name, allow_nan)
     return arr
 
 
-def _check_finite(arr, name):
+def _check_finite(arr, name, allow_nan=False):
     # a sum of an array is NaN/inf exactly when some entry is (or the sum overflows)
     with np.errstate(over="ignore", invalid="ignore"):
         total = np.sum(arr, dtype=np.float64)
     if np.isfinite(total):
         return
-    bad = ~np.isfinite(arr)
+    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
     if not bad.any():
-        return  # finite entries whose sum overflowed
+        return  # finite entries whose sum overflowed, or allowed NaN
     row, col = np.argwhere(bad)[0]
     value = arr[row, col]
     kind = "NaN" if np.isnan(value) else "infinity"
+    allowed = "NaN marks a missing value; infinity is not allowed" if allow_nan \
+        else f"fastem requires finite values in {name}"
     raise ValueError(
-        f"{name} contains {kind} (first at row {row}, column {col}); fastem "
-        f"requires finite values in {name}"
+        f"{name} contains {kind} (first at row {row}, column {col}); {allowed}"
     )
+
+
+def check_observed_columns(X, sample_weight):
+    """A column with no observed (non-NaN, positive-weight) entry cannot be fitted."""
+    observed = np.zeros(X.shape[1])
+    for start in range(0, X.shape[0], 65536):
+        part = ~np.isnan(X[start:start + 65536])
+        observed += sample_weight[start:start + 65536] @ part
+    empty = np.flatnonzero(observed == 0)
+    if empty.size:
+        raise ValueError(
+            f"X has no observed value in column {empty[0]} (every entry is NaN or "
+            "has zero sample_weight); drop that column"
+        )
 
 
 def check_sample_weight(sample_weight, n_samples):

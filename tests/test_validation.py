@@ -55,10 +55,9 @@ def test_bad_X_everywhere(fitted, model, method, _):
         (X[:, 0], ValueError, r"X must be a 2-D array .* 1 dimension\(s\); reshape 1-D data"),
         (X[None], ValueError, r"X must be a 2-D array .* 3 dimension\(s\)"),
         (X[:0], ValueError, r"at least one sample and one feature, got shape \(0, 3\)"),
-        (with_value(X, 7, 2, np.nan), ValueError,
-         r"X contains NaN \(first at row 7, column 2\)"),
-        (with_value(X, 5, 1, np.inf), ValueError,
-         r"X contains infinity \(first at row 5, column 1\)"),
+        (with_value(with_value(X, 7, 2, np.nan), 5, 1, np.inf), ValueError,
+         r"X contains infinity \(first at row 5, column 1\); NaN marks a missing "
+         r"value; infinity is not allowed"),
         (with_value(X, 0, 0, -np.inf), ValueError,
          r"X contains infinity \(first at row 0, column 0\)"),
         (X + 1j, TypeError, r"X must be real-valued, got complex dtype complex128"),
@@ -77,6 +76,14 @@ def test_nan_reported_before_a_later_infinity():
     X = with_value(with_value(X_GOOD, 9, 0, np.inf), 3, 2, np.nan)
     with pytest.raises(ValueError, match=r"NaN \(first at row 3, column 2\)"):
         check_array(X)
+
+
+@pytest.mark.parametrize("model", ["gmm", "bmm", "kmeans"])
+def test_a_column_without_observed_values_is_rejected(model):
+    X = np.array(MODELS[model][1], dtype=float)
+    X[:, 1] = np.nan
+    with pytest.raises(ValueError, match=r"X has no observed value in column 1"):
+        MODELS[model][0]().fit(X)
 
 
 def test_finite_values_whose_sum_overflows_are_accepted():
@@ -394,8 +401,8 @@ def test_kmeans_plusplus_checks():
         fastem.kmeans_plusplus(X_GOOD, 41)
     with pytest.raises(ValueError, match=r"n_local_trials must be >= 1, got 0"):
         fastem.kmeans_plusplus(X_GOOD, 2, n_local_trials=0)
-    with pytest.raises(ValueError, match=r"X contains NaN"):
-        fastem.kmeans_plusplus(with_value(X_GOOD, 1, 1, np.nan), 2)
+    with pytest.raises(ValueError, match=r"X contains infinity \(first at row 1, column 1\)"):
+        fastem.kmeans_plusplus(with_value(X_GOOD, 1, 1, np.inf), 2)
     with pytest.raises(ValueError, match=r"sample_weight must have shape \(40,\)"):
         fastem.kmeans_plusplus(X_GOOD, 2, sample_weight=np.ones(3))
 

@@ -53,6 +53,27 @@ Gaussian E-step kernels (``estep_full``, ``estep_tied``, ``estep_diag``,
     nk OUT (C, k); sx OUT (C, k, d) sum_i w_i r_ik x_i; obj OUT (C, 3)
     (column 1 is 0).
 
+Missing values (NaN entries of X, missing at random) have kernels of their
+own, so that data without NaN never pay for them and give exactly the
+complete-data results.  ``estep_<type>_missing`` take the Gaussian arguments
+above plus::
+
+    imputed      OUT (n, d) or (0, d)  E[x_i | observed part of x_i] under the
+                     mixture (observed entries copied), written only when its
+                     first dimension is n
+    nko          OUT (C, k, d)     sum_i w_i r_ik [x_ia observed]
+
+and their ``log_prob``/``obj`` use the marginal density of each row's observed
+coordinates; ``sx`` and ``sxx`` hold the *expected* moments (Ghahramani &
+Jordan, 1994): missing coordinates are filled with their conditional mean given
+the observed ones, and the conditional covariance is added to ``sxx``.
+``maha`` is the Mahalanobis distance over the observed coordinates.
+
+``estep_bernoulli_missing`` adds ``log_q`` IN (k, d) log(1 - p_kj), to remove
+the terms of the missing coordinates, and ``nko`` OUT (C, k, d); its ``sx``
+sums over observed entries only.  ``sqdist_missing`` is ``sqdist`` over the
+observed coordinates of each row.
+
 ``sqdist(X, centers, chunk_size, out)`` writes ``out[i, j] = ||x_i - c_j||^2``
 (IN X (n, d), IN centers (m, d) float64, OUT out (n, m) float64); it serves
 k-means++ seeding.
@@ -67,6 +88,11 @@ _GAUSSIAN_PARAMS = (
     "chunk_size", "labels", "log_prob", "nk", "sx", "sxx", "obj",
 )
 
+_GAUSSIAN_MISSING_PARAMS = (
+    "X", "sample_weight", "means", "prec_chol", "log_norm", "center", "hard",
+    "chunk_size", "labels", "log_prob", "imputed", "nk", "nko", "sx", "sxx", "obj",
+)
+
 KERNELS = (
     KernelSpec("estep_full", _GAUSSIAN_PARAMS),
     KernelSpec("estep_tied", _GAUSSIAN_PARAMS),
@@ -78,6 +104,16 @@ KERNELS = (
          "labels", "log_prob", "nk", "sx", "obj"),
     ),
     KernelSpec("sqdist", ("X", "centers", "chunk_size", "out")),
+    KernelSpec("estep_full_missing", _GAUSSIAN_MISSING_PARAMS),
+    KernelSpec("estep_tied_missing", _GAUSSIAN_MISSING_PARAMS),
+    KernelSpec("estep_diag_missing", _GAUSSIAN_MISSING_PARAMS),
+    KernelSpec("estep_spherical_missing", _GAUSSIAN_MISSING_PARAMS),
+    KernelSpec(
+        "estep_bernoulli_missing",
+        ("X", "sample_weight", "logit", "log_norm", "log_q", "hard", "chunk_size",
+         "labels", "log_prob", "nk", "nko", "sx", "obj"),
+    ),
+    KernelSpec("sqdist_missing", ("X", "centers", "chunk_size", "out")),
 )
 
 KERNEL_NAMES = tuple(spec.name for spec in KERNELS)

@@ -24,6 +24,8 @@ from ._numba_jit import parallel, serial
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
     "estep_bernoulli", "sqdist",
+    "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
+    "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
 ]
 
 _BLOCK = 4  # rows per block; the unrolled expressions below assume 4
@@ -534,3 +536,381 @@ def sqdist(X, centers, chunk_size, out):
     for c in prange(n_chunks):
         start = c * chunk_size
         _sqdist_chunk(X, centersT, start, min(n, start + chunk_size), out)
+
+
+# =============================================================== missing values
+# Row by row: each row has its own set m of missing coordinates.  See the
+# numpy backend for the formulas (Schur complement of the precision).
+
+@serial
+def _cholesky_inplace(A, q):
+    """Lower Cholesky factor of A[:q, :q], in place (A is positive definite)."""
+    for j in range(q):
+        s = A[j, j]
+        for t in range(j):
+            s -= A[j, t] * A[j, t]
+        A[j, j] = np.sqrt(s)
+        for i in range(j + 1, q):
+            s = A[i, j]
+            for t in range(j):
+                s -= A[i, t] * A[j, t]
+            A[i, j] = s / A[j, j]
+
+
+@serial
+def _cholesky_solve(L, q, g, z):
+    """z = (L L^T)^-1 g for the leading q x q block of L."""
+    for i in range(q):
+        s = g[i]
+        for t in range(i):
+            s -= L[i, t] * z[t]
+        z[i] = s / L[i, i]
+    for i in range(q - 1, -1, -1):
+        s = z[i]
+        for t in range(i + 1, q):
+            s -= L[t, i] * z[t]
+        z[i] = s / L[i, i]
+
+
+@serial
+def _cholesky_inverse(L, q, inv, col):
+    """inv[:q, :q] = (L L^T)^-1, one column at a time."""
+    for c in range(q):
+        for i in range(q):
+            col[i] = 1.0 if i == c else 0.0
+        _cholesky_solve(L, q, col, col)
+        for i in range(q):
+            inv[i, c] = col[i]
+
+
+@serial
+def _missing_index(xi, miss_idx):
+    """Write the indices of NaN entries of xi into miss_idx; return their count."""
+    q = 0
+    for a in range(xi.shape[0]):
+        if np.isnan(xi[a]):
+            miss_idx[q] = a
+            q += 1
+    return q
+
+
+@serial
+def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, log_norm,
+                               center, tied, hard, start, stop, labels, log_prob,
+                               imputed, nk, nko, sx, sxx, obj):
+    """Full (tied=False) or tied (tied=True) covariances with NaN entries."""
+    k, d = means.shape
+    want_lp = log_prob.shape[0] == X.shape[0]
+    want_imp = imputed.shape[0] == X.shape[0]
+    half_log_2pi = 0.5 * np.log(2.0 * np.pi)
+    xi = np.empty(d)
+    delta = np.empty(d)
+    y = np.empty(d)
+    g = np.empty(d)
+    z = np.empty(d)
+    col = np.empty(d)
+    miss_idx = np.empty(d, dtype=np.int64)
+    dhat = np.empty((k, d))
+    chol = np.empty((d, d))
+    cond = np.empty((k, d, d))
+    lp = np.empty(k)
+    maha = np.empty(k)
+    nk[:] = 0.0
+    nko[:] = 0.0
+    sx[:] = 0.0
+    sxx[:] = 0.0
+    obj[:] = 0.0
+    for i in range(start, stop):
+        for a in range(d):
+            xi[a] = X[i, a]
+        q = _missing_index(xi, miss_idx)
+        for j in range(k):
+            for a in range(d):
+                delta[a] = 0.0 if np.isnan(xi[a]) else xi[a] - means[j, a]
+            # delta_o^T Lambda_oo delta_o = |delta U|^2 with delta_m = 0
+            for b in range(d):
+                y[b] = 0.0
+            for a in range(d):
+                da = delta[a]
+                if da != 0.0:
+                    for b in range(a, d):
+                        y[b] += da * factors[j, a, b]
+            quad = 0.0
+            for b in range(d):
+                quad += y[b] * y[b]
+            half_log_det_mm = 0.0
+            if q > 0:
+                for s in range(q):
+                    ms = miss_idx[s]
+                    acc = 0.0
+                    for a in range(d):
+                        acc += precisions[j, ms, a] * delta[a]
+                    g[s] = acc
+                    for t in range(q):
+                        chol[s, t] = precisions[j, ms, miss_idx[t]]
+                _cholesky_inplace(chol, q)
+                _cholesky_solve(chol, q, g, z)
+                for s in range(q):
+                    quad -= g[s] * z[s]
+                    half_log_det_mm += np.log(chol[s, s])
+                    delta[miss_idx[s]] = -z[s]
+                _cholesky_inverse(chol, q, cond[j], col)
+            for a in range(d):
+                dhat[j, a] = delta[a]
+            maha[j] = quad
+            lp[j] = log_norm[j] + q * half_log_2pi - half_log_det_mm - 0.5 * quad
+        if want_imp:
+            for a in range(d):
+                imputed[i, a] = xi[a]
+        best, ll, changed = _assign(i, lp, hard, labels, log_prob, want_lp)
+        if want_imp:
+            for s in range(q):
+                ms = miss_idx[s]
+                if hard:
+                    imputed[i, ms] = means[best, ms] + dhat[best, ms]
+                    continue
+                acc = 0.0
+                for j in range(k):
+                    acc += lp[j] * (means[j, ms] + dhat[j, ms])
+                imputed[i, ms] = acc
+        obj[2] += changed
+        w = sample_weight[i]
+        if w == 0.0:
+            continue
+        obj[0] += w * ll
+        if hard:
+            obj[1] += w * maha[best]
+        for j in range(k):
+            r = w * lp[j] if not hard else (w if j == best else 0.0)
+            if r == 0.0:
+                continue
+            nk[j] += r
+            for a in range(d):
+                if not np.isnan(xi[a]):
+                    nko[j, a] += r
+                sx[j, a] += r * dhat[j, a]
+            if tied:
+                for a in range(d):
+                    ua = r * (dhat[j, a] + means[j, a] - center[a])
+                    for b in range(d):
+                        sxx[0, a, b] += ua * (dhat[j, b] + means[j, b] - center[b])
+            else:
+                for a in range(d):
+                    ua = r * dhat[j, a]
+                    for b in range(d):
+                        sxx[j, a, b] += ua * dhat[j, b]
+                for s in range(q):
+                    for t in range(q):
+                        sxx[j, miss_idx[s], miss_idx[t]] += r * cond[j, s, t]
+        if tied:
+            # the conditional covariance is shared by the components
+            for s in range(q):
+                for t in range(q):
+                    sxx[0, miss_idx[s], miss_idx[t]] += w * cond[0, s, t]
+
+
+@parallel
+def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tied,
+                         hard, chunk_size, labels, log_prob, imputed, nk, nko, sx,
+                         sxx, obj):
+    n = X.shape[0]
+    k, d = means.shape
+    precisions = np.zeros((k, d, d))
+    for j in range(k):
+        for a in range(d):
+            for b in range(d):
+                s = 0.0
+                for t in range(max(a, b), d):
+                    s += factors[j, a, t] * factors[j, b, t]
+                precisions[j, a, b] = s
+    for c in prange(nk.shape[0]):
+        start = c * chunk_size
+        _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, log_norm,
+                                   center, tied, hard, start, min(n, start + chunk_size),
+                                   labels, log_prob, imputed, nk[c], nko[c], sx[c],
+                                   sxx[c], obj[c])
+
+
+def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                       chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    _estep_dense_missing(X, sample_weight, means, prec_chol, log_norm, center, False,
+                         hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
+                         obj)
+
+
+def estep_tied_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                       chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    k = means.shape[0]
+    factors = np.ascontiguousarray(np.broadcast_to(prec_chol, (k,) + prec_chol.shape))
+    _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, True,
+                         hard, chunk_size, labels, log_prob, imputed, nk, nko, sx,
+                         sxx.reshape((sxx.shape[0], 1) + sxx.shape[1:]), obj)
+
+
+@serial
+def _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_norm, hard,
+                                    start, stop, labels, log_prob, imputed, nk, nko, sx,
+                                    sxx, obj):
+    k, d = means.shape
+    want_lp = log_prob.shape[0] == X.shape[0]
+    want_imp = imputed.shape[0] == X.shape[0]
+    half_log_2pi = 0.5 * np.log(2.0 * np.pi)
+    xi = np.empty(d)
+    lp = np.empty(k)
+    maha = np.empty(k)
+    nk[:] = 0.0
+    nko[:] = 0.0
+    sx[:] = 0.0
+    sxx[:] = 0.0
+    obj[:] = 0.0
+    for i in range(start, stop):
+        for a in range(d):
+            xi[a] = X[i, a]
+        for j in range(k):
+            m = 0.0
+            corr = 0.0
+            q = 0
+            for a in range(d):
+                if np.isnan(xi[a]):
+                    corr += np.log(precision[j, a])
+                    q += 1
+                else:
+                    t = xi[a] - means[j, a]
+                    m += t * t * precision[j, a]
+            maha[j] = m
+            lp[j] = log_norm[j] + q * half_log_2pi - 0.5 * corr - 0.5 * m
+        best, ll, changed = _assign(i, lp, hard, labels, log_prob, want_lp)
+        if want_imp:
+            # the conditional mean of a missing coordinate is the component mean
+            for a in range(d):
+                if not np.isnan(xi[a]):
+                    imputed[i, a] = xi[a]
+                elif hard:
+                    imputed[i, a] = means[best, a]
+                else:
+                    acc = 0.0
+                    for j in range(k):
+                        acc += lp[j] * means[j, a]
+                    imputed[i, a] = acc
+        obj[2] += changed
+        w = sample_weight[i]
+        if w == 0.0:
+            continue
+        obj[0] += w * ll
+        if hard:
+            obj[1] += w * maha[best]
+        for j in range(k):
+            r = w * lp[j] if not hard else (w if j == best else 0.0)
+            if r == 0.0:
+                continue
+            nk[j] += r
+            for a in range(d):
+                if np.isnan(xi[a]):
+                    sxx[j, a] += r / precision[j, a]
+                else:
+                    t = xi[a] - means[j, a]
+                    nko[j, a] += r
+                    sx[j, a] += r * t
+                    sxx[j, a] += r * t * t
+
+
+@parallel
+def _estep_coordinate_missing(X, sample_weight, means, precision, log_norm, hard,
+                              chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
+                              obj):
+    n = X.shape[0]
+    for c in prange(nk.shape[0]):
+        start = c * chunk_size
+        _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_norm,
+                                        hard, start, min(n, start + chunk_size), labels,
+                                        log_prob, imputed, nk[c], nko[c], sx[c], sxx[c],
+                                        obj[c])
+
+
+def estep_diag_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                       chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    _estep_coordinate_missing(X, sample_weight, means, prec_chol ** 2, log_norm, hard,
+                              chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
+                              obj)
+
+
+def estep_spherical_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                            chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
+                            obj):
+    precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
+    _estep_coordinate_missing(X, sample_weight, means, precision, log_norm, hard,
+                              chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
+                              obj)
+
+
+@serial
+def _estep_bernoulli_missing_chunk(X, sample_weight, logit, log_norm, log_q, hard, start,
+                                   stop, labels, log_prob, nk, nko, sx, obj):
+    k, d = logit.shape
+    want_lp = log_prob.shape[0] == X.shape[0]
+    xi = np.empty(d)
+    lp = np.empty(k)
+    nk[:] = 0.0
+    nko[:] = 0.0
+    sx[:] = 0.0
+    obj[:] = 0.0
+    for i in range(start, stop):
+        for a in range(d):
+            xi[a] = X[i, a]
+        for j in range(k):
+            s = log_norm[j]
+            for a in range(d):
+                if np.isnan(xi[a]):
+                    s -= log_q[j, a]
+                else:
+                    s += xi[a] * logit[j, a]
+            lp[j] = s
+        best, ll, changed = _assign(i, lp, hard, labels, log_prob, want_lp)
+        obj[2] += changed
+        w = sample_weight[i]
+        if w == 0.0:
+            continue
+        obj[0] += w * ll
+        for j in range(k):
+            r = w * lp[j] if not hard else (w if j == best else 0.0)
+            if r == 0.0:
+                continue
+            nk[j] += r
+            for a in range(d):
+                if not np.isnan(xi[a]):
+                    nko[j, a] += r
+                    sx[j, a] += r * xi[a]
+
+
+@parallel
+def estep_bernoulli_missing(X, sample_weight, logit, log_norm, log_q, hard, chunk_size,
+                            labels, log_prob, nk, nko, sx, obj):
+    n = X.shape[0]
+    for c in prange(nk.shape[0]):
+        start = c * chunk_size
+        _estep_bernoulli_missing_chunk(X, sample_weight, logit, log_norm, log_q, hard,
+                                       start, min(n, start + chunk_size), labels,
+                                       log_prob, nk[c], nko[c], sx[c], obj[c])
+
+
+@serial
+def _sqdist_missing_chunk(X, centers, start, stop, out):
+    m, d = centers.shape
+    for i in range(start, stop):
+        for j in range(m):
+            s = 0.0
+            for a in range(d):
+                xa = np.float64(X[i, a])
+                if not np.isnan(xa):
+                    t = xa - centers[j, a]
+                    s += t * t
+            out[i, j] = s
+
+
+@parallel
+def sqdist_missing(X, centers, chunk_size, out):
+    n = X.shape[0]
+    n_chunks = (n + chunk_size - 1) // chunk_size
+    for c in prange(n_chunks):
+        start = c * chunk_size
+        _sqdist_missing_chunk(X, centers, start, min(n, start + chunk_size), out)

@@ -14,6 +14,8 @@ from ._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
     "estep_bernoulli", "sqdist",
+    "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
+    "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
 ]
 
 
@@ -159,4 +161,152 @@ def sqdist(X, centers, chunk_size, out):
         x = np.ascontiguousarray(X[start:stop], dtype=np.float64)
         out[start:stop] = np.stack(
             [np.sum((x - c) ** 2, axis=1) for c in centers], axis=1
+        )
+
+
+# ---------------------------------------------------------------- missing values
+#
+# NaN entries are missing at random.  A row's log-density is the marginal of its
+# observed coordinates o; with the precision Lambda of a component and m the
+# missing coordinates (Schur complement of Lambda_mm):
+#   Sigma_oo^-1 = Lambda_oo - Lambda_om Lambda_mm^-1 Lambda_mo,
+#   log det Sigma_oo = log det Sigma + log det Lambda_mm,
+#   E[x_m | x_o] = mu_m - Lambda_mm^-1 Lambda_mo (x_o - mu_o),
+#   Cov[x_m | x_o] = Lambda_mm^-1.
+# The statistics are the expected ones (Ghahramani & Jordan, 1994): the
+# conditional mean fills the missing coordinates and the conditional covariance
+# is added to the second moment.  Rows are grouped by missingness pattern
+# within a chunk, so each pattern's factorizations are done once.
+
+def _patterns(miss):
+    """(pattern masks, row indices of each pattern) of a chunk's NaN mask."""
+    masks, inverse = np.unique(miss, axis=0, return_inverse=True)
+    inverse = np.ravel(inverse)
+    return [(masks[p], np.flatnonzero(inverse == p)) for p in range(masks.shape[0])]
+
+
+def _gaussian_missing(cov_type, X, sample_weight, means, prec_chol, log_norm, center,
+                      hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    k, d = means.shape
+    if cov_type in ("full", "tied"):
+        factors = prec_chol if cov_type == "full" else np.broadcast_to(prec_chol, (k, d, d))
+        precisions = factors @ np.swapaxes(factors, 1, 2)
+    else:
+        pc = prec_chol if cov_type == "diag" else np.repeat(prec_chol[:, None], d, axis=1)
+        precisions = pc ** 2  # (k, d): 1 / variance
+    for c, start, stop in _chunks(X.shape[0], chunk_size):
+        x = np.ascontiguousarray(X[start:stop], dtype=np.float64)
+        miss = np.isnan(x)
+        rows_total = x.shape[0]
+        lp = np.empty((rows_total, k))
+        maha = np.empty((rows_total, k))
+        dhat = np.zeros((rows_total, k, d))      # E[x | x_o, j] - means_j
+        cond = []                                 # (rows, missing mask, (k, q, q) covariances)
+        for mask, rows in _patterns(miss):
+            obs = ~mask
+            q = int(mask.sum())
+            covs = np.zeros((k, q, q))
+            for j in range(k):
+                delta = np.where(mask, 0.0, x[rows] - means[j])
+                if cov_type in ("full", "tied"):
+                    lam = precisions[j]
+                    quad = np.einsum("ra,ab,rb->r", delta, lam, delta)
+                    if q:
+                        lam_mm = lam[np.ix_(mask, mask)]
+                        chol = np.linalg.cholesky(lam_mm)
+                        g = delta[:, obs] @ lam[np.ix_(obs, mask)]   # Lambda_mo delta_o
+                        z = np.linalg.solve(lam_mm, g.T).T
+                        quad = quad - np.sum(g * z, axis=1)
+                        half_log_det_mm = np.sum(np.log(np.diag(chol)))
+                        covs[j] = np.linalg.inv(lam_mm)
+                        delta[:, mask] = -z
+                    else:
+                        half_log_det_mm = 0.0
+                    correction = half_log_det_mm
+                else:
+                    quad = np.sum(delta ** 2 * precisions[j], axis=1)
+                    # log det of the missing variances' precisions, halved
+                    correction = 0.5 * np.sum(np.log(precisions[j][mask]))
+                    covs[j] = np.diag(1.0 / precisions[j][mask])
+                maha[rows, j] = quad
+                lp[rows, j] = log_norm[j] + 0.5 * q * np.log(2 * np.pi) - correction - 0.5 * quad
+                dhat[rows, j] = delta
+            cond.append((rows, mask, covs))
+        wresp, new_labels = _finish_chunk(c, start, stop, lp, hard, sample_weight,
+                                          labels, log_prob, obj)
+        obj[c, OBJ_MAHA] = (
+            np.sum(sample_weight[start:stop] * maha[np.arange(rows_total), new_labels])
+            if hard else 0.0
+        )
+        nk[c] = wresp.sum(axis=0)
+        nko[c] = wresp.T @ (~miss)
+        for j in range(k):
+            sx[c, j] = wresp[:, j] @ dhat[:, j]
+        if cov_type == "full":
+            for j in range(k):
+                sxx[c, j] = (wresp[:, j, None] * dhat[:, j]).T @ dhat[:, j]
+                for rows, mask, covs in cond:
+                    sxx[c, j][np.ix_(mask, mask)] += wresp[rows, j].sum() * covs[j]
+        elif cov_type == "tied":
+            sxx[c] = 0.0
+            for j in range(k):
+                centred = dhat[:, j] + (means[j] - center)
+                sxx[c] += (wresp[:, j, None] * centred).T @ centred
+            for rows, mask, covs in cond:
+                # the conditional covariance is the same for every component
+                sxx[c][np.ix_(mask, mask)] += sample_weight[start + rows].sum() * covs[0]
+        else:
+            for j in range(k):
+                sxx[c, j] = wresp[:, j] @ (dhat[:, j] ** 2 + miss / precisions[j])
+        if imputed.shape[0] == X.shape[0]:
+            resp = _responsibilities(lp, hard)[0]  # one-hot when hard
+            filled = np.einsum("rj,rja->ra", resp, dhat + means[None, :, :])
+            imputed[start:stop] = np.where(miss, filled, x)
+
+
+def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                       chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    _gaussian_missing("full", X, sample_weight, means, prec_chol, log_norm, center,
+                      hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+
+
+def estep_tied_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                       chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    _gaussian_missing("tied", X, sample_weight, means, prec_chol, log_norm, center,
+                      hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+
+
+def estep_diag_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                       chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    _gaussian_missing("diag", X, sample_weight, means, prec_chol, log_norm, center,
+                      hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+
+
+def estep_spherical_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                            chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    _gaussian_missing("spherical", X, sample_weight, means, prec_chol, log_norm, center,
+                      hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+
+
+def estep_bernoulli_missing(X, sample_weight, logit, log_norm, log_q, hard, chunk_size,
+                            labels, log_prob, nk, nko, sx, obj):
+    for c, start, stop in _chunks(X.shape[0], chunk_size):
+        x = np.ascontiguousarray(X[start:stop], dtype=np.float64)
+        miss = np.isnan(x)
+        x0 = np.where(miss, 0.0, x)
+        # drop the missing coordinates' terms: log(1 - p) for each missing j
+        lp = log_norm[None, :] + x0 @ logit.T - miss @ log_q.T
+        wresp, _ = _finish_chunk(c, start, stop, lp, hard, sample_weight, labels,
+                                 log_prob, obj)
+        obj[c, OBJ_MAHA] = 0.0
+        nk[c] = wresp.sum(axis=0)
+        nko[c] = wresp.T @ (~miss)
+        sx[c] = wresp.T @ x0
+
+
+def sqdist_missing(X, centers, chunk_size, out):
+    for _, start, stop in _chunks(X.shape[0], chunk_size):
+        x = np.ascontiguousarray(X[start:stop], dtype=np.float64)
+        out[start:stop] = np.stack(
+            [np.nansum((x - c) ** 2, axis=1) for c in centers], axis=1
         )
