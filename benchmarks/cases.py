@@ -85,6 +85,14 @@ GMM_SHAPES = (
     Shape(200_000, 2, 8, LARGE),       # reference
     Shape(50_000, 64, 8, LARGE),       # reference
 )
+# missing values: 10 % of the entries NaN, completely at random (issue target
+# shape (1e5, 16, 8)); the complete data of the same shape run beside them
+MISSING_SHAPES = (
+    Shape(20_000, 16, 8, SMALL),
+    Shape(100_000, 16, 8, MEDIUM),     # reference
+)
+MISSING_FRACTION = 0.1
+NAN_SUFFIX = "+nan10"
 BERNOULLI_SHAPES = (
     Shape(20_000, 64, 32, SMALL),
     Shape(100_000, 64, 32, MEDIUM),
@@ -111,7 +119,8 @@ class Case:
 
     @property
     def label(self):
-        return self.name if self.variant is None else f"{self.name}[{self.variant}]"
+        label = self.name if self.variant is None else f"{self.name}[{self.variant}]"
+        return label + NAN_SUFFIX if self.data.endswith("_nan10") else label
 
     @property
     def group(self):
@@ -140,12 +149,24 @@ KERNEL_TARGETS = (
     ("estep_diag", None, "blobs", GMM_SHAPES),
     ("estep_spherical", None, "blobs", GMM_SHAPES),
     ("estep_bernoulli", None, "binary", BERNOULLI_SHAPES),
+    # the missing-value kernels, and their complete-data twins at the same shapes
+    ("estep_full", None, "blobs", MISSING_SHAPES),
+    ("estep_diag", None, "blobs", MISSING_SHAPES),
+    ("estep_full_missing", None, "blobs_nan10", MISSING_SHAPES),
+    ("estep_tied_missing", None, "blobs_nan10", MISSING_SHAPES[:1]),
+    ("estep_diag_missing", None, "blobs_nan10", MISSING_SHAPES),
+    ("estep_spherical_missing", None, "blobs_nan10", MISSING_SHAPES[:1]),
+    ("estep_spherical_missing", "hard", "blobs_nan10", MISSING_SHAPES[:1]),
+    ("estep_bernoulli_missing", None, "binary_nan10", BERNOULLI_SHAPES[:1]),
+    ("sqdist_missing", None, "blobs_nan10", MISSING_SHAPES[:1]),
 )
 
 
 def kernel_flops(name, n, d, k, hard=False):
     """Nominal flops of one kernel pass; see the module docstring."""
     kk = 1 if hard else k
+    # a missing-value kernel's nominal count is its complete-data twin's
+    name = name[:-len("_missing")] if name.endswith("_missing") else name
     if name == "sqdist":
         return 3 * n * k * d
     if name == "estep_spherical":
@@ -183,6 +204,15 @@ MODEL_TARGETS = (
     ("GaussianMixture", "diag", "blobs", GMM_SHAPES, ("fastem", "sklearn")),
     ("GaussianMixture", "spherical", "blobs", GMM_SHAPES, ("fastem", "sklearn")),
     ("BernoulliMixture", None, "binary", BERNOULLI_SHAPES, ("fastem",)),  # no sklearn peer
+    # missing values (no scikit-learn peer): 10 % NaN next to the complete data
+    ("GaussianMixture", "full", "blobs", MISSING_SHAPES, ("fastem", "sklearn")),
+    ("GaussianMixture", "diag", "blobs", MISSING_SHAPES, ("fastem", "sklearn")),
+    ("GaussianMixture", "full", "blobs_nan10", MISSING_SHAPES, ("fastem",)),
+    ("GaussianMixture", "diag", "blobs_nan10", MISSING_SHAPES, ("fastem",)),
+    ("GaussianMixture", "tied", "blobs_nan10", MISSING_SHAPES[:1], ("fastem",)),
+    ("GaussianMixture", "spherical", "blobs_nan10", MISSING_SHAPES[:1], ("fastem",)),
+    ("KMeans", None, "blobs_nan10", MISSING_SHAPES[:1], ("fastem",)),
+    ("BernoulliMixture", None, "binary_nan10", BERNOULLI_SHAPES[:1], ("fastem",)),
 )
 
 
@@ -289,8 +319,26 @@ def make_binary(n, d, k, dtype, seed=0):
     return X
 
 
+def _hide(X, seed):
+    """Set MISSING_FRACTION of the entries of X to NaN, completely at random, in place."""
+    rng = np.random.default_rng([seed, *X.shape, 3])
+    for start in range(0, X.shape[0], _ROWS):
+        part = X[start:start + _ROWS]
+        part[rng.random(part.shape) < MISSING_FRACTION] = np.nan
+
+
 def make_problem(data, n, d, k, dtype, seed=0):
-    """The :class:`Problem` of one case; deterministic in its arguments."""
+    """The :class:`Problem` of one case; deterministic in its arguments.
+
+    ``*_nan10`` data are the same data with 10 % of the entries NaN; the
+    initial parameters are those of the complete data.
+    """
+    if data.endswith("_nan10"):
+        problem = make_problem(data[:-len("_nan10")], n, d, k, dtype, seed)
+        X = problem.X.copy()
+        _hide(X, seed)
+        problem.X = X
+        return problem
     make = {"blobs": make_blobs, "binary": make_binary}[data]
     X = make(n, d, k, dtype, seed)
     rng = np.random.default_rng([seed, n, d, k, 2])

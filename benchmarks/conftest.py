@@ -18,7 +18,7 @@ import pytest
 
 import fastem
 
-from cases import make_problem
+from cases import NAN_SUFFIX, make_problem
 
 # Large arrays are a few hundred MB: keep only the most recent few.
 _load_problem = functools.lru_cache(maxsize=3)(make_problem)
@@ -74,15 +74,30 @@ def pytest_terminal_summary(terminalreporter, config):
         sklearn_s = by_key.get((group, dtype, "sklearn"))
         if runner == "fastem" and sklearn_s is not None:
             rows.append((group, dtype, fastem_s, sklearn_s))
-    if not rows:
+    if not timings:
         return
     tr = terminalreporter
-    tr.section("fastem vs scikit-learn: median time per EM iteration")
-    tr.write_line(f"{'group':<40} {'dtype':<8} {'fastem ms':>10} {'sklearn ms':>11} "
-                  f"{'fastem/sklearn':>15}")
-    for group, dtype, fastem_s, sklearn_s in rows:
-        tr.write_line(f"{group:<40} {dtype:<8} {1e3 * fastem_s:>10.2f} "
-                      f"{1e3 * sklearn_s:>11.2f} {fastem_s / sklearn_s:>15.3f}")
+    if rows:
+        tr.section("fastem vs scikit-learn: median time per EM iteration")
+        tr.write_line(f"{'group':<40} {'dtype':<8} {'fastem ms':>10} {'sklearn ms':>11} "
+                      f"{'fastem/sklearn':>15}")
+        for group, dtype, fastem_s, sklearn_s in rows:
+            tr.write_line(f"{group:<40} {dtype:<8} {1e3 * fastem_s:>10.2f} "
+                          f"{1e3 * sklearn_s:>11.2f} {fastem_s / sklearn_s:>15.3f}")
+    missing_rows = []
+    for (group, dtype, runner), nan_s in sorted(by_key.items()):
+        label, _, shape = group.partition("|")
+        if runner == "fastem" and label.endswith(NAN_SUFFIX):
+            complete_s = by_key.get((f"{label[:-len(NAN_SUFFIX)]}|{shape}", dtype, "fastem"))
+            if complete_s is not None:
+                missing_rows.append((group, dtype, nan_s, complete_s))
+    if missing_rows:
+        tr.section("fastem with 10 % NaN vs complete data: median time per EM iteration")
+        tr.write_line(f"{'group':<40} {'dtype':<8} {'NaN ms':>10} {'complete ms':>12} "
+                      f"{'NaN/complete':>13}")
+        for group, dtype, nan_s, complete_s in missing_rows:
+            tr.write_line(f"{group:<40} {dtype:<8} {1e3 * nan_s:>10.2f} "
+                          f"{1e3 * complete_s:>12.2f} {nan_s / complete_s:>13.2f}")
     load = _load_average()
     if load is not None:
         tr.write_line(f"load average at the end (1, 5, 15 min): "

@@ -35,14 +35,19 @@ def _gaussian_params(case, problem):
     if case.hard:
         # KMeans' restricted mixture: weights 1/k, identity covariances
         return GaussianParams(np.full(k, 1.0 / k), problem.means_init, np.ones(k), np.ones(k))
-    cov_type = case.name[len("estep_"):]
+    cov_type = _covariance_type(case)
     covariances = problem.covariances_init(cov_type)
     return GaussianParams(problem.weights_init, problem.means_init, covariances,
                           prec_chol_from_covariances(covariances, cov_type, REG_COVAR))
 
 
+def _covariance_type(case):
+    return case.name[len("estep_"):].replace("_missing", "")
+
+
 def _gaussian_arguments(case, problem, chunk_size, n_chunks):
-    family = GaussianFamily(case.name[len("estep_"):], reg_covar=REG_COVAR)
+    missing = case.name.endswith("_missing")
+    family = GaussianFamily(_covariance_type(case), reg_covar=REG_COVAR, missing=missing)
     params = _gaussian_params(case, problem)
     n, d = problem.X.shape
     k = params.means.shape[0]
@@ -55,21 +60,23 @@ def _gaussian_arguments(case, problem, chunk_size, n_chunks):
         log_norm=family.log_norm(params),
         center=np.ascontiguousarray(problem.center, dtype=np.float64),
         hard=case.hard, chunk_size=chunk_size,
-        labels=np.full(n, -1, dtype=np.int64), log_prob=np.empty((0, k)), **buffers,
+        labels=np.full(n, -1, dtype=np.int64), log_prob=np.empty((0, k)),
+        imputed=np.empty((0, d)), **buffers,
     )
     return values, buffers
 
 
 def _bernoulli_arguments(case, problem, chunk_size, n_chunks):
-    family = BernoulliFamily(alpha=1e-10)
+    family = BernoulliFamily(alpha=1e-10, missing=case.name.endswith("_missing"))
     params = BernoulliParams(problem.weights_init, problem.means_init)
-    logit, log_norm = family.natural_params(params)[:2]
+    logit, log_norm, log_q = family.natural_params(params)
     n, d = problem.X.shape
     k = logit.shape[0]
     buffers = family.allocate(n_chunks, k, d)
     values = dict(
         X=problem.X, sample_weight=problem.sample_weight,
         logit=np.ascontiguousarray(logit), log_norm=log_norm,  # as BernoulliFamily.e_step
+        log_q=np.ascontiguousarray(log_q),
         hard=case.hard, chunk_size=chunk_size, labels=np.full(n, -1, dtype=np.int64),
         log_prob=np.empty((0, k)), **buffers,
     )
@@ -95,7 +102,8 @@ def _check_estep(case, problem, values, buffers):
 def _check_sqdist(case, problem, values, buffers):
     X, centers, out = values["X"], values["centers"], values["out"]
     for i in (0, X.shape[0] - 1):
-        expected = ((X[i].astype(np.float64) - centers) ** 2).sum(axis=1)
+        # over the observed coordinates (all of them without NaN)
+        expected = np.nansum((X[i].astype(np.float64) - centers) ** 2, axis=1)
         np.testing.assert_allclose(out[i], expected, rtol=1e-6 if X.dtype == np.float32 else 1e-12)
 
 
@@ -106,6 +114,12 @@ ARGUMENTS = {
     "estep_spherical": (_gaussian_arguments, _check_estep),
     "estep_bernoulli": (_bernoulli_arguments, _check_estep),
     "sqdist": (_sqdist_arguments, _check_sqdist),
+    "estep_full_missing": (_gaussian_arguments, _check_estep),
+    "estep_tied_missing": (_gaussian_arguments, _check_estep),
+    "estep_diag_missing": (_gaussian_arguments, _check_estep),
+    "estep_spherical_missing": (_gaussian_arguments, _check_estep),
+    "estep_bernoulli_missing": (_bernoulli_arguments, _check_estep),
+    "sqdist_missing": (_sqdist_arguments, _check_sqdist),
 }
 
 
