@@ -185,7 +185,7 @@ class KMeans(BaseEstimator):
         if isinstance(self.n_init, str):
             if self.n_init != "auto":
                 raise ValueError(f"n_init must be 'auto' or an integer >= 1, got {self.n_init!r}")
-            n_init = 10 if init == "random" else 1
+            n_init = 10 if isinstance(init, str) and init == "random" else 1
         elif isinstance(self.n_init, numbers.Integral) and not isinstance(self.n_init, bool):
             n_init = check_int("n_init", self.n_init, low=1)
         else:

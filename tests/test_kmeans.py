@@ -218,6 +218,16 @@ def test_explicit_init_with_n_init_warns_and_runs_once(backend, iris):
     np.testing.assert_array_equal(model.cluster_centers_, single.cluster_centers_)
 
 
+def test_explicit_init_with_default_n_init_runs_once(backend, iris):
+    """n_init="auto" means one run for an array init, as in scikit-learn."""
+    init = noisy_rows(iris, 3, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "performing only one init" warning either
+        model = KMeans(3, init=init).fit(iris)
+    single = KMeans(3, init=init, n_init=1).fit(iris)
+    np.testing.assert_array_equal(model.cluster_centers_, single.cluster_centers_)
+
+
 # ---------------------------------------------------------------- K-means as hard EM
 def _restricted_gmm(k, C0, max_iter):
     return GaussianMixture(
