@@ -346,6 +346,41 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 # --------------------------------------------------------------- diag / spherical
 @serial
+def _hard_coordinate_block(i0, n_rows, xb, maha, log_norm, means, sample_weight,
+                           labels, nk, sx, sxx, obj):
+    """Hard E-step of a block without a log-probability row (the K-means path)."""
+    k, d = means.shape
+    changed = 0
+    ll = 0.0
+    dist = 0.0
+    for r in range(n_rows):
+        i = i0 + r
+        best = 0
+        top = log_norm[0] - 0.5 * maha[r, 0]
+        for j in range(1, k):
+            v = log_norm[j] - 0.5 * maha[r, j]
+            if v > top:
+                top = v
+                best = j
+        if labels[i] != best:
+            changed += 1
+            labels[i] = best
+        w = sample_weight[i]
+        if w == 0.0:
+            continue
+        ll += w * top
+        dist += w * maha[r, best]
+        nk[best] += w
+        for a in range(d):
+            t = xb[r, a] - means[best, a]
+            sx[best, a] += w * t
+            sxx[best, a] += w * t * t
+    obj[0] += ll
+    obj[1] += dist
+    obj[2] += changed
+
+
+@serial
 def _estep_coordinate_chunk(X, sample_weight, means, meansT, precT, log_norm, hard,
                             start, stop, labels, log_prob, nk, sx, sxx, obj):
     """Diagonal covariances; ``precT`` (d, k) holds 1 / variance, transposed."""
@@ -376,6 +411,10 @@ def _estep_coordinate_chunk(X, sample_weight, means, meansT, precT, log_norm, ha
                 maha[1, j] += (x1 - m) * (x1 - m) * p
                 maha[2, j] += (x2 - m) * (x2 - m) * p
                 maha[3, j] += (x3 - m) * (x3 - m) * p
+        if hard and not want_lp:
+            _hard_coordinate_block(i0, n_rows, xb, maha, log_norm, means, sample_weight,
+                                   labels, nk, sx, sxx, obj)
+            continue
         _gaussian_log_prob(maha, log_norm, lp)
         _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
                       want_lp, wr, best_of, obj)
