@@ -634,22 +634,54 @@ def _missing_index(xi, miss_idx):
 
 
 @serial
-def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, log_norm,
-                               center, tied, hard, start, stop, labels, log_prob,
-                               imputed, nk, nko, sx, sxx, obj):
-    """Full (tied=False) or tied (tied=True) covariances with NaN entries."""
+def _add_staged_moments(stage, stage_w, tied, sxx):
+    """sxx_j += sum_r w_rj s_rj s_rj^T over four staged rows (into sxx_0 if tied)."""
+    k, d = stage.shape[1], stage.shape[2]
+    for j in range(k):
+        r0 = stage_w[0, j]
+        r1 = stage_w[1, j]
+        r2 = stage_w[2, j]
+        r3 = stage_w[3, j]
+        if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
+            continue
+        target = 0 if tied else j
+        for a in range(d):
+            u0 = r0 * stage[0, j, a]
+            u1 = r1 * stage[1, j, a]
+            u2 = r2 * stage[2, j, a]
+            u3 = r3 * stage[3, j, a]
+            for b in range(d):
+                sxx[target, a, b] += (u0 * stage[0, j, b] + u1 * stage[1, j, b]
+                                      + u2 * stage[2, j, b] + u3 * stage[3, j, b])
+
+
+@serial
+def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, cw,
+                               log_norm, center, tied, hard, start, stop, labels,
+                               log_prob, imputed, nk, nko, sx, sxx, obj):
+    """Full (tied=False) or tied (tied=True) covariances with NaN entries.
+
+    The whitening of all components is one row-times-matrix product with the
+    missing coordinates set to ``center`` (``W``, ``cw`` as in ``estep_full``),
+    corrected by the q rows of U_j that belong to the missing coordinates.
+    Second moments are added four staged rows at a time.
+    """
     k, d = means.shape
+    kd = k * d
     want_lp = log_prob.shape[0] == X.shape[0]
     want_imp = imputed.shape[0] == X.shape[0]
     half_log_2pi = 0.5 * np.log(2.0 * np.pi)
     xi = np.empty(d)
     delta = np.empty(d)
-    y = np.empty(d)
+    yall = np.empty(kd)
     g = np.empty(d)
     z = np.empty(d)
     col = np.empty(d)
     miss_idx = np.empty(d, dtype=np.int64)
     dhat = np.empty((k, d))
+    stage = np.zeros((_BLOCK, k, d))
+    stage_w = np.zeros((_BLOCK, k))
+    slot = 0
     chol = np.empty((d, d))
     cond = np.empty((k, d, d))
     lp = np.empty(k)
@@ -663,37 +695,64 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, log
         for a in range(d):
             xi[a] = X[i, a]
         q = _missing_index(xi, miss_idx)
+        # (x~ - mu_j) U_j for all j, with x~ = x and x~_m = center_m
+        for e in range(kd):
+            yall[e] = -cw[e]
+        for a in range(d):
+            if not np.isnan(xi[a]):
+                xa = xi[a] - center[a]
+                for e in range(kd):
+                    yall[e] += xa * W[a, e]
         for j in range(k):
             for a in range(d):
                 delta[a] = 0.0 if np.isnan(xi[a]) else xi[a] - means[j, a]
-            # delta_o^T Lambda_oo delta_o = |delta U|^2 with delta_m = 0
-            for b in range(d):
-                y[b] = 0.0
-            for a in range(d):
-                da = delta[a]
-                if da != 0.0:
-                    for b in range(a, d):
-                        y[b] += da * factors[j, a, b]
+            # delta_o^T Lambda_oo delta_o = |delta U_j|^2 with delta_m = 0:
+            # add (mu_jm - c_m) U_j[m, :] for each missing m
+            for s in range(q):
+                a = miss_idx[s]
+                v = means[j, a] - center[a]
+                for b in range(a, d):
+                    yall[j * d + b] += v * factors[j, a, b]
             quad = 0.0
-            for b in range(d):
-                quad += y[b] * y[b]
+            for b in range(j * d, (j + 1) * d):
+                quad += yall[b] * yall[b]
             half_log_det_mm = 0.0
-            if q > 0:
+            if q == 1:
+                # one missing coordinate: Lambda_mm is a number
+                ms = miss_idx[0]
+                acc = 0.0
+                for a in range(d):
+                    acc += precisions[j, ms, a] * delta[a]
+                lam = precisions[j, ms, ms]
+                quad -= acc * acc / lam
+                half_log_det_mm = 0.5 * np.log(lam)
+                delta[ms] = -acc / lam
+                cond[j, 0, 0] = 1.0 / lam
+            elif q > 1:
                 for s in range(q):
                     ms = miss_idx[s]
                     acc = 0.0
                     for a in range(d):
                         acc += precisions[j, ms, a] * delta[a]
                     g[s] = acc
-                    for t in range(q):
-                        chol[s, t] = precisions[j, ms, miss_idx[t]]
-                _cholesky_inplace(chol, q)
+                # tied: Lambda_mm, its factor and inverse are those of component 0
+                if not tied or j == 0:
+                    for s in range(q):
+                        for t in range(q):
+                            chol[s, t] = precisions[j, miss_idx[s], miss_idx[t]]
+                    _cholesky_inplace(chol, q)
+                    _cholesky_inverse(chol, q, cond[j], col)
                 _cholesky_solve(chol, q, g, z)
+                # log det of the factor from one product (rescaled against over/underflow)
+                prod = 1.0
                 for s in range(q):
                     quad -= g[s] * z[s]
-                    half_log_det_mm += np.log(chol[s, s])
                     delta[miss_idx[s]] = -z[s]
-                _cholesky_inverse(chol, q, cond[j], col)
+                    prod *= chol[s, s]
+                    if prod > 1e150 or prod < 1e-150:
+                        half_log_det_mm += np.log(prod)
+                        prod = 1.0
+                half_log_det_mm += np.log(prod)
             for a in range(d):
                 dhat[j, a] = delta[a]
             maha[j] = quad
@@ -714,38 +773,38 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, log
                 imputed[i, ms] = acc
         obj[2] += changed
         w = sample_weight[i]
-        if w == 0.0:
-            continue
-        obj[0] += w * ll
-        if hard:
-            obj[1] += w * maha[best]
-        for j in range(k):
-            r = w * lp[j] if not hard else (w if j == best else 0.0)
-            if r == 0.0:
-                continue
-            nk[j] += r
-            for a in range(d):
-                if not np.isnan(xi[a]):
-                    nko[j, a] += r
-                sx[j, a] += r * dhat[j, a]
+        if w != 0.0:
+            obj[0] += w * ll
+            if hard:
+                obj[1] += w * maha[best]
+            for j in range(k):
+                r = w * lp[j] if not hard else (w if j == best else 0.0)
+                stage_w[slot, j] = r
+                if r == 0.0:
+                    continue
+                nk[j] += r
+                for a in range(d):
+                    if not np.isnan(xi[a]):
+                        nko[j, a] += r
+                    sx[j, a] += r * dhat[j, a]
+                    # tied: the scatter is taken about the common center
+                    stage[slot, j, a] = dhat[j, a] + (means[j, a] - center[a] if tied else 0.0)
+                if not tied:
+                    for s in range(q):
+                        for t in range(q):
+                            sxx[j, miss_idx[s], miss_idx[t]] += r * cond[j, s, t]
             if tied:
-                for a in range(d):
-                    ua = r * (dhat[j, a] + means[j, a] - center[a])
-                    for b in range(d):
-                        sxx[0, a, b] += ua * (dhat[j, b] + means[j, b] - center[b])
-            else:
-                for a in range(d):
-                    ua = r * dhat[j, a]
-                    for b in range(d):
-                        sxx[j, a, b] += ua * dhat[j, b]
+                # the conditional covariance is shared by the components
                 for s in range(q):
                     for t in range(q):
-                        sxx[j, miss_idx[s], miss_idx[t]] += r * cond[j, s, t]
-        if tied:
-            # the conditional covariance is shared by the components
-            for s in range(q):
-                for t in range(q):
-                    sxx[0, miss_idx[s], miss_idx[t]] += w * cond[0, s, t]
+                        sxx[0, miss_idx[s], miss_idx[t]] += w * cond[0, s, t]
+            slot += 1
+        if slot == _BLOCK or (i == stop - 1 and slot > 0):
+            for r in range(slot, _BLOCK):
+                for j in range(k):
+                    stage_w[r, j] = 0.0
+            _add_staged_moments(stage, stage_w, tied, sxx)
+            slot = 0
 
 
 @parallel
@@ -762,12 +821,20 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
                 for t in range(max(a, b), d):
                     s += factors[j, a, t] * factors[j, b, t]
                 precisions[j, a, b] = s
+    W = np.zeros((d, k * d))
+    cw = np.zeros(k * d)
+    for j in range(k):
+        for a in range(d):
+            ma = means[j, a] - center[a]
+            for b in range(a, d):
+                W[a, j * d + b] = factors[j, a, b]
+                cw[j * d + b] += ma * factors[j, a, b]
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, log_norm,
-                                   center, tied, hard, start, min(n, start + chunk_size),
-                                   labels, log_prob, imputed, nk[c], nko[c], sx[c],
-                                   sxx[c], obj[c])
+        _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, cw,
+                                   log_norm, center, tied, hard, start,
+                                   min(n, start + chunk_size), labels, log_prob, imputed,
+                                   nk[c], nko[c], sx[c], sxx[c], obj[c])
 
 
 def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
