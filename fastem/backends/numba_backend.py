@@ -674,6 +674,7 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
     xi = np.empty(d)
     delta = np.empty(d)
     yall = np.empty(kd)
+    ybase = np.empty(d)
     g = np.empty(d)
     z = np.empty(d)
     col = np.empty(d)
@@ -696,13 +697,26 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
             xi[a] = X[i, a]
         q = _missing_index(xi, miss_idx)
         # (x~ - mu_j) U_j for all j, with x~ = x and x~_m = center_m
-        for e in range(kd):
-            yall[e] = -cw[e]
-        for a in range(d):
-            if not np.isnan(xi[a]):
-                xa = xi[a] - center[a]
-                for e in range(kd):
-                    yall[e] += xa * W[a, e]
+        if tied:
+            # one shared U: whiten once, then shift per component
+            for b in range(d):
+                ybase[b] = 0.0
+            for a in range(d):
+                if not np.isnan(xi[a]):
+                    xa = xi[a] - center[a]
+                    for b in range(a, d):
+                        ybase[b] += xa * factors[0, a, b]
+            for j in range(k):
+                for b in range(d):
+                    yall[j * d + b] = ybase[b] - cw[j * d + b]
+        else:
+            for e in range(kd):
+                yall[e] = -cw[e]
+            for a in range(d):
+                if not np.isnan(xi[a]):
+                    xa = xi[a] - center[a]
+                    for e in range(kd):
+                        yall[e] += xa * W[a, e]
         for j in range(k):
             for a in range(d):
                 delta[a] = 0.0 if np.isnan(xi[a]) else xi[a] - means[j, a]
