@@ -1,4 +1,4 @@
-"""Command line: ``fastem demo`` (also ``python -m fastem demo``)."""
+"""Command line: ``fastem demo`` and ``fastem bench`` (also ``python -m fastem ...``)."""
 
 import argparse
 import sys
@@ -104,15 +104,112 @@ def demo(args):
     return 0
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _model_groups(text):
+    from . import _bench
+
+    groups = []
+    for word in text.split(","):
+        key = word.strip().lower()
+        if key == "all":
+            groups.extend(_bench.GROUPS)
+        elif key in _bench.GROUP_ALIASES:
+            groups.append(_bench.GROUP_ALIASES[key])
+        else:
+            raise argparse.ArgumentTypeError(
+                f"unknown model group {word.strip()!r}; choose from "
+                f"{', '.join(_bench.GROUPS)} or all (comma-separated)")
+    return tuple(group for group in _bench.GROUPS if group in groups)
+
+
+BENCH_DESCRIPTION = """Time fastem against scikit-learn (and faiss for float32 K-means, when
+installed) in one process on the reference shapes: KMeans (1e6,16,16),
+(1e6,32,128), (2e5,2,8) in float32 and float64; GaussianMixture full, tied,
+diag and spherical at (1e5,16,16), (2e5,2,8), (5e4,64,8); BernoulliMixture at
+(1e6,64,32) against one dense multiply X @ logit.T; GaussianMixture full and
+diag at (1e5,16,8) with 10 % NaN against the complete data. Same data, same
+initial parameters, tol=0, a fixed number of iterations; time per iteration
+is the fit time over n_iter_, best of --repeats fits, after an untimed
+warm-up fit (numba compilation). scikit-learn's BLAS/OpenMP threads are
+limited to fastem's thread count with threadpoolctl. The full run takes a
+few minutes; --quick about one minute."""
+
+
+def bench(args):
+    import fastem
+
+    from . import _bench
+
+    if args.threads is not None:
+        fastem.set_num_threads(args.threads)
+    quick = args.quick
+    settings = _bench.Settings(
+        groups=args.models,
+        dtype=args.dtype,
+        scale=args.scale if args.scale is not None else (_bench.QUICK_SCALE if quick else 1.0),
+        max_iter=args.max_iter or (_bench.QUICK_MAX_ITER if quick else _bench.MAX_ITER),
+        repeats=args.repeats or (_bench.QUICK_REPEATS if quick else _bench.REPEATS),
+    )
+    _bench.run(settings, json_path=args.json)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="fit every model on built-in generated data")
     p_demo.add_argument("--n-samples", type=int, default=200_000)
     p_demo.add_argument("--repeats", type=int, default=1)
+
+    p_bench = sub.add_parser(
+        "bench", help="time fastem against scikit-learn on the reference shapes",
+        description=BENCH_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_bench.add_argument("--quick", action="store_true",
+                         help="n / 10, 5 iterations, 1 repeat: about one minute")
+    p_bench.add_argument("--models", type=_model_groups, default=("kmeans", "gmm",
+                         "bernoulli", "missing"), metavar="LIST",
+                         help="comma-separated groups among kmeans, gmm, bernoulli, "
+                              "missing (default: all)")
+    p_bench.add_argument("--dtype", choices=("reference", "float64", "float32", "both"),
+                         default="reference",
+                         help="reference (default): KMeans in float32 and float64, the "
+                              "others in float64; or every model in the given dtype(s)")
+    p_bench.add_argument("--repeats", type=_positive_int, default=None,
+                         help="fits per case, the best is kept (default 3, --quick 1)")
+    p_bench.add_argument("--max-iter", type=_positive_int, default=None,
+                         help="EM iterations per fit (default 10, --quick 5)")
+    p_bench.add_argument("--threads", type=_positive_int, default=None,
+                         help="threads for fastem, and for scikit-learn's BLAS/OpenMP "
+                              "(default: fastem.get_num_threads(), all cores)")
+    p_bench.add_argument("--scale", type=_positive_float, default=None,
+                         help="multiply every n by this factor (default 1, --quick 0.1); "
+                              "n never drops below what the shape needs")
+    p_bench.add_argument("--json", metavar="PATH", default=None,
+                         help="also write the machine description and every row as JSON")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args)
+    if args.command == "bench":
+        return bench(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

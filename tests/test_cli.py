@@ -1,10 +1,13 @@
-"""The command line: ``python -m fastem demo``."""
+"""The command line: ``python -m fastem demo`` and ``python -m fastem bench``."""
 
+import io
+import json
 import os
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,3 +44,177 @@ def test_help_and_bad_command():
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
     proc = run_fastem()
     assert proc.returncode == 2
+
+
+# ---------------------------------------------------------------- fastem bench
+BENCH_MODELS = {"KMeans", "GaussianMixture", "BernoulliMixture"}
+# tiny: every n at its floor, two iterations, one fit per case
+TINY = ("--scale", "1e-6", "--max-iter", "2", "--repeats", "1")
+
+
+def bench_rows(out):
+    """Table rows of ``fastem bench`` output, by section, split into columns."""
+    sections, current = {}, None
+    for line in out.splitlines():
+        if line.startswith("fastem vs scikit-learn"):
+            current = "sklearn"
+        elif line.startswith("BernoulliMixture vs one dense multiply"):
+            current = "multiply"
+        elif line.startswith("missing values:"):
+            current = "missing"
+        elif line.split() and line.split()[0] in BENCH_MODELS:
+            sections.setdefault(current, []).append(line.split())
+    return sections
+
+
+def positive_finite(text):
+    value = float(text)
+    return value > 0 and value != float("inf")
+
+
+def test_bench_runs_every_group(tmp_path):
+    json_path = tmp_path / "bench.json"
+    proc = run_fastem("bench", *TINY, "--json", str(json_path))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert "machine:" in out and "thread(s)" in out and "numpy" in out
+    sections = bench_rows(out)
+
+    sklearn_rows = sections["sklearn"]
+    kmeans = [row for row in sklearn_rows if row[0] == "KMeans"]
+    assert [(row[2], row[3]) for row in kmeans] == [
+        (shape, dtype) for shape in ("(512,16,16)", "(4352,32,128)", "(512,2,8)")
+        for dtype in ("float32", "float64")]
+    gmm = [row for row in sklearn_rows if row[0] == "GaussianMixture"]
+    assert [(row[1], row[2]) for row in gmm] == [
+        (cov, shape) for shape in ("(512,16,16)", "(512,2,8)", "(528,64,8)")
+        for cov in ("full", "tied", "diag", "spherical")]
+    for row in sklearn_rows:
+        # model cov (n,d,k) dtype fastem-ms sklearn-ms sklearn/fastem GFLOP/s iters
+        assert len(row) == 9, row
+        assert all(positive_finite(value) for value in row[4:8]), row
+        assert re.fullmatch(r"[12]/[12]", row[8]), row
+
+    (bernoulli,) = sections["multiply"]
+    assert bernoulli[:4] == ["BernoulliMixture", "-", "(2112,64,32)", "float64"]
+    assert all(positive_finite(value) for value in bernoulli[4:8]), bernoulli
+
+    missing = sections["missing"]
+    assert [row[1] for row in missing] == ["full", "diag"]
+    for row in missing:
+        assert row[2:4] == ["(512,16,8)", "float64"]
+        assert all(positive_finite(value) for value in row[4:8]), row
+
+    report = json.loads(json_path.read_text())
+    assert report["machine"]["threads"] >= 1 and report["machine"]["cpu"]
+    assert len(report["rows"]) == len(sklearn_rows) + 1 + len(missing)
+    for row in report["rows"]:
+        assert row["fastem_s"] > 0 and row["ratio"] > 0 and row["gflops"] > 0
+
+
+def test_bench_help_and_bad_input():
+    proc = run_fastem("--help")
+    assert proc.returncode == 0 and "bench" in proc.stdout
+    proc = run_fastem("bench", "--help")
+    assert proc.returncode == 0
+    for option in ("--quick", "--models", "--dtype", "--repeats", "--max-iter", "--threads"):
+        assert option in proc.stdout
+    for bad, message in [(("--models", "kmeans,svm"), "unknown model group 'svm'"),
+                         (("--threads", "0"), "--threads: expected a positive integer"),
+                         (("--max-iter", "ten"), "--max-iter: expected a positive integer"),
+                         (("--scale", "nan"), "--scale: expected a positive number"),
+                         (("--dtype", "float16"), "invalid choice")]:
+        proc = run_fastem("bench", *bad)
+        assert proc.returncode == 2, bad
+        assert message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def _bench_in_process(**settings):
+    from fastem import _bench
+
+    out = io.StringIO()
+    settings = _bench.Settings(**dict(dict(scale=1e-6, max_iter=2, repeats=1), **settings))
+    info, rows = _bench.run(settings, out=out)
+    return info, rows, out.getvalue()
+
+
+def test_bench_without_sklearn(monkeypatch):
+    for name in ("sklearn", "sklearn.cluster", "sklearn.mixture"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+    info, rows, out = _bench_in_process(groups=("kmeans",), dtype="float64")
+    assert info["sklearn"] is None
+    assert "scikit-learn is not installed: fastem times only" in out
+    assert len(rows) == 3
+    for row in rows:
+        assert row.fastem_s > 0 and row.peer_s is None and row.ratio is None
+    table = bench_rows(out)["sklearn"]
+    assert [row[5:7] for row in table] == [["-", "-"]] * 3
+
+
+class FakeFaiss:
+    """Records how ``fastem bench`` drives ``faiss.Kmeans``."""
+
+    __version__ = "fake"
+
+    def __init__(self):
+        self.calls = []
+        self.threads = None
+        fake = self
+
+        class Kmeans:
+            def __init__(self, d, k, **params):
+                self.d, self.k, self.params = d, k, params
+
+            def train(self, x, weights=None, init_centroids=None):
+                assert x.dtype == np.float32 and x.flags.c_contiguous
+                assert init_centroids.dtype == np.float32
+                assert init_centroids.shape == (self.k, self.d)
+                fake.calls.append((x.shape, self.params, init_centroids.copy()))
+                self.obj = np.zeros(self.params["niter"])
+                return 0.0
+
+        self.Kmeans = Kmeans
+
+    def omp_set_num_threads(self, n):
+        self.threads = n
+
+
+def test_bench_faiss_path(monkeypatch):
+    fake = FakeFaiss()
+    monkeypatch.setitem(sys.modules, "faiss", fake)
+    info, rows, out = _bench_in_process(groups=("kmeans",))
+    assert info["faiss"] == "fake"
+    # float32 only, every point used, the fit's iterations and initial centroids;
+    # each timed run follows a one-iteration warm-up on a slice
+    assert [params["niter"] for _, params, _ in fake.calls] == [1, 2] * 3
+    assert fake.threads == info["threads"]
+    timed = fake.calls[1::2]
+    for (shape, params, init), row in zip(timed, [r for r in rows if r.dtype == "float32"]):
+        assert shape == (row.n, row.d)
+        assert params["niter"] == 2 and params["max_points_per_centroid"] >= row.n
+        assert init.shape == (row.k, row.d)
+    for row in rows:
+        assert (row.faiss_s is not None) == (row.dtype == "float32")
+    header = next(line for line in out.splitlines() if line.startswith("model"))
+    assert "faiss ms/it" in header and "faiss/fastem" in header
+
+
+def test_bench_flop_model_and_labels():
+    from fastem import _bench
+
+    assert _bench.model_flops("KMeans", None, 1000, 16, 8) == 2 * 1000 * 8 * 16
+    assert _bench.model_flops("BernoulliMixture", None, 10, 4, 2) == 4 * 10 * 2 * 4
+    for cov in ("full", "tied", "diag", "spherical"):
+        assert _bench.model_flops("GaussianMixture", cov, 100, 8, 4) > 0
+    with pytest.raises(ValueError):
+        _bench.model_flops("GaussianMixture", "banded", 100, 8, 4)
+    assert _bench.shape_label(1_000_000, 32, 128) == "(1e6,32,128)"
+    assert _bench.shape_label(200_000, 2, 8) == "(2e5,2,8)"
+    assert _bench.shape_label(4352, 32, 128) == "(4352,32,128)"
+    # the data are deterministic
+    np.testing.assert_array_equal(_bench.gaussian_blobs(300, 3, 2),
+                                  _bench.gaussian_blobs(300, 3, 2))
+    X = _bench.with_missing(_bench.gaussian_blobs(2000, 5, 2))
+    assert 0.08 < np.isnan(X).mean() < 0.12

@@ -1,0 +1,689 @@
+"""``fastem bench``: fastem's time per EM iteration beside scikit-learn's, in one process.
+
+Every comparison runs both libraries on the same generated data from the
+same initial parameters, with ``tol=0`` and a fixed ``max_iter``; the time
+per iteration is the fit time divided by ``n_iter_``, best of ``repeats``
+fits.  fastem is first fitted on a small slice of the data (same dtype,
+same model), so numba compilation or cache loading is not timed; so is
+scikit-learn, to keep its one-off import costs out too.
+
+What is compared
+----------------
+* ``KMeans`` against ``sklearn.cluster.KMeans(algorithm="lloyd")``, both
+  started from the same ``init`` array; in float32 also against
+  ``faiss.Kmeans`` (same initial centroids, ``niter`` iterations, no
+  subsampling) when faiss is installed.
+* ``GaussianMixture`` (every covariance type) against
+  ``sklearn.mixture.GaussianMixture`` with the same ``weights_init``,
+  ``means_init`` and ``precisions_init``.  scikit-learn still computes an
+  initial M-step from responsibilities; ``init_params="random_from_data"``
+  makes it the cheapest, but it is part of scikit-learn's fit time.
+* ``BernoulliMixture``, which scikit-learn lacks, against one dense matrix
+  product ``X @ logit.T`` (numpy, X the 0/1 data in its dtype, ``logit`` of
+  shape (k, d) in the same dtype, output preallocated): the floor of an
+  E-step that reads X once.  Target: iteration / multiply <= 2.
+* Missing values: ``GaussianMixture`` with 10 % of the entries NaN
+  (completely at random) against the same fit on the complete data.
+  Target: NaN / complete <= 3.
+
+Threads: fastem uses ``fastem.get_num_threads()`` (``--threads``), and
+scikit-learn's BLAS and OpenMP pools, numpy's BLAS (the dense multiply) and
+faiss are limited to the same count, through threadpoolctl when it is
+installed (it is a scikit-learn dependency).
+
+Flop model (``model_flops``)
+----------------------------
+Nominal flops of one iteration, counting a multiply-add as 2 and not
+counting exp/log, only the work proportional to n (the M-step on the k x d
+statistics is left out).  A missing-value fit is counted as the complete
+one.
+
+==========================  ===============================================
+KMeans                      2 n k d      the cross terms x . c_k of the
+                                         squared distances, as in a matrix
+                                         product (the usual K-means count)
+GaussianMixture full        2 n k (d^2 + 3 d)   log-densities through the
+                                         triangular precision factor, then
+                                         the first and second moments
+GaussianMixture tied        2 n d^2 + 6 n k d   whitening once per row,
+                                         distances, first moments, scatter
+GaussianMixture diag        8 n k d      distances and the first and
+                                         second moments per coordinate
+GaussianMixture spherical   7 n k d      distances and the moments
+BernoulliMixture            4 n k d      x . logit_k and the first moments
+==========================  ===============================================
+"""
+
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+
+import fastem
+
+# ---------------------------------------------------------------- reference cases
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+MISSING_COVARIANCE_TYPES = ("full", "diag")
+MISSING_FRACTION = 0.1
+
+# (n, d, k)
+KMEANS_SHAPES = ((1_000_000, 16, 16), (1_000_000, 32, 128), (200_000, 2, 8))
+GMM_SHAPES = ((100_000, 16, 16), (200_000, 2, 8), (50_000, 64, 8))
+BERNOULLI_SHAPES = ((1_000_000, 64, 32),)
+MISSING_SHAPES = ((100_000, 16, 8),)
+
+GROUPS = ("kmeans", "gmm", "bernoulli", "missing")
+GROUP_ALIASES = {
+    "kmeans": "kmeans", "k-means": "kmeans",
+    "gmm": "gmm", "gaussianmixture": "gmm", "gaussian": "gmm",
+    "bernoulli": "bernoulli", "bernoullimixture": "bernoulli",
+    "missing": "missing", "nan": "missing",
+}
+# dtypes of each group under --dtype reference (the default)
+REFERENCE_DTYPES = {
+    "kmeans": ("float32", "float64"),
+    "gmm": ("float64",),
+    "bernoulli": ("float64",),
+    "missing": ("float64",),
+}
+DTYPE_CHOICES = ("reference", "float64", "float32", "both")
+
+MAX_ITER, REPEATS = 10, 3
+QUICK_SCALE, QUICK_MAX_ITER, QUICK_REPEATS = 0.1, 5, 1
+MULTIPLY_REPEATS = 5     # the dense multiply is short: always best of at least this many
+WARM_UP_ROWS = 2048
+_ROWS = 65_536           # rows generated at a time
+
+
+def model_flops(model, covariance_type, n, d, k):
+    """Nominal flops of one EM iteration; see the module docstring."""
+    if model == "KMeans":
+        return 2 * n * k * d
+    if model == "BernoulliMixture":
+        return 4 * n * k * d
+    if model == "GaussianMixture":
+        if covariance_type == "full":
+            return 2 * n * k * (d * d + 3 * d)
+        if covariance_type == "tied":
+            return 2 * n * d * d + 6 * n * k * d
+        if covariance_type == "diag":
+            return 8 * n * k * d
+        if covariance_type == "spherical":
+            return 7 * n * k * d
+    raise ValueError(f"no flop model for {model} {covariance_type!r}")
+
+
+def scaled_n(n, d, k, scale):
+    """``n * scale`` rows, but never fewer than a fit of (d, k) sensibly needs."""
+    return max(int(round(n * scale)), 512, k * (d + 2))
+
+
+def short_number(n):
+    """1000000 -> '1e6', 200000 -> '2e5', 1500 -> '1500'."""
+    digits = str(int(n))
+    mantissa, zeros = digits.rstrip("0"), len(digits) - len(digits.rstrip("0"))
+    if zeros >= 3 and len(mantissa) == 1:
+        return f"{mantissa}e{zeros}"
+    return digits
+
+
+def shape_label(n, d, k):
+    return f"({short_number(n)},{d},{k})"
+
+
+# ---------------------------------------------------------------- data
+def gaussian_blobs(n, d, k, seed=0):
+    """n rows (float64) around k centres drawn from N(0, 4 I), unit Gaussian noise.
+
+    The clusters overlap, so Lloyd and EM keep moving for the first ten or
+    so iterations from a random-rows start.  Deterministic in its arguments.
+    """
+    rng = np.random.default_rng((seed, 11, n, d, k))
+    centres = 2.0 * rng.standard_normal((k, d))
+    X = np.empty((n, d))
+    for start in range(0, n, _ROWS):
+        stop = min(n, start + _ROWS)
+        which = rng.integers(0, k, size=stop - start)
+        X[start:stop] = rng.standard_normal((stop - start, d))
+        X[start:stop] += centres[which]
+    return X
+
+
+def binary_data(n, d, k, dtype, seed=0):
+    """n rows of 0/1 from k product-Bernoulli prototypes with p ~ U(0.05, 0.95)."""
+    rng = np.random.default_rng((seed, 13, n, d, k))
+    prototypes = rng.uniform(0.05, 0.95, size=(k, d))
+    X = np.empty((n, d), dtype=dtype)
+    for start in range(0, n, _ROWS):
+        stop = min(n, start + _ROWS)
+        which = rng.integers(0, k, size=stop - start)
+        X[start:stop] = rng.random((stop - start, d)) < prototypes[which]
+    return X
+
+
+def with_missing(X, fraction=MISSING_FRACTION, seed=0):
+    """A copy of X with ``fraction`` of the entries NaN, completely at random."""
+    rng = np.random.default_rng((seed, 17, *X.shape))
+    X = X.copy()
+    for start in range(0, X.shape[0], _ROWS):
+        block = X[start:start + _ROWS]
+        block[rng.random(block.shape) < fraction] = np.nan
+    return X
+
+
+@dataclass
+class GaussianStart:
+    """Initial parameters shared by every library: k distinct data rows as means,
+    uniform weights, and the data's covariance for every component."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariance: np.ndarray
+
+    @classmethod
+    def from_data(cls, X, k, seed=0):
+        n = X.shape[0]
+        rng = np.random.default_rng((seed, 19, *X.shape, k))
+        rows = np.sort(rng.choice(n, size=k, replace=False))
+        means = np.asarray(X[rows], dtype=np.float64)
+        centre = X.mean(axis=0, dtype=np.float64)
+        covariance = np.zeros((X.shape[1], X.shape[1]))
+        for start in range(0, n, _ROWS):
+            diff = np.asarray(X[start:start + _ROWS], dtype=np.float64) - centre
+            covariance += diff.T @ diff
+        return cls(np.full(k, 1.0 / k), means, covariance / n)
+
+    def precisions(self, covariance_type):
+        """``precisions_init`` of this start for ``covariance_type``."""
+        k = self.means.shape[0]
+        if covariance_type in ("full", "tied"):
+            precision = np.linalg.inv(self.covariance)
+            precision = 0.5 * (precision + precision.T)
+            return precision if covariance_type == "tied" else np.tile(precision, (k, 1, 1))
+        variances = np.diag(self.covariance)
+        if covariance_type == "diag":
+            return np.tile(1.0 / variances, (k, 1))
+        return np.full(k, 1.0 / variances.mean())
+
+
+# ---------------------------------------------------------------- results
+@dataclass
+class Row:
+    """One line of the report.
+
+    section : "sklearn" (fastem vs scikit-learn), "multiply" (BernoulliMixture
+        vs X @ logit.T) or "missing" (NaN vs complete data, both fastem)
+    fastem_s : fastem's seconds per iteration
+    peer_s : the peer's seconds per iteration (per multiply for "multiply"),
+        None when the peer is not installed
+    ratio : sklearn/fastem, iteration/multiply or NaN/complete
+    gflops : fastem's nominal GFLOP/s (``model_flops``)
+    """
+
+    section: str
+    model: str
+    covariance_type: Optional[str]
+    n: int
+    d: int
+    k: int
+    dtype: str
+    fastem_s: float
+    fastem_iters: int
+    peer: Optional[str] = None
+    peer_s: Optional[float] = None
+    peer_iters: Optional[int] = None
+    ratio: Optional[float] = None
+    gflops: Optional[float] = None
+    faiss_s: Optional[float] = None
+    faiss_ratio: Optional[float] = None
+
+
+def _ms(seconds):
+    return "-" if seconds is None else f"{1e3 * seconds:.3f}"
+
+
+def _num(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _sig(value):
+    return "-" if value is None else f"{value:.3g}"
+
+
+# ---------------------------------------------------------------- optional peers
+def _import_sklearn():
+    try:
+        import sklearn
+        import sklearn.cluster
+        import sklearn.mixture
+    except ImportError:
+        return None
+    return sklearn
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+@contextlib.contextmanager
+def _thread_limits(threads):
+    """Limit the BLAS and OpenMP pools to ``threads``; yields whether it could."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield False
+        return
+    with threadpool_limits(limits=threads):
+        yield True
+
+
+# ---------------------------------------------------------------- machine
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def effective_threads():
+    """Threads fastem's kernels actually get (numba caps at NUMBA_NUM_THREADS)."""
+    threads = fastem.get_num_threads()
+    if fastem.get_backend() == "numba":
+        import numba
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    return threads
+
+
+def _load_average():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):  # not available on this platform
+        return None
+
+
+def machine_info(sklearn, faiss, limited):
+    info = {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": _usable_cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "fastem": fastem.__version__,
+        "backend": fastem.get_backend(),
+        "threads": effective_threads(),
+        "threads_requested": fastem.get_num_threads(),
+        "numpy": np.__version__,
+        "sklearn": None if sklearn is None else sklearn.__version__,
+        "faiss": None if faiss is None else getattr(faiss, "__version__", "?"),
+        "threadpoolctl_limits": limited,
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "load_average": _load_average(),
+    }
+    if fastem.get_backend() == "numba":
+        import numba
+        info["numba"] = numba.__version__
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [f"{lib['internal_api']} {lib.get('version') or ''}".strip()
+                for lib in threadpool_info() if lib.get("user_api") == "blas"]
+        info["blas"] = sorted(set(blas))
+    except ImportError:
+        info["blas"] = None
+    return info
+
+
+def describe_machine(info):
+    lines = [
+        f"machine: {info['cpu']}, {info['usable_cores']} usable of {info['cpu_count']} "
+        f"logical CPUs; Python {info['python']}, {info['platform']}",
+        f"fastem {info['fastem']}: backend {info['backend']!r}"
+        + (f" (numba {info['numba']})" if info.get("numba") else "")
+        + f", {info['threads']} thread(s)"
+        + (f" (requested {info['threads_requested']})"
+           if info["threads"] != info["threads_requested"] else ""),
+        f"numpy {info['numpy']}"
+        + (f" (BLAS: {', '.join(info['blas'])})" if info.get("blas") else "")
+        + f", scikit-learn {info['sklearn'] or 'not installed'}"
+        + f", faiss {info['faiss'] or 'not installed'}",
+    ]
+    if info["threadpoolctl_limits"]:
+        lines.append(f"BLAS/OpenMP thread pools limited to {info['threads']} via threadpoolctl")
+    else:
+        lines.append("threadpoolctl not installed: BLAS/OpenMP pools keep their own "
+                     "thread counts")
+    if info["load_average"] is not None:
+        lines.append(f"load average at start (1, 5, 15 min): "
+                     + ", ".join(f"{x:.2f}" for x in info["load_average"]))
+    return lines
+
+
+# ---------------------------------------------------------------- timing
+def per_iteration(make, X, repeats):
+    """Best seconds per iteration over ``repeats`` fits of ``make()``, and n_iter_."""
+    best, iters = math.inf, 0
+    for _ in range(repeats):
+        model = make()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tol=0 never converges: by design
+            start = time.perf_counter()
+            model.fit(X)
+            elapsed = time.perf_counter() - start
+        n_iter = max(1, int(model.n_iter_))
+        if elapsed / n_iter < best:
+            best, iters = elapsed / n_iter, n_iter
+    return best, iters
+
+
+def warm_up(make, X):
+    """One short fit outside the timing (numba compiles each dtype and type once)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = make()
+        model.set_params(max_iter=2)
+        model.fit(X[:min(len(X), WARM_UP_ROWS)])
+
+
+def multiply_seconds(X, logit, repeats):
+    """Best time of ``X @ logit.T`` into a preallocated output."""
+    out = np.empty((X.shape[0], logit.shape[0]), dtype=np.result_type(X, logit))
+    logit_t = logit.T
+    np.matmul(X[:WARM_UP_ROWS], logit_t)
+    best = math.inf
+    for _ in range(max(repeats, MULTIPLY_REPEATS)):
+        start = time.perf_counter()
+        np.matmul(X, logit_t, out=out)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def faiss_per_iteration(faiss, X, init, max_iter, repeats, threads):
+    """Best seconds per iteration of ``faiss.Kmeans`` from the centroids ``init``.
+
+    Every point is used (``max_points_per_centroid`` at n: no subsampling)
+    and faiss runs exactly ``niter`` iterations.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    init = np.ascontiguousarray(init, dtype=np.float32)
+    n, d = X.shape
+    k = init.shape[0]
+    if hasattr(faiss, "omp_set_num_threads"):
+        faiss.omp_set_num_threads(threads)
+
+    def make(niter, rows):
+        return faiss.Kmeans(d, k, niter=niter, nredo=1, verbose=False, spherical=False,
+                            min_points_per_centroid=1, max_points_per_centroid=rows, seed=0)
+
+    rows = min(n, max(WARM_UP_ROWS, k))  # untimed: first-call costs
+    make(1, rows).train(X[:rows], init_centroids=init)
+    best = math.inf
+    for _ in range(repeats):
+        km = make(max_iter, n)
+        start = time.perf_counter()
+        km.train(X, init_centroids=init)
+        elapsed = time.perf_counter() - start
+        obj = getattr(km, "obj", None)
+        n_iter = len(obj) if obj is not None and len(obj) else max_iter
+        best = min(best, elapsed / n_iter)
+    return best
+
+
+# ---------------------------------------------------------------- the run
+@dataclass
+class Settings:
+    groups: tuple = GROUPS
+    dtype: str = "reference"
+    scale: float = 1.0
+    max_iter: int = MAX_ITER
+    repeats: int = REPEATS
+
+
+class Bench:
+    """Runs the cases of ``settings`` and prints each row as soon as it is measured."""
+
+    def __init__(self, settings, sklearn, faiss, out=None):
+        self.settings = settings
+        self.sklearn = sklearn
+        self.faiss = faiss
+        self.out = sys.stdout if out is None else out
+        self.rows = []
+        self.warm_up_s = 0.0
+        self._header_printed = set()
+
+    # ---------------- helpers
+    def say(self, line=""):
+        print(line, file=self.out, flush=True)
+
+    def dtypes(self, group):
+        choice = self.settings.dtype
+        if choice == "reference":
+            return REFERENCE_DTYPES[group]
+        return ("float32", "float64") if choice == "both" else (choice,)
+
+    def shape(self, n, d, k):
+        return scaled_n(n, d, k, self.settings.scale), d, k
+
+    def time_fastem(self, make, X):
+        start = time.perf_counter()
+        warm_up(make, X)
+        self.warm_up_s += time.perf_counter() - start
+        return per_iteration(make, X, self.settings.repeats)
+
+    def time_peer(self, make, X):
+        warm_up(make, X)
+        return per_iteration(make, X, self.settings.repeats)
+
+    def header(self, section):
+        if section in self._header_printed:
+            return
+        self._header_printed.add(section)
+        first = "NaN ms/it" if section == "missing" else "fastem ms/it"
+        lead = f"{'model':<18}{'cov':<11}{'(n,d,k)':<16}{'dtype':<9}{first:>13}"
+        if section == "sklearn":
+            self.say("\nfastem vs scikit-learn: time per iteration (ratio > 1: fastem faster)")
+            line = (lead + f"{'sklearn ms/it':>15}{'sklearn/fastem':>16}{'GFLOP/s':>9}"
+                    f"{'iters':>9}")
+            if self.faiss is not None:
+                line += f"{'faiss ms/it':>13}{'faiss/fastem':>14}"
+        elif section == "multiply":
+            self.say("\nBernoulliMixture vs one dense multiply X @ logit.T "
+                     "(target: iteration/multiply <= 2)")
+            line = lead + f"{'multiply ms':>13}{'iter/multiply':>15}{'GFLOP/s':>9}{'iters':>7}"
+        else:
+            self.say(f"\nmissing values: {MISSING_FRACTION:.0%} NaN completely at random vs "
+                     f"the complete data, both fastem (target: NaN/complete <= 3)")
+            line = lead + f"{'complete ms/it':>16}{'NaN/complete':>14}{'GFLOP/s':>9}{'iters':>7}"
+        self.say(line)
+
+    def emit(self, row):
+        self.rows.append(row)
+        self.header(row.section)
+        line = (f"{row.model:<18}{row.covariance_type or '-':<11}"
+                f"{shape_label(row.n, row.d, row.k):<16}{row.dtype:<9}{_ms(row.fastem_s):>13}")
+        if row.section == "sklearn":
+            iters = f"{row.fastem_iters}/{row.peer_iters if row.peer_iters else '-'}"
+            line += f"{_ms(row.peer_s):>15}{_num(row.ratio):>16}{_sig(row.gflops):>9}{iters:>9}"
+            if self.faiss is not None:
+                line += f"{_ms(row.faiss_s):>13}{_num(row.faiss_ratio):>14}"
+        elif row.section == "multiply":
+            line += (f"{_ms(row.peer_s):>13}{_num(row.ratio):>15}{_sig(row.gflops):>9}"
+                     f"{row.fastem_iters:>7}")
+        else:
+            line += (f"{_ms(row.peer_s):>16}{_num(row.ratio):>14}{_sig(row.gflops):>9}"
+                     f"{row.fastem_iters:>7}")
+        self.say(line)
+
+    def row(self, section, model, cov, X, k, dtype, fastem_result, peer=None, peer_result=None,
+            ratio=None, **extra):
+        n, d = X.shape
+        fastem_s, fastem_iters = fastem_result
+        peer_s, peer_iters = peer_result if peer_result is not None else (None, None)
+        if ratio is None and peer_s is not None:
+            ratio = peer_s / fastem_s
+        self.emit(Row(section, model, cov, n, d, k, dtype, fastem_s, fastem_iters, peer,
+                      peer_s, peer_iters, ratio,
+                      model_flops(model, cov, n, d, k) / fastem_s / 1e9, **extra))
+
+    # ---------------- the groups
+    def run(self):
+        for group in GROUPS:
+            if group in self.settings.groups:
+                getattr(self, f"run_{group}")()
+        return self.rows
+
+    def run_kmeans(self):
+        s = self.settings
+        for shape in KMEANS_SHAPES:
+            n, d, k = self.shape(*shape)
+            X64 = gaussian_blobs(n, d, k)
+            start = GaussianStart.from_data(X64, k)
+            for dtype in self.dtypes("kmeans"):
+                X = X64 if dtype == "float64" else X64.astype(dtype)
+
+                def make_fastem():
+                    return fastem.KMeans(n_clusters=k, init=start.means, n_init=1,
+                                         max_iter=s.max_iter, tol=0.0)
+                result = self.time_fastem(make_fastem, X)
+                peer_result = None
+                if self.sklearn is not None:
+                    def make_sklearn():
+                        return self.sklearn.cluster.KMeans(
+                            n_clusters=k, init=start.means, n_init=1, max_iter=s.max_iter,
+                            tol=0.0, algorithm="lloyd", random_state=0)
+                    peer_result = self.time_peer(make_sklearn, X)
+                extra = {}
+                if self.faiss is not None and dtype == "float32":
+                    faiss_s = faiss_per_iteration(self.faiss, X, start.means, s.max_iter,
+                                                  s.repeats, effective_threads())
+                    extra = {"faiss_s": faiss_s, "faiss_ratio": faiss_s / result[0]}
+                self.row("sklearn", "KMeans", None, X, k, dtype, result,
+                         "sklearn" if peer_result else None, peer_result, **extra)
+                del X
+
+    def _gaussian_fastem(self, start, cov):
+        k = start.means.shape[0]
+        return fastem.GaussianMixture(
+            n_components=k, covariance_type=cov, tol=0.0, max_iter=self.settings.max_iter,
+            weights_init=start.weights, means_init=start.means,
+            precisions_init=start.precisions(cov))
+
+    def run_gmm(self):
+        s = self.settings
+        for shape in GMM_SHAPES:
+            n, d, k = self.shape(*shape)
+            X64 = gaussian_blobs(n, d, k)
+            start = GaussianStart.from_data(X64, k)
+            for dtype in self.dtypes("gmm"):
+                X = X64 if dtype == "float64" else X64.astype(dtype)
+                for cov in COVARIANCE_TYPES:
+                    result = self.time_fastem(lambda: self._gaussian_fastem(start, cov), X)
+                    peer_result = None
+                    if self.sklearn is not None:
+                        def make_sklearn():
+                            return self.sklearn.mixture.GaussianMixture(
+                                n_components=k, covariance_type=cov, tol=0.0,
+                                max_iter=s.max_iter, weights_init=start.weights,
+                                means_init=start.means, precisions_init=start.precisions(cov),
+                                init_params="random_from_data", random_state=0)
+                        peer_result = self.time_peer(make_sklearn, X)
+                    self.row("sklearn", "GaussianMixture", cov, X, k, dtype, result,
+                             "sklearn" if peer_result else None, peer_result)
+
+    def run_bernoulli(self):
+        s = self.settings
+        for shape in BERNOULLI_SHAPES:
+            n, d, k = self.shape(*shape)
+            rng = np.random.default_rng((0, 23, n, d, k))
+            weights, means = np.full(k, 1.0 / k), rng.uniform(0.25, 0.75, size=(k, d))
+            for dtype in self.dtypes("bernoulli"):
+                X = binary_data(n, d, k, dtype)
+
+                def make_fastem():
+                    return fastem.BernoulliMixture(
+                        n_components=k, tol=0.0, max_iter=s.max_iter,
+                        weights_init=weights, means_init=means)
+                result = self.time_fastem(make_fastem, X)
+                logit = (np.log(means) - np.log1p(-means)).astype(dtype)
+                multiply = multiply_seconds(X, logit, s.repeats)
+                self.row("multiply", "BernoulliMixture", None, X, k, dtype, result,
+                         "X @ logit.T", (multiply, 1), ratio=result[0] / multiply)
+                del X
+
+    def run_missing(self):
+        for shape in MISSING_SHAPES:
+            n, d, k = self.shape(*shape)
+            X64 = gaussian_blobs(n, d, k)
+            start = GaussianStart.from_data(X64, k)
+            for dtype in self.dtypes("missing"):
+                X = X64 if dtype == "float64" else X64.astype(dtype)
+                X_nan = with_missing(X)
+                for cov in MISSING_COVARIANCE_TYPES:
+                    def make():
+                        return self._gaussian_fastem(start, cov)
+                    complete = self.time_fastem(make, X)
+                    nan = self.time_fastem(make, X_nan)
+                    self.row("missing", "GaussianMixture", cov, X_nan, k, dtype, nan,
+                             "complete data", complete, ratio=nan[0] / complete[0])
+
+
+def run(settings, out=None, json_path=None):
+    """Run the benchmark, print the report to ``out``; return (machine info, rows)."""
+    sklearn = _import_sklearn()
+    faiss = _import_faiss()
+    threads = effective_threads()
+    with _thread_limits(threads) as limited:
+        info = machine_info(sklearn, faiss, limited)
+        bench = Bench(settings, sklearn, faiss, out=out)
+        bench.say(f"fastem bench: time per EM iteration = fit time / n_iter_, best of "
+                  f"{settings.repeats}; tol=0, max_iter={settings.max_iter}; same data and "
+                  f"same initial parameters for every library"
+                  + (f"; n scaled by {settings.scale:g}" if settings.scale != 1 else ""))
+        for line in describe_machine(info):
+            bench.say(line)
+        started = time.perf_counter()
+        bench.run()
+        total = time.perf_counter() - started
+    bench.say()
+    bench.say(f"GFLOP/s: fastem's nominal flops per iteration (KMeans 2nkd; see "
+              f"fastem/_bench.py for the other models) over its time per iteration.")
+    if sklearn is not None and any(r.section == "sklearn" for r in bench.rows):
+        bench.say("scikit-learn's GaussianMixture time includes its initial M-step "
+                  "(init_params='random_from_data'), spread over its iterations.")
+    if sklearn is None:
+        bench.say("scikit-learn is not installed: fastem times only.")
+    bench.say(f"warm-up (numba compilation or cache load, not timed): {bench.warm_up_s:.1f} s; "
+              f"total {total:.1f} s")
+    load = _load_average()
+    if load is not None:
+        info["load_average_end"] = load
+        bench.say(f"load average at the end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load)}"
+                  f" on {info['usable_cores']} usable cores (above the thread count, other "
+                  f"processes competed and the times are distorted)")
+    if json_path is not None:
+        with open(json_path, "w") as f:
+            json.dump({"machine": info, "settings": asdict(settings),
+                       "rows": [asdict(row) for row in bench.rows]}, f, indent=2)
+        bench.say(f"results written to {json_path}")
+    return info, bench.rows
