@@ -14,6 +14,17 @@ own shapes (the large tier holds n = 1e6 and the reference shapes), and each
 kernel is benchmarked at the shapes of the model that calls it.  The medium
 Gaussian-mixture shape is the reference shape (1e5, 16, 16) itself.
 
+A "peer" is a runner timed in a fastem model's benchmark group so that the
+end-of-run table (``conftest.py``) prints their ratio: scikit-learn for
+KMeans and GaussianMixture (``MODEL_CASES``), and for BernoulliMixture,
+which scikit-learn lacks, one dense multiply ``X @ logit.T``
+(``MULTIPLY_CASES``, runner ``"matmul"``): the floor of an E-step that reads
+X once (target: one fastem iteration <= 2 multiplies).
+
+Model fits record nominal GFLOP/s with ``fastem._bench.model_flops``, the
+flop model that ``fastem bench`` prints (KMeans 2 n k d per iteration; the
+Gaussian and Bernoulli counts are the E-step kernel's below).
+
 Flop model (``kernel_flops``)
 -----------------------------
 Nominal arithmetic of one pass, counting a multiply-add as 2 flops and not
@@ -107,7 +118,8 @@ class Case:
     name : kernel name (``"estep_full"``) or model class name (``"KMeans"``)
     variant : model covariance type, ``"hard"`` for a hard E-step kernel, or None
     data : ``"blobs"`` (Gaussian clusters) or ``"binary"`` (0/1 mixture)
-    runner : backend name for kernels, ``"fastem"`` or ``"sklearn"`` for models
+    runner : backend name for kernels, ``"fastem"`` or ``"sklearn"`` for models,
+        ``"matmul"`` for the dense multiply beside BernoulliMixture
     """
 
     name: str
@@ -231,6 +243,9 @@ def _model_cases():
 
 KERNEL_CASES = _kernel_cases()
 MODEL_CASES = _model_cases()
+# one dense multiply X @ logit.T, in the BernoulliMixture groups (no sklearn peer there)
+MULTIPLY_CASES = [Case("BernoulliMixture", None, "binary", shape, dtype, "matmul")
+                  for shape in BERNOULLI_SHAPES for dtype in DTYPES]
 
 
 # ---------------------------------------------------------------- timing helpers

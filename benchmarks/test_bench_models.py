@@ -16,19 +16,28 @@ Under ``--benchmark-disable`` (the CI smoke run) each fit runs once with
 ``SMOKE_MAX_ITER`` iterations: enough to pass through every code path of the
 loop (the first iteration and the later ones) at a third of the cost.
 
+BernoulliMixture has no scikit-learn peer; its groups hold one dense
+multiply ``X @ logit.T`` instead (``test_dense_multiply``, numpy's BLAS with
+its default threads, output preallocated), and the end-of-run table prints
+fastem's time per iteration over the multiply's.
+
 extra_info: ``n_iter``, ``inertia`` (KMeans) or ``lower_bound``,
-``points_iter_per_s`` = n * n_iter / median, ``s_per_iter``, and the
-fastem backend.
+``points_iter_per_s`` = n * n_iter / median, ``s_per_iter``, ``flops_per_iter``
+and ``gflops`` = flops_per_iter * n_iter / median (nominal flops of
+``fastem._bench.model_flops``, the same for every runner), and the fastem
+backend.  The multiply records ``points_per_s`` and ``gflops`` (2 n k d flops).
 """
 
 from functools import partial
 
+import numpy as np
 import pytest
 import sklearn.cluster
 import sklearn.mixture
 
 import fastem
-from cases import MODEL_CASES, median_seconds, warm_up
+from cases import MODEL_CASES, MULTIPLY_CASES, median_seconds, warm_up
+from fastem._bench import model_flops
 
 MAX_ITER = 10
 SMOKE_MAX_ITER = 3
@@ -107,8 +116,40 @@ def test_fit(benchmark, case, problem, record_model_timing):
     else:
         benchmark.extra_info["lower_bound"] = float(fitted.lower_bound_)
 
+    k = problem.means_init.shape[0]
+    flops = model_flops(case.name, case.variant, n, d, k)
+    benchmark.extra_info["flops_per_iter"] = flops
     seconds = median_seconds(benchmark)
     if seconds is not None:
         benchmark.extra_info["points_iter_per_s"] = n * n_iter / seconds
         benchmark.extra_info["s_per_iter"] = seconds / n_iter
+        benchmark.extra_info["gflops"] = flops * n_iter / seconds / 1e9
         record_model_timing(case, seconds / n_iter)
+
+
+@pytest.mark.parametrize("case", [case.param() for case in MULTIPLY_CASES])
+def test_dense_multiply(benchmark, case, problem, record_model_timing):
+    """``X @ logit.T`` for the BernoulliMixture of the same group: its E-step's floor."""
+    X = problem.X
+    n, d = X.shape
+    probs = problem.means_init
+    logit = (np.log(probs) - np.log1p(-probs)).astype(X.dtype)
+    k = logit.shape[0]
+    out = np.empty((n, k), dtype=X.dtype)
+
+    benchmark.group = case.group
+    flops = 2 * n * k * d
+    benchmark.extra_info.update(model="X @ logit.T", runner=case.runner, n=n, d=d, k=k,
+                                dtype=case.dtype, flops=flops)
+    warm_up(benchmark, np.matmul, X[:WARM_UP_ROWS], logit.T)
+    benchmark(np.matmul, X, logit.T, out=out)
+    rows = [0, n - 1]
+    tolerance = 1e-4 if X.dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(out[rows], X[rows].astype(np.float64) @ logit.T.astype(np.float64),
+                               rtol=tolerance, atol=tolerance)
+
+    seconds = median_seconds(benchmark)
+    if seconds is not None:
+        benchmark.extra_info["points_per_s"] = n / seconds
+        benchmark.extra_info["gflops"] = flops / seconds / 1e9
+        record_model_timing(case, seconds)
