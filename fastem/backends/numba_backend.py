@@ -20,6 +20,7 @@ import numpy as np
 from numba import prange
 
 from ._numba_jit import parallel, serial
+from ._simd import lanes, lowest_bit, popcount, vfma, vhmax, vload, vmask_ge, vmax, vsplat, vstore
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -469,9 +470,268 @@ def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    if hard and log_prob.shape[0] != X.shape[0]:
+        _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm,
+                              chunk_size, labels, nk, sx, sxx, obj)
+        return
     precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
     _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
                       chunk_size, labels, log_prob, nk, sx, sxx, obj)
+
+
+# ------------------------------------------------ hard spherical (the K-means path)
+# Hard spherical E-step without log-probabilities: the E-step of KMeans.  With
+# x' = x - c and mu_j' = mu_j - c for a fixed point c (the mean of the
+# centres, which keeps the numbers small), the score of component j is
+#     lp_j = log_norm_j - p_j / 2 * ||x - mu_j||^2
+#          = A_j + p_j x' . mu_j' - p_j ||x'||^2 / 2,  A_j = log_norm_j - p_j / 2 ||mu_j'||^2.
+# For a block of four rows, the scores of every component come out of one
+# register tile of SIMD vectors (``_score_tile``) in the data's dtype: one
+# multiply-add per (row, component, feature) instead of the subtract, multiply
+# and add of a difference.  The expansion loses precision to cancellation, so
+# it only *screens*.  With u the unit roundoff of the tile's dtype, every
+# computed score of a row is within
+#     E = (d + 4) u (max_j |A_j| + ||x'|| max_j p_j ||mu_j'|| + max_j p_j ||x'||^2 / 2)
+# (+ float64 rounding) of the exact one.  When another component scores within
+# 4 E of the best (2 E would do), the row is decided on exact scores formed
+# from differences, as the other kernels do; the assigned component's distance
+# (the objective) is always formed from differences.  The labels are therefore
+# those of exact distances, whatever the dtype.
+_TILE_ROWS = 4
+
+
+@serial
+def _score_tile(xb, CT, A, P, kp, nhalf, scores):
+    """Scores of the four rows of ``xb`` (shifted rows x - c) against every component.
+
+    scores[r * kp + j] = A[j] + sum_a xb[r, a] CT[a * kp + j] + P[j] * nhalf[r].
+
+    ``CT`` holds p_j mu_j' transposed and ``A``, ``P`` the components'
+    constants, all zero-padded to ``kp`` columns (a multiple of one vector;
+    padding has A = -inf); the arithmetic is in ``CT``'s dtype.
+    """
+    d = xb.shape[1]
+    L = lanes(CT)
+    h0 = vsplat(CT, nhalf[0])
+    h1 = vsplat(CT, nhalf[1])
+    h2 = vsplat(CT, nhalf[2])
+    h3 = vsplat(CT, nhalf[3])
+    jt = 0
+    while jt < kp:
+        if jt + 2 * L <= kp:
+            a00 = vload(A, jt)
+            a01 = vload(A, jt + L)
+            a10 = a00
+            a11 = a01
+            a20 = a00
+            a21 = a01
+            a30 = a00
+            a31 = a01
+            for a in range(d):
+                c0 = vload(CT, a * kp + jt)
+                c1 = vload(CT, a * kp + jt + L)
+                x = vsplat(CT, xb[0, a])
+                a00 = vfma(x, c0, a00)
+                a01 = vfma(x, c1, a01)
+                x = vsplat(CT, xb[1, a])
+                a10 = vfma(x, c0, a10)
+                a11 = vfma(x, c1, a11)
+                x = vsplat(CT, xb[2, a])
+                a20 = vfma(x, c0, a20)
+                a21 = vfma(x, c1, a21)
+                x = vsplat(CT, xb[3, a])
+                a30 = vfma(x, c0, a30)
+                a31 = vfma(x, c1, a31)
+            p0 = vload(P, jt)
+            p1 = vload(P, jt + L)
+            a00 = vfma(h0, p0, a00)
+            a01 = vfma(h0, p1, a01)
+            a10 = vfma(h1, p0, a10)
+            a11 = vfma(h1, p1, a11)
+            a20 = vfma(h2, p0, a20)
+            a21 = vfma(h2, p1, a21)
+            a30 = vfma(h3, p0, a30)
+            a31 = vfma(h3, p1, a31)
+            vstore(scores, jt, a00)
+            vstore(scores, jt + L, a01)
+            vstore(scores, kp + jt, a10)
+            vstore(scores, kp + jt + L, a11)
+            vstore(scores, 2 * kp + jt, a20)
+            vstore(scores, 2 * kp + jt + L, a21)
+            vstore(scores, 3 * kp + jt, a30)
+            vstore(scores, 3 * kp + jt + L, a31)
+            jt += 2 * L
+        else:  # one vector left
+            a00 = vload(A, jt)
+            a10 = a00
+            a20 = a00
+            a30 = a00
+            for a in range(d):
+                c0 = vload(CT, a * kp + jt)
+                a00 = vfma(vsplat(CT, xb[0, a]), c0, a00)
+                a10 = vfma(vsplat(CT, xb[1, a]), c0, a10)
+                a20 = vfma(vsplat(CT, xb[2, a]), c0, a20)
+                a30 = vfma(vsplat(CT, xb[3, a]), c0, a30)
+            p0 = vload(P, jt)
+            a00 = vfma(h0, p0, a00)
+            a10 = vfma(h1, p0, a10)
+            a20 = vfma(h2, p0, a20)
+            a30 = vfma(h3, p0, a30)
+            vstore(scores, jt, a00)
+            vstore(scores, kp + jt, a10)
+            vstore(scores, 2 * kp + jt, a20)
+            vstore(scores, 3 * kp + jt, a30)
+            jt += L
+
+
+@serial
+def _row_top(scores, o, kp):
+    """max_j scores[o + j] over the kp (padded) columns of a row."""
+    L = lanes(scores)
+    m = vload(scores, o)
+    for jt in range(o + L, o + kp, L):
+        m = vmax(m, vload(scores, jt))
+    return vhmax(m)
+
+
+@serial
+def _count_at_least(scores, o, kp, cut):
+    """(number of j < kp with scores[o + j] >= cut, the first such j, or -1).
+
+    ``cut`` is a vector of one value.  Padding columns score -inf and never
+    count.  The comparisons of 64 columns are gathered into one bit mask, so
+    there is one branch per 64 columns.
+    """
+    L = lanes(scores)
+    count = 0
+    first = -1
+    for w0 in range(0, kp, 64):
+        bits = 0
+        for jt in range(w0, min(kp, w0 + 64), L):
+            bits |= vmask_ge(vload(scores, o + jt), cut) << (jt - w0)
+        if bits != 0:
+            if first < 0:
+                first = w0 + lowest_bit(bits)
+            count += popcount(bits)
+    return count, first
+
+
+@serial
+def _exact_score(X, i, means, j, precision, log_norm):
+    """log_norm_j - p_j / 2 * ||x_i - mu_j||^2 from differences."""
+    d = means.shape[1]
+    ss = 0.0
+    for a in range(d):
+        t = X[i, a] - means[j, a]
+        ss += t * t
+    return log_norm[j] - 0.5 * precision[j] * ss
+
+
+@serial
+def _estep_spherical_hard_chunk(X, sample_weight, means, precision, log_norm, c, CT, A, P,
+                                kp, unit, a_max, pn_max, p_max, start, stop, labels,
+                                nk, sx, sxx, obj):
+    k, d = means.shape
+    u64 = 2.0 ** -53
+    scores = np.empty(_TILE_ROWS * kp, dtype=CT.dtype)
+    xb = np.zeros((_TILE_ROWS, d), dtype=CT.dtype)
+    cut_c = np.empty(1, dtype=CT.dtype)
+    half = np.zeros(_TILE_ROWS)
+    nhalf = np.zeros(_TILE_ROWS, dtype=CT.dtype)
+    nk[:] = 0.0
+    sx[:] = 0.0
+    sxx[:] = 0.0
+    ll = 0.0
+    dist = 0.0
+    changed = 0
+    for i0 in range(start, stop, _TILE_ROWS):
+        n_rows = min(_TILE_ROWS, stop - i0)
+        for r in range(n_rows):  # rows past a short last block: stale, not read
+            xx = 0.0
+            for a in range(d):
+                v = X[i0 + r, a] - c[a]
+                xb[r, a] = v
+                xx += np.float64(v) * np.float64(v)
+            half[r] = 0.5 * xx
+            nhalf[r] = -half[r]
+        _score_tile(xb, CT, A, P, kp, nhalf, scores)
+        for r in range(n_rows):
+            i = i0 + r
+            o = r * kp
+            top = _row_top(scores, o, kp)
+            nx = np.sqrt(2.0 * half[r])
+            # bound on the screening error of every score of this row (see above)
+            err = ((d + 4) * unit + 8.0 * u64) * (a_max + nx * pn_max + p_max * half[r])
+            cut = np.float64(top) - 4.0 * err
+            # compared in the scores' dtype: rounding moves cut by far less than 2 err
+            cut_c[0] = cut
+            count, best = _count_at_least(scores, o, kp, vsplat(scores, cut))
+            if count != 1 or not np.isfinite(cut):
+                # a close call, or scores out of range: exact scores decide
+                best = 0
+                v_best = _exact_score(X, i, means, 0, precision, log_norm)
+                for j in range(1, k):
+                    if not np.isfinite(cut) or scores[o + j] >= cut_c[0]:
+                        v = _exact_score(X, i, means, j, precision, log_norm)
+                        if v > v_best:
+                            v_best = v
+                            best = j
+            if labels[i] != best:
+                changed += 1
+                labels[i] = best
+            w = sample_weight[i]
+            if w == 0.0:
+                continue
+            ss = 0.0
+            nk[best] += w
+            for a in range(d):
+                t = X[i, a] - means[best, a]
+                ss += t * t
+                sx[best, a] += w * t
+                sxx[best, a] += w * t * t
+            maha = precision[best] * ss
+            ll += w * (log_norm[best] - 0.5 * maha)
+            dist += w * maha
+    obj[0] = ll
+    obj[1] = dist
+    obj[2] = changed
+
+
+@parallel
+def _estep_spherical_hard_run(X, sample_weight, means, precision, log_norm, c, CT, A, P,
+                              kp, unit, a_max, pn_max, p_max, chunk_size, labels,
+                              nk, sx, sxx, obj):
+    n = X.shape[0]
+    for ch in prange(nk.shape[0]):
+        start = ch * chunk_size
+        _estep_spherical_hard_chunk(X, sample_weight, means, precision, log_norm, c, CT, A, P,
+                                    kp, unit, a_max, pn_max, p_max, start,
+                                    min(n, start + chunk_size), labels,
+                                    nk[ch], sx[ch], sxx[ch], obj[ch])
+
+
+def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
+                          labels, nk, sx, sxx, obj):
+    k, d = means.shape
+    dtype = np.float32 if X.dtype == np.float32 else np.float64
+    lane_count = 32 // np.dtype(dtype).itemsize
+    kp = -(-k // lane_count) * lane_count
+    c = means.mean(axis=0).astype(dtype)           # exactly representable in dtype
+    shifted = means - c.astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", shifted, shifted))
+    A64 = log_norm - 0.5 * precision * norms ** 2
+    CT = np.zeros((d, kp), dtype=dtype)
+    CT[:, :k] = (precision[:, None] * shifted).T
+    A = np.full(kp, -np.inf, dtype=dtype)
+    A[:k] = A64
+    P = np.zeros(kp, dtype=dtype)
+    P[:k] = precision
+    finite = np.isfinite(A64)
+    a_max = float(np.max(np.abs(A64[finite]))) if finite.any() else 0.0
+    _estep_spherical_hard_run(
+        X, sample_weight, means, precision, log_norm, c, CT.ravel(), A, P, kp,
+        float(np.finfo(dtype).eps) / 2, a_max, float(np.max(precision * norms)),
+        float(np.max(precision)), chunk_size, labels, nk, sx, sxx, obj)
 
 
 # --------------------------------------------------------------- Bernoulli
