@@ -713,3 +713,66 @@ def test_numba_kernels_in_a_process_pool(tmp_path):
                           text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+# ------------------------------------------------ the screened hard spherical path
+def _exact_hard_labels(X, means, precision, log_norm):
+    """argmax_j log_norm_j - p_j / 2 ||x - mu_j||^2 from float64 differences."""
+    diff = X.astype(np.float64)[:, None, :] - means[None, :, :]
+    score = log_norm[None, :] - 0.5 * precision[None, :] * np.einsum("nkd,nkd->nk", diff, diff)
+    return np.argmax(score, axis=1)
+
+
+def _hard_spherical_labels(X, means, precision, log_norm, chunk_size=64):
+    n, d = X.shape
+    k = means.shape[0]
+    n_chunks = -(-n // chunk_size)
+    labels = np.full(n, -1, dtype=np.int64)
+    fastem.backends.get_kernels().estep_spherical(
+        X, np.ones(n), means, np.sqrt(precision), log_norm, np.zeros(d), True, chunk_size,
+        labels, np.empty((0, k)), np.zeros((n_chunks, k)), np.zeros((n_chunks, k, d)),
+        np.zeros((n_chunks, k, d)), np.zeros((n_chunks, 3)))
+    return labels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0.0, 1e4], ids=["centred", "far-from-origin"])
+def test_hard_spherical_labels_are_exact_distance_argmin(backend, dtype, offset):
+    # Points close to the bisector of two centres: the K-means kernels that
+    # expand ||x - mu||^2 must still label them by exact distances, also in
+    # float32 with data far from the origin where the expansion cancels.
+    rng = np.random.default_rng(7)
+    n, d, k = 3000, 7, 13
+    means = offset + rng.normal(size=(k, d))
+    means[5] = means[4] + 1e-3                         # two nearly equal centres
+    X = means[rng.integers(0, k, n)] + 0.6 * rng.normal(size=(n, d))
+    mid = 0.5 * (means[4] + means[5])
+    X[:400] = mid + 1e-4 * rng.normal(size=(400, d))   # near the bisector
+    X = X.astype(dtype)
+    means = means.astype(dtype).astype(np.float64)     # centres exact in dtype
+    precision = np.ones(k)
+    log_norm = np.full(k, -np.log(k))
+    expected = _exact_hard_labels(X, means, precision, log_norm)
+    np.testing.assert_array_equal(_hard_spherical_labels(X, means, precision, log_norm), expected)
+
+
+def test_hard_spherical_ties_go_to_the_lowest_index(backend):
+    # duplicated centres: every point is equally close to 1 and 3; label 1
+    means = np.array([[10.0, 10.0], [0.0, 0.0], [5.0, -5.0], [0.0, 0.0]])
+    X = np.array([[0.5, 0.25], [-1.0, 2.0], [0.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    labels = _hard_spherical_labels(X, means, np.ones(4), np.full(4, -np.log(4)))
+    np.testing.assert_array_equal(labels, [1, 1, 1, 1, 1])
+
+
+def test_hard_spherical_with_unequal_precisions_and_weights(backend):
+    # the hard spherical GMM: per-component variances and weights, one of them 0
+    rng = np.random.default_rng(3)
+    n, d, k = 2000, 5, 6
+    means = rng.normal(scale=3.0, size=(k, d))
+    precision = rng.uniform(0.2, 5.0, size=k)
+    weights = np.array([0.3, 0.2, 0.0, 0.1, 0.25, 0.15])
+    with np.errstate(divide="ignore"):
+        log_norm = np.log(weights) + 0.5 * d * np.log(precision) - 0.5 * d * np.log(2 * np.pi)
+    X = rng.normal(scale=4.0, size=(n, d))
+    expected = _exact_hard_labels(X, means, precision, log_norm)
+    np.testing.assert_array_equal(_hard_spherical_labels(X, means, precision, log_norm), expected)
