@@ -132,7 +132,7 @@ def test_recovers_known_parameters(backend, generated):
     # match fitted to true components
     cost = np.abs(model.means_[:, None, :] - means[None]).sum(axis=2)
     rows, cols = linear_sum_assignment(cost)
-    order = rows[np.argsort(cols)]
+    order = rows[np.argsort(cols)]  # fitted component matched to each true one
     # sampling error of a frequency from ~600-1500 rows is <= 0.5 / sqrt(600) = 0.02;
     # 0.08 is four of those, for the largest of 72 entries
     assert np.abs(model.means_[order] - means).max() < 0.08
@@ -140,7 +140,7 @@ def test_recovers_known_parameters(backend, generated):
     assert np.abs(model.weights_[order] - weights).max() < 0.04
     # the fitted classifier is as good as the Bayes classifier of the true model
     bayes = np.argmax(log_joint(X, weights, means), axis=1)
-    fitted = order[model.predict(X)]
+    fitted = cols[model.predict(X)]  # the true component matched to each fitted one
     assert np.mean(fitted == bayes) > 0.99
     assert np.mean(fitted == y) > np.mean(bayes == y) - 0.01
     # and EM beats the true parameters in likelihood (it is the MLE, up to alpha)

@@ -44,6 +44,16 @@ def serial(func):
     return _decorate(func)
 
 
+def strict(func):
+    """Compile a helper without fast-math: IEEE arithmetic in the written order.
+
+    For code whose accuracy rests on the order of its operations (the
+    range reduction of ``exp``); the flags stay on its instructions when it
+    is inlined into a fast-math caller.
+    """
+    return _decorate(func, fastmath=False)
+
+
 def parallel(func):
     """Compile a kernel that spreads chunks over threads with ``prange``."""
     return _decorate(func, parallel=True)

@@ -17,6 +17,8 @@ register-tiled product needs:
 * ``vmax(a, b)``           lane-wise maximum (inputs must not be NaN)
 * ``vhmax(v)``             the largest lane, as a scalar
 * ``vmask_ge(v, w)``       bit l set where lane l of v >= lane l of w (an int)
+* ``exp2_of_rounded(t)``   2.0 ** n for ``t = n + 1.5 * 2**52`` (the rounding
+                           trick of ``exp``), built from the bits of ``t``
 * ``popcount(m)``, ``lowest_bit(m)``  the number of set bits and the index of
                            the lowest one (``m`` != 0) of such a mask
 
@@ -195,3 +197,22 @@ def _int_unary(name, llvm_name, extra_false=False):
 
 popcount = _int_unary("popcount", "llvm.ctpop")
 lowest_bit = _int_unary("lowest_bit", "llvm.cttz", extra_false=True)
+
+
+@intrinsic
+def exp2_of_rounded(typingctx, t):
+    """2.0 ** n from t = n + 1.5 * 2**52 (float64), for -1022 <= n <= 1023.
+
+    The low bits of t's representation hold n; (n + 1023) << 52 is the
+    representation of 2.0 ** n.  Plain integer operations, so loops calling
+    it vectorize.
+    """
+    if t != types.float64:
+        raise TypeError(f"exp2_of_rounded: expected float64, got {t}")
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        bits = builder.bitcast(args[0], i64)
+        biased = builder.add(bits, ir.Constant(i64, 1023))
+        return builder.bitcast(builder.shl(biased, ir.Constant(i64, 52)), ir.DoubleType())
+    return types.float64(t), codegen

@@ -19,8 +19,8 @@ to cancellation.
 import numpy as np
 from numba import prange
 
-from ._numba_jit import parallel, serial
-from ._simd import lanes, lowest_bit, popcount, vfma, vhmax, vload, vmask_ge, vmax, vsplat, vstore
+from ._numba_jit import parallel, serial, strict
+from ._simd import exp2_of_rounded, lanes, lowest_bit, popcount, vfma, vhmax, vload, vmask_ge, vmax, vsplat, vstore
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -30,6 +30,45 @@ __all__ = [
 ]
 
 _BLOCK = 4  # rows per block; the unrolled expressions below assume 4
+
+
+_LOG2E = 1.4426950408889634
+_ROUND = 6755399441055744.0           # 1.5 * 2**52: t + _ROUND - _ROUND rounds t
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 in 32 bits: n * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
+_EXP_MIN = -708.0                     # below: 0 (exp(-708) = 3e-308)
+
+
+@strict
+def _exp_nonpositive(x):
+    """exp(x) for x <= 0, within about 1 ulp; 0 below -708.
+
+    Branch-free arithmetic, so that loops over it vectorize (numba's
+    ``np.exp`` is a scalar call).  Cody-Waite reduction x = n ln 2 + r with
+    |r| <= ln 2 / 2, then the Taylor polynomial of degree 13 (truncation
+    below 5e-18 relative).  Compiled without fast-math: the reduction must run
+    in the written order.
+    """
+    xc = max(x, _EXP_MIN)
+    t = xc * _LOG2E + _ROUND
+    n = t - _ROUND
+    r = (xc - n * _LN2_HI) - n * _LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    value = p * exp2_of_rounded(t)
+    return value if x >= _EXP_MIN else 0.0
 
 
 @serial
@@ -60,7 +99,7 @@ def _assign(i, lp, hard, labels, log_prob, want_lp):
         return best, top, changed
     total = 0.0
     for j in range(k):
-        lp[j] = np.exp(lp[j] - top)
+        lp[j] = _exp_nonpositive(lp[j] - top)
         total += lp[j]
     inv = 1.0 / total
     for j in range(k):
