@@ -776,3 +776,27 @@ def test_hard_spherical_with_unequal_precisions_and_weights(backend):
     X = rng.normal(scale=4.0, size=(n, d))
     expected = _exact_hard_labels(X, means, precision, log_norm)
     np.testing.assert_array_equal(_hard_spherical_labels(X, means, precision, log_norm), expected)
+
+
+def test_numba_exp_is_within_one_ulp_of_numpy():
+    pytest.importorskip("numba")
+    from numba import njit
+
+    from fastem.backends import numba_backend
+
+    @njit
+    def exp_all(x, out):
+        for i in range(x.shape[0]):
+            out[i] = numba_backend._exp_nonpositive(x[i])
+
+    rng = np.random.default_rng(0)
+    x = -np.concatenate([rng.uniform(0, 700, 200_000), rng.uniform(0, 1, 200_000),
+                         [0.0, 5e-324, 1e-300, 1e-17, np.log(2), 707.9]])
+    out = np.empty_like(x)
+    exp_all(x, out)
+    expected = np.exp(x)
+    ulps = np.abs(out - expected) / np.spacing(expected)
+    assert ulps.max() <= 1.0
+    # below -708 the result is flushed to zero (exp(-708) = 3.3e-308)
+    exp_all(np.array([-708.5, -745.2, -1e4, -np.inf]), out[:4])
+    np.testing.assert_array_equal(out[:4], 0.0)
