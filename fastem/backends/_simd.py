@@ -17,6 +17,10 @@ register-tiled product needs:
 * ``vmax(a, b)``           lane-wise maximum (inputs must not be NaN)
 * ``vhmax(v)``             the largest lane, as a scalar
 * ``vmask_ge(v, w)``       bit l set where lane l of v >= lane l of w (an int)
+* ``vexp_nonpositive(v)``  exp of every lane of a float64 vector whose lanes
+                           are <= 0 (or -inf), as ``numba_backend._exp_nonpositive``
+* ``vadd(a, b)``, ``vmul(a, b)``  lane-wise sum and product
+* ``vhsum(v)``             the sum of the lanes, as a scalar
 * ``exp2_of_rounded(t)``   2.0 ** n for ``t = n + 1.5 * 2**52`` (the rounding
                            trick of ``exp``), built from the bits of ``t``
 * ``popcount(m)``, ``lowest_bit(m)``  the number of set bits and the index of
@@ -216,3 +220,90 @@ def exp2_of_rounded(typingctx, t):
         biased = builder.add(bits, ir.Constant(i64, 1023))
         return builder.bitcast(builder.shl(biased, ir.Constant(i64, 52)), ir.DoubleType())
     return types.float64(t), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    if not (isinstance(a, Vec) and a == b):
+        raise TypeError(f"vadd: expected two Vec of one dtype, got {a}, {b}")
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return a(a, b), codegen
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    if not (isinstance(a, Vec) and a == b):
+        raise TypeError(f"vmul: expected two Vec of one dtype, got {a}, {b}")
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
+    return a(a, b), codegen
+
+
+@intrinsic
+def vhsum(typingctx, v):
+    if not isinstance(v, Vec):
+        raise TypeError(f"vhsum: expected a Vec, got {v}")
+
+    def codegen(context, builder, sig, args):
+        total = builder.extract_element(args[0], ir.Constant(ir.IntType(32), 0))
+        for lane in range(1, v.lanes):
+            total = builder.fadd(total, builder.extract_element(
+                args[0], ir.Constant(ir.IntType(32), lane)))
+        return total
+    return v.dtype(v), codegen
+
+
+# exp(x) for x <= 0: the constants and steps of numba_backend._exp_nonpositive
+_EXP_MIN = -708.0
+_LOG2E = 1.4426950408889634
+_ROUND = 6755399441055744.0
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_EXP_TAYLOR = [1.0 / f for f in (6227020800.0, 479001600.0, 39916800.0, 3628800.0, 362880.0,
+                                 40320.0, 5040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0)]
+
+
+@intrinsic
+def vexp_nonpositive(typingctx, v):
+    """Lane-wise exp for float64 lanes <= 0 (or -inf); 0 below -708.
+
+    n = rint(x log2 e), r = x - n ln 2 in two fused steps (Cody-Waite), the
+    Taylor polynomial of degree 13 in r by fused multiply-adds, times 2^n
+    built from n's bits.  Every step is an intrinsic call (rint, fma) rather
+    than an arithmetic instruction, so the caller's fast-math flags cannot
+    reassociate the reduction.
+    """
+    if not (isinstance(v, Vec) and v.dtype == types.float64):
+        raise TypeError(f"vexp_nonpositive: expected a Vec of float64, got {v}")
+
+    def codegen(context, builder, sig, args):
+        vty = args[0].type
+        lanes_ = v.lanes
+        i32v = ir.VectorType(ir.IntType(32), lanes_)
+        i64v = ir.VectorType(ir.IntType(64), lanes_)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{lanes_}f64")
+        rint = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty]), f"llvm.rint.v{lanes_}f64")
+
+        def const(value):
+            return ir.Constant(vty, [float(value)] * lanes_)
+        x = args[0]
+        low = const(_EXP_MIN)
+        in_range = builder.fcmp_ordered(">=", x, low)
+        xc = builder.select(in_range, x, low)          # -inf and x < -708 -> -708
+        n = builder.call(rint, [builder.fmul(xc, const(_LOG2E))])
+        minus_n = builder.fsub(const(0.0), n)
+        r = builder.call(fma, [minus_n, const(_LN2_HI), xc])
+        r = builder.call(fma, [minus_n, const(_LN2_LO), r])
+        p = const(_EXP_TAYLOR[0])
+        for coefficient in _EXP_TAYLOR[1:]:
+            p = builder.call(fma, [p, r, const(coefficient)])
+        exponent = builder.sext(builder.fptosi(n, i32v), i64v)
+        biased = builder.add(exponent, ir.Constant(i64v, [1023] * lanes_))
+        scale = builder.bitcast(builder.shl(biased, ir.Constant(i64v, [52] * lanes_)), vty)
+        return builder.select(in_range, builder.fmul(p, scale), const(0.0))
+    return v(v), codegen

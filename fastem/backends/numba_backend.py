@@ -20,7 +20,8 @@ import numpy as np
 from numba import prange
 
 from ._numba_jit import parallel, serial, strict
-from ._simd import exp2_of_rounded, lanes, lowest_bit, popcount, vfma, vhmax, vload, vmask_ge, vmax, vsplat, vstore
+from ._simd import (exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vexp_nonpositive, vfma,
+                    vhmax, vhsum, vload, vmask_ge, vmax, vmul, vsplat, vstore)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -503,6 +504,10 @@ def _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
 
 def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    if not hard:
+        _estep_coordinate_soft(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
+                               labels, log_prob, nk, sx, sxx, obj)
+        return
     _estep_coordinate(X, sample_weight, means, prec_chol ** 2, log_norm, hard,
                       chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
@@ -514,6 +519,10 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                               chunk_size, labels, nk, sx, sxx, obj)
         return
     precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
+    if not hard:
+        _estep_coordinate_soft(X, sample_weight, means, precision, log_norm, chunk_size,
+                               labels, log_prob, nk, sx, sxx, obj)
+        return
     _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
                       chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
@@ -773,6 +782,196 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
         float(np.max(precision)), chunk_size, labels, nk, sx, sxx, obj)
 
 
+# ------------------------------------------------ soft E-steps through tiles
+# The soft E-step of the diagonal, spherical and Bernoulli models is two dense
+# products with a row-wise softmax between them.  With a feature map f(x) of m
+# features, a (m, k) matrix G and constants A,
+#     log(w_j p_j(x)) = A_j + f(x) . G[:, j]
+# (Bernoulli: f(x) = x, G = logit; diagonal: f(x) = (x', x'^2) with x' = x - c,
+# G = (p_j mu_j', -p_j / 2), A_j = log_norm_j - 1/2 sum_a p_ja mu_ja'^2), and
+# the statistics are the moments sum_i w_i r_ij f(x_i), from which sx and sxx
+# about the current means follow.  Rows are taken ``_SUB`` at a time: their
+# features and weighted responsibilities fill two small buffers that stay in
+# cache, the scores come from ``_score_tile`` and the moments from
+# ``_moment_tile``, both register tiles of SIMD vectors in float64.  The shift
+# c (the mean of the means) keeps the expansion of (x - mu)^2 well conditioned:
+# the moments about c are turned into moments about mu_j with a relative
+# rounding error of about u (1 + |mu_j - c|^2 / var_j).
+_SUB = 256  # rows per sub-block; a multiple of _TILE_ROWS
+
+
+@serial
+def _moment_tile(F, R, rows, kp, mp, M):
+    """M[j * mp + a] += sum_{i < rows} R[i * kp + j] F[i * mp + a] for j < kp, a < mp.
+
+    ``kp`` is a multiple of 4 and ``mp`` of two vectors.
+    """
+    L = lanes(F)
+    one = vsplat(F, 1.0)
+    for j0 in range(0, kp, 4):
+        for a0 in range(0, mp, 2 * L):
+            s00 = vsplat(F, 0.0)
+            s01 = s00
+            s10 = s00
+            s11 = s00
+            s20 = s00
+            s21 = s00
+            s30 = s00
+            s31 = s00
+            for i in range(rows):
+                f0 = vload(F, i * mp + a0)
+                f1 = vload(F, i * mp + a0 + L)
+                rb = i * kp + j0
+                r = vsplat(F, R[rb])
+                s00 = vfma(r, f0, s00)
+                s01 = vfma(r, f1, s01)
+                r = vsplat(F, R[rb + 1])
+                s10 = vfma(r, f0, s10)
+                s11 = vfma(r, f1, s11)
+                r = vsplat(F, R[rb + 2])
+                s20 = vfma(r, f0, s20)
+                s21 = vfma(r, f1, s21)
+                r = vsplat(F, R[rb + 3])
+                s30 = vfma(r, f0, s30)
+                s31 = vfma(r, f1, s31)
+            o = j0 * mp + a0
+            vstore(M, o, vfma(one, s00, vload(M, o)))
+            vstore(M, o + L, vfma(one, s01, vload(M, o + L)))
+            o += mp
+            vstore(M, o, vfma(one, s10, vload(M, o)))
+            vstore(M, o + L, vfma(one, s11, vload(M, o + L)))
+            o += mp
+            vstore(M, o, vfma(one, s20, vload(M, o)))
+            vstore(M, o + L, vfma(one, s21, vload(M, o + L)))
+            o += mp
+            vstore(M, o, vfma(one, s30, vload(M, o)))
+            vstore(M, o + L, vfma(one, s31, vload(M, o + L)))
+
+
+@serial
+def _soft_row(i, scores, o, k, kp, labels, log_prob, want_lp):
+    """_assign for a row of padded scores (padding is -inf): (log-likelihood, changed).
+
+    The maximum and its first index come from vector compares, without a
+    branch per component; scores[o:o + k] become the responsibilities.
+    """
+    if want_lp:
+        for j in range(k):
+            log_prob[i, j] = scores[o + j]
+    top = _row_top(scores, o, kp)
+    count, best = _count_at_least(scores, o, kp, vsplat(scores, top))
+    changed = 1 if labels[i] != best else 0
+    labels[i] = best
+    if top == -np.inf:
+        for j in range(k):
+            scores[o + j] = 0.0
+        return top, changed
+    # padding columns (-inf) come out 0 and add nothing
+    L = lanes(scores)
+    shift = vsplat(scores, -top)
+    acc = vsplat(scores, 0.0)
+    for jt in range(o, o + kp, L):
+        e = vexp_nonpositive(vadd(vload(scores, jt), shift))
+        vstore(scores, jt, e)
+        acc = vadd(acc, e)
+    total = vhsum(acc)
+    inv = vsplat(scores, 1.0 / total)
+    for jt in range(o, o + kp, L):
+        vstore(scores, jt, vmul(vload(scores, jt), inv))
+    return top + np.log(total), changed
+
+
+@serial
+def _soft_tiled_chunk(X, sample_weight, c, quadratic, G, A, kp, mp, start, stop, labels,
+                      log_prob, nk, M, obj):
+    """Soft E-step of rows start .. stop - 1; M (kp * mp) receives the moments.
+
+    Features: x - c, then (x - c)^2 when ``quadratic``; zero-padded to mp.
+    """
+    k = nk.shape[0]
+    d = X.shape[1]
+    want_lp = log_prob.shape[0] == X.shape[0]
+    F = np.zeros((_SUB, mp))
+    R = np.zeros((_SUB, kp))
+    scores = np.empty(_TILE_ROWS * kp)
+    no_p = np.zeros(kp)
+    no_half = np.zeros(_TILE_ROWS)
+    nk[:] = 0.0
+    M[:] = 0.0
+    obj[:] = 0.0
+    for s0 in range(start, stop, _SUB):
+        rows = min(_SUB, stop - s0)
+        for i in range(rows):
+            for a in range(d):
+                v = np.float64(X[s0 + i, a]) - c[a]
+                F[i, a] = v
+                if quadratic:
+                    F[i, d + a] = v * v
+        for i4 in range(0, rows, _TILE_ROWS):
+            _score_tile(F[i4:i4 + _TILE_ROWS], G, A, no_p, kp, no_half, scores)
+            for r in range(min(_TILE_ROWS, rows - i4)):
+                i = s0 + i4 + r
+                o = r * kp
+                ll, changed = _soft_row(i, scores, o, k, kp, labels, log_prob, want_lp)
+                obj[2] += changed
+                w = sample_weight[i]
+                if w != 0.0:
+                    obj[0] += w * ll
+                for j in range(k):
+                    v = w * scores[o + j]
+                    R[i4 + r, j] = v
+                    nk[j] += v
+        _moment_tile(F.ravel(), R.ravel(), rows, kp, mp, M)
+
+
+@parallel
+def _soft_tiled_run(X, sample_weight, c, quadratic, G, A, kp, mp, chunk_size, labels,
+                    log_prob, nk, M, obj):
+    n = X.shape[0]
+    for ch in prange(nk.shape[0]):
+        start = ch * chunk_size
+        _soft_tiled_chunk(X, sample_weight, c, quadratic, G, A, kp, mp, start,
+                          min(n, start + chunk_size), labels, log_prob, nk[ch], M[ch],
+                          obj[ch])
+
+
+def _padded(size, multiple):
+    return -(-size // multiple) * multiple
+
+
+def _soft_tiled(X, sample_weight, c, quadratic, G, A, chunk_size, labels, log_prob, nk, obj):
+    """Run the tiled soft E-step; returns the moments, shape (n_chunks, k, m)."""
+    m, k = G.shape
+    kp = _padded(k, 4)
+    mp = _padded(m, 8)
+    Gp = np.zeros((mp, kp))
+    Gp[:m, :k] = G
+    Ap = np.full(kp, -np.inf)
+    Ap[:k] = A
+    M = np.empty((nk.shape[0], kp * mp))
+    _soft_tiled_run(X, sample_weight, np.ascontiguousarray(c, dtype=np.float64), quadratic,
+                    Gp.ravel(), Ap, kp, mp, chunk_size, labels, log_prob, nk, M, obj)
+    return M.reshape(-1, kp, mp)[:, :k, :m]
+
+
+def _estep_coordinate_soft(X, sample_weight, means, precision, log_norm, chunk_size,
+                           labels, log_prob, nk, sx, sxx, obj):
+    """Soft diagonal / spherical E-step; ``precision`` (k, d) is 1 / variance."""
+    k, d = means.shape
+    c = means.mean(axis=0)
+    shifted = means - c
+    G = np.concatenate([(precision * shifted).T, -0.5 * precision.T])
+    A = log_norm - 0.5 * np.einsum("ka,ka->k", precision, shifted ** 2)
+    M = _soft_tiled(X, sample_weight, c, True, G, A, chunk_size, labels, log_prob, nk, obj)
+    s1 = M[:, :, :d]
+    s2 = M[:, :, d:]
+    total = nk[:, :, None]
+    # moments about mu_j from moments about c
+    sx[:] = s1 - total * shifted
+    sxx[:] = s2 - 2.0 * shifted * s1 + total * shifted ** 2
+    obj[:, 1] = 0.0
+
+
 # --------------------------------------------------------------- Bernoulli
 @serial
 def _estep_bernoulli_chunk(X, sample_weight, logitT, log_norm, hard, start, stop,
@@ -828,9 +1027,20 @@ def _estep_bernoulli_chunk(X, sample_weight, logitT, log_norm, hard, start, stop
                 sx[j, a] += r0 * xb[0, a] + r1 * xb[1, a] + r2 * xb[2, a] + r3 * xb[3, a]
 
 
-@parallel
 def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
                     log_prob, nk, sx, obj):
+    if not hard:
+        # log(w_j p_j(x)) = log_norm_j + x . logit_j; the moments are sx itself
+        sx[:] = _soft_tiled(X, sample_weight, np.zeros(X.shape[1]), False, logit.T,
+                            log_norm, chunk_size, labels, log_prob, nk, obj)
+        return
+    _estep_bernoulli_blocked(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
+                             log_prob, nk, sx, obj)
+
+
+@parallel
+def _estep_bernoulli_blocked(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
+                             log_prob, nk, sx, obj):
     n = X.shape[0]
     logitT = _transpose(logit)
     for c in prange(nk.shape[0]):
