@@ -735,14 +735,15 @@ def _hard_spherical_labels(X, means, precision, log_norm, chunk_size=64):
     return labels
 
 
+@pytest.mark.parametrize("d", [3, 7])  # the few-feature path and the screened one
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("offset", [0.0, 1e4], ids=["centred", "far-from-origin"])
-def test_hard_spherical_labels_are_exact_distance_argmin(backend, dtype, offset):
+def test_hard_spherical_labels_are_exact_distance_argmin(backend, dtype, offset, d):
     # Points close to the bisector of two centres: the K-means kernels that
     # expand ||x - mu||^2 must still label them by exact distances, also in
     # float32 with data far from the origin where the expansion cancels.
     rng = np.random.default_rng(7)
-    n, d, k = 3000, 7, 13
+    n, k = 3000, 13
     means = offset + rng.normal(size=(k, d))
     means[5] = means[4] + 1e-3                         # two nearly equal centres
     X = means[rng.integers(0, k, n)] + 0.6 * rng.normal(size=(n, d))
@@ -764,10 +765,11 @@ def test_hard_spherical_ties_go_to_the_lowest_index(backend):
     np.testing.assert_array_equal(labels, [1, 1, 1, 1, 1])
 
 
-def test_hard_spherical_with_unequal_precisions_and_weights(backend):
+@pytest.mark.parametrize("d", [2, 5])
+def test_hard_spherical_with_unequal_precisions_and_weights(backend, d):
     # the hard spherical GMM: per-component variances and weights, one of them 0
     rng = np.random.default_rng(3)
-    n, d, k = 2000, 5, 6
+    n, k = 2000, 6
     means = rng.normal(scale=3.0, size=(k, d))
     precision = rng.uniform(0.2, 5.0, size=k)
     weights = np.array([0.3, 0.2, 0.0, 0.1, 0.25, 0.15])

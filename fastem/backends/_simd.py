@@ -19,7 +19,7 @@ register-tiled product needs:
 * ``vmask_ge(v, w)``       bit l set where lane l of v >= lane l of w (an int)
 * ``vexp_nonpositive(v)``  exp of every lane of a float64 vector whose lanes
                            are <= 0 (or -inf), as ``numba_backend._exp_nonpositive``
-* ``vadd(a, b)``, ``vmul(a, b)``  lane-wise sum and product
+* ``vadd(a, b)``, ``vsub(a, b)``, ``vmul(a, b)``  lane-wise sum, difference, product
 * ``vhsum(v)``             the sum of the lanes, as a scalar
 * ``exp2_of_rounded(t)``   2.0 ** n for ``t = n + 1.5 * 2**52`` (the rounding
                            trick of ``exp``), built from the bits of ``t``
@@ -229,6 +229,16 @@ def vadd(typingctx, a, b):
 
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
+    return a(a, b), codegen
+
+
+@intrinsic
+def vsub(typingctx, a, b):
+    if not (isinstance(a, Vec) and a == b):
+        raise TypeError(f"vsub: expected two Vec of one dtype, got {a}, {b}")
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
     return a(a, b), codegen
 
 

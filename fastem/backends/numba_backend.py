@@ -21,7 +21,7 @@ from numba import prange
 
 from ._numba_jit import parallel, serial, strict
 from ._simd import (exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vexp_nonpositive, vfma,
-                    vhmax, vhsum, vload, vmask_ge, vmax, vmul, vsplat, vstore)
+                    vhmax, vhsum, vload, vmask_ge, vmax, vmul, vsplat, vstore, vsub)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -546,6 +546,7 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 # (the objective) is always formed from differences.  The labels are therefore
 # those of exact distances, whatever the dtype.
 _TILE_ROWS = 4
+_SMALL_D = 4  # up to this many features, exact differences (no screening) are as fast
 
 
 @serial
@@ -745,6 +746,71 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, precision, log_norm, c,
     obj[2] = changed
 
 
+@serial
+def _estep_spherical_hard_small_chunk(X, sample_weight, means, precision, log_norm, MT, LN,
+                                      NHP, kp, start, stop, labels, nk, sx, sxx, obj):
+    """Hard spherical E-step for few features: exact scores, components in lanes.
+
+    With d small the expansion saves little, so every score is formed from
+    differences, a vector of components at a time:
+    lp_j = log_norm_j - p_j / 2 * sum_a (x_a - mu_ja)^2 (``MT`` = means
+    transposed, ``LN`` = log_norm, ``NHP`` = -p / 2, padded with -inf and 0).
+    """
+    k, d = means.shape
+    L = lanes(MT)
+    scores = np.empty(kp)
+    nk[:] = 0.0
+    sx[:] = 0.0
+    sxx[:] = 0.0
+    ll = 0.0
+    dist = 0.0
+    changed = 0
+    for i in range(start, stop):
+        m = vsplat(MT, -np.inf)
+        for jt in range(0, kp, L):
+            acc = vsplat(MT, 0.0)
+            for a in range(d):
+                t = vsub(vsplat(MT, X[i, a]), vload(MT, a * kp + jt))
+                acc = vfma(t, t, acc)
+            v = vfma(vload(NHP, jt), acc, vload(LN, jt))
+            vstore(scores, jt, v)
+            m = vmax(m, v)
+        top = vhmax(m)
+        count, best = _count_at_least(scores, 0, kp, vsplat(scores, top))
+        if best < 0:  # every score -inf
+            best = 0
+        if labels[i] != best:
+            changed += 1
+            labels[i] = best
+        w = sample_weight[i]
+        if w == 0.0:
+            continue
+        ss = 0.0
+        nk[best] += w
+        for a in range(d):
+            t = X[i, a] - means[best, a]
+            ss += t * t
+            sx[best, a] += w * t
+            sxx[best, a] += w * t * t
+        maha = precision[best] * ss
+        ll += w * (log_norm[best] - 0.5 * maha)
+        dist += w * maha
+    obj[0] = ll
+    obj[1] = dist
+    obj[2] = changed
+
+
+@parallel
+def _estep_spherical_hard_small_run(X, sample_weight, means, precision, log_norm, MT, LN,
+                                    NHP, kp, chunk_size, labels, nk, sx, sxx, obj):
+    n = X.shape[0]
+    for ch in prange(nk.shape[0]):
+        start = ch * chunk_size
+        _estep_spherical_hard_small_chunk(X, sample_weight, means, precision, log_norm, MT,
+                                          LN, NHP, kp, start, min(n, start + chunk_size),
+                                          labels, nk[ch], sx[ch], sxx[ch], obj[ch])
+
+
 @parallel
 def _estep_spherical_hard_run(X, sample_weight, means, precision, log_norm, c, CT, A, P,
                               kp, unit, a_max, pn_max, p_max, chunk_size, labels,
@@ -761,6 +827,18 @@ def _estep_spherical_hard_run(X, sample_weight, means, precision, log_norm, c, C
 def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
                           labels, nk, sx, sxx, obj):
     k, d = means.shape
+    if d <= _SMALL_D:
+        kp = _padded(k, 4)
+        MT = np.zeros((d, kp))
+        MT[:, :k] = means.T
+        LN = np.full(kp, -np.inf)
+        LN[:k] = log_norm
+        NHP = np.zeros(kp)
+        NHP[:k] = -0.5 * precision
+        _estep_spherical_hard_small_run(X, sample_weight, means, precision, log_norm,
+                                        MT.ravel(), LN, NHP, kp, chunk_size, labels, nk, sx,
+                                        sxx, obj)
+        return
     dtype = np.float32 if X.dtype == np.float32 else np.float64
     lane_count = 32 // np.dtype(dtype).itemsize
     kp = -(-k // lane_count) * lane_count
