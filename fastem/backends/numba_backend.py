@@ -98,8 +98,16 @@ def _assign(i, lp, hard, labels, log_prob, want_lp):
         for j in range(k):
             lp[j] = 0.0
         return best, top, changed
-    total = 0.0
-    for j in range(k):
+    L = lanes(lp)
+    whole = k - k % L
+    shift = vsplat(lp, -top)
+    acc = vsplat(lp, 0.0)
+    for jt in range(0, whole, L):
+        e = vexp_nonpositive(vadd(vload(lp, jt), shift))
+        vstore(lp, jt, e)
+        acc = vadd(acc, e)
+    total = vhsum(acc)
+    for j in range(whole, k):
         lp[j] = _exp_nonpositive(lp[j] - top)
         total += lp[j]
     inv = 1.0 / total
