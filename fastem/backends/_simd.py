@@ -30,6 +30,11 @@ register-tiled product needs:
 stores are unaligned and unchecked: the caller keeps ``i + lanes`` within the
 array.  Every lane is computed with correctly rounded fused multiply-adds in
 a fixed order, so results do not depend on fast-math flags or on threads.
+
+Caching: numba keys a cached kernel on the source file that defines it, not
+on the intrinsics it inlines from here.  An installed fastem rewrites every
+file on upgrade, so its caches follow; when editing this module in a
+checkout, clear the numba cache (``__pycache__/*.nbi``, ``*.nbc``).
 """
 
 from llvmlite import ir
