@@ -69,12 +69,18 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
     """
     n_samples, n_features = X.shape
     chunk_size, n_chunks = _config.chunk_layout(n_samples)
-    buffers = family.allocate(n_chunks, n_components, n_features)
-    labels = np.empty(n_samples, dtype=np.int64)
+    # The statistic buffers and the labels are made after the first
+    # initialisation, which may need memory of its own (GaussianMixture's runs
+    # a K-means): its peak and theirs do not add up.  One labels vector per
+    # live run: the best run keeps its own, and the next run writes into
+    # another one (the previous best's, once it is beaten), so a fit never
+    # holds more than two (n_samples,) label arrays, and n_init=1 holds one.
+    buffers = None
+    labels = None
     if center is None:
         center = np.zeros(n_features)
 
-    def e_step(params):
+    def e_step(params, labels):
         return family.e_step(kernels, X, sample_weight, params, center=center, hard=hard,
                              chunk_size=chunk_size, labels=labels, buffers=buffers)
 
@@ -88,12 +94,16 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         if verbose:
             print(f"Initialization {init}")
         monitor = make_monitor(initial_lower_bound)
+        if buffers is None:
+            buffers = family.allocate(n_chunks, n_components, n_features)
+        if labels is None:
+            labels = np.empty(n_samples, dtype=np.int64)
         labels.fill(-1)
         lower_bounds = []
         converged = False
         n_iter = 0
         for n_iter in range(1, max_iter + 1):
-            stats = e_step(params)
+            stats = e_step(params, labels)
             if stats_hook is not None:
                 stats = stats_hook(stats, params, labels)
             new_params = family.m_step(stats, params, params.means, center)
@@ -106,14 +116,16 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
             if converged:
                 break
         # final E-step: labels (and K-means' inertia) at the returned parameters
-        final_stats = e_step(params)
+        final_stats = e_step(params, labels)
         lower_bound = lower_bounds[-1] if lower_bounds else initial_lower_bound
-        run = EMRun(params, n_iter, lower_bound, lower_bounds, converged, labels.copy(),
+        run = EMRun(params, n_iter, lower_bound, lower_bounds, converged, labels,
                     final_stats)
         if verbose:
             print(f"Initialization {'converged' if converged else 'did not converge'}: "
                   f"{monitor.describe(final_stats)}, {n_iter} iterations, "
                   f"{time.perf_counter() - started:.3f} s")
         if best is None or is_better(run, best):
-            best = run
+            beaten, best = best, run
+            # the run's labels now belong to ``best``; the next run needs others
+            labels = beaten.labels if beaten is not None else None
     return best

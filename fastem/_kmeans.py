@@ -19,7 +19,7 @@ from . import _config
 from ._base import BaseEstimator
 from ._em import fit_em
 from ._gaussian import GaussianFamily, GaussianParams
-from ._utils import column_mean, column_variance, has_nan
+from ._utils import column_mean, column_variance, has_nan, row_blocks
 from ._validation import (check_array, check_float, check_int, check_is_fitted,
                           check_observed_columns,
                           check_n_features, check_param_array, check_random_state,
@@ -54,6 +54,10 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None,
     -----
     NaN entries are missing values: distances run over each row's observed
     coordinates, and a chosen row's missing coordinates take the column means.
+
+    Rows are processed in blocks, so that the extra memory is one float64 per
+    sample (the current D(x)^2) plus a few small blocks, whatever
+    ``n_local_trials`` is.
     """
     X = check_array(X, allow_nan=True)
     n_samples = X.shape[0]
@@ -63,8 +67,94 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None,
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
     check_int("n_local_trials", n_local_trials, low=1)
+    return _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials)
+
+
+def _cumsum_blocks(values, blocks):
+    """Yield (start, block of the running sum) of the array whose rows
+    ``start:stop`` are the new array ``values(start, stop)``.
+
+    The blocks equal, bit for bit, the slices of one ``np.cumsum`` over the
+    whole array: the running total is carried into the first element of each
+    block, which is the addition cumsum itself performs there.
+    """
+    carry = 0.0
+    for start, stop in blocks:
+        part = values(start, stop)
+        part[0] += carry
+        np.cumsum(part, out=part)
+        carry = part[-1]
+        yield start, part
+
+
+def _weighted_choice(rs, w, blocks):
+    """``rs.choice(len(w), p=w / w.sum())``: the same draw from the same stream,
+    without the (n_samples,) probability and cumulative arrays."""
+    total = w.sum()
+    if not np.isfinite(total):  # let numpy report the overflow as before
+        return int(rs.choice(w.shape[0], p=w / total))
+
+    def p(start, stop):
+        return w[start:stop] / total
+
+    last = 0.0
+    for _, part in _cumsum_blocks(p, blocks):
+        last = part[-1]
+    u = rs.random_sample()
+    for start, part in _cumsum_blocks(p, blocks):
+        part /= last
+        if part[-1] > u:
+            return start + int(np.searchsorted(part, u, side="right"))
+    return w.shape[0] - 1  # not reached: the last cdf value is 1 > u
+
+
+def _weighted_sample(rs, w, size, blocks):
+    """``rs.choice(len(w), size, replace=False, p=w / w.sum())``: the same rows
+    from the same stream, without (n_samples,) temporaries.
+
+    numpy draws ``size - found`` uniforms at a time, maps them through the
+    cumulative distribution of the rows not yet found, keeps the new distinct
+    rows in the order drawn and repeats; so does this, a block of rows at a time.
+    """
+    total = w.sum()
+    if not np.isfinite(total) or sum(np.count_nonzero(w[start:stop] / total)
+                                     for start, stop in blocks) < size:
+        # let numpy raise as before (overflow, fewer positive probabilities than rows)
+        return rs.choice(w.shape[0], size=size, replace=False, p=w / total)
+    found = np.empty(0, dtype=np.int64)
+
+    def p(start, stop):
+        part = w[start:stop] / total
+        lo, hi = np.searchsorted(chosen, [start, stop])
+        part[chosen[lo:hi] - start] = 0.0  # rows already drawn
+        return part
+
+    while found.size < size:
+        x = rs.random_sample(size - found.size)
+        chosen = np.sort(found)
+        last = 0.0
+        for _, part in _cumsum_blocks(p, blocks):
+            last = part[-1]
+        new = np.full(x.size, w.shape[0], dtype=np.int64)  # cdf.searchsorted(x, "right")
+        pending = np.ones(x.size, dtype=bool)
+        for start, part in _cumsum_blocks(p, blocks):
+            part /= last
+            here = pending & (x < part[-1])
+            if here.any():
+                new[here] = start + np.searchsorted(part, x[here], side="right")
+                pending &= ~here
+                if not pending.any():
+                    break
+        _, first = np.unique(new, return_index=True)
+        found = np.concatenate([found, new[np.sort(first)]])
+    return found
+
+
+def _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials):
+    """k-means++ on validated input (X checked, w float64 of shape (n,), rs a RandomState)."""
     kernels = get_kernels()
-    chunk_size, _ = _config.chunk_layout(n_samples)
+    n_samples, n_features = X.shape
+    blocks = row_blocks(n_samples)  # temporaries of ~1/32 of the rows
     missing = has_nan(X)
     fill = column_mean(X, w, missing=True) if missing else None
     distance = kernels.sqdist_missing if missing else kernels.sqdist
@@ -75,26 +165,47 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None,
             centers = np.where(np.isnan(centers), fill, centers)
         return centers
 
-    def sqdist(rows):
-        out = np.empty((n_samples, len(rows)))
-        distance(X, rows_as_centers(rows), chunk_size, out)
-        return out
+    def sqdist_blocks(centers):
+        """Yield (start, stop, squared distances of the block's rows to ``centers``)."""
+        out = np.empty((blocks[0][1] - blocks[0][0], centers.shape[0]))
+        for start, stop in blocks:
+            # C order: one compiled kernel serves every layout of X
+            x = np.ascontiguousarray(X[start:stop])
+            dist = out[:stop - start]
+            distance(x, centers, _config.chunk_layout(stop - start)[0], dist)
+            del x  # a copy when X is not C-contiguous: one at a time
+            yield start, stop, dist
 
     indices = np.empty(n_clusters, dtype=np.int64)
-    indices[0] = rs.choice(n_samples, p=w / w.sum())
-    closest = sqdist(indices[:1])[:, 0]
-    potential = closest @ w
+    indices[0] = _weighted_choice(rs, w, blocks)
+    closest = np.empty(n_samples)  # D(x)^2 to the nearest centre so far
+    potential = 0.0
+    for start, stop, dist in sqdist_blocks(rows_as_centers(indices[:1])):
+        closest[start:stop] = dist[:, 0]
+        potential += closest[start:stop] @ w[start:stop]
     for c in range(1, n_clusters):
         targets = rs.uniform(size=n_local_trials) * potential
-        candidates = np.searchsorted(np.cumsum(w * closest), targets)
-        np.clip(candidates, None, n_samples - 1, out=candidates)
-        dist = sqdist(candidates)
-        np.minimum(closest[:, None], dist, out=dist)
-        potentials = w @ dist
+        # np.searchsorted(np.cumsum(w * closest), targets), clipped to the last row
+        candidates = np.full(n_local_trials, n_samples - 1, dtype=np.int64)
+        pending = np.ones(n_local_trials, dtype=bool)
+        for start, part in _cumsum_blocks(lambda a, b: w[a:b] * closest[a:b], blocks):
+            here = pending & (targets <= part[-1])
+            if here.any():
+                candidates[here] = start + np.searchsorted(part, targets[here])
+                pending &= ~here
+                if not pending.any():
+                    break
+        centers = rows_as_centers(candidates)
+        potentials = np.zeros(n_local_trials)
+        for start, stop, dist in sqdist_blocks(centers):
+            np.minimum(closest[start:stop, None], dist, out=dist)
+            potentials += w[start:stop] @ dist
         best = int(np.argmin(potentials))
-        closest = dist[:, best].copy()
         potential = potentials[best]
         indices[c] = candidates[best]
+        if c + 1 < n_clusters:  # D(x)^2 with the new centre, for the next draw
+            for start, stop, dist in sqdist_blocks(centers[best:best + 1]):
+                np.minimum(closest[start:stop], dist[:, 0], out=closest[start:stop])
     return rows_as_centers(indices), indices
 
 
@@ -114,14 +225,15 @@ class _KMeansMonitor:
 
 
 def _same_clustering(labels1, labels2, n_clusters):
-    """True if two labelings differ only by a permutation of the labels."""
-    mapping = np.full(n_clusters, -1)
-    for a, b in zip(labels1, labels2):
-        if mapping[a] == -1:
-            mapping[a] = b
-        elif mapping[a] != b:
-            return False
-    return True
+    """True if two labelings differ only by a permutation of the labels.
+
+    That is, every label of ``labels1`` meets a single label of ``labels2``;
+    the pairs are collected a block of rows at a time.
+    """
+    seen = np.zeros((n_clusters, n_clusters), dtype=bool)
+    for start in range(0, labels1.shape[0], 65536):
+        seen[labels1[start:start + 65536], labels2[start:start + 65536]] = True
+    return bool(np.all(seen.sum(axis=1) <= 1))
 
 
 class KMeans(BaseEstimator):
@@ -225,10 +337,11 @@ class KMeans(BaseEstimator):
                 return stats
             centers = params.means
             dist = np.empty(X.shape[0])
-            for start in range(0, X.shape[0], 65536):
-                x = X[start:start + 65536].astype(np.float64)
-                sq = (x - centers[labels[start:start + 65536]]) ** 2
-                dist[start:start + 65536] = np.sum(sq, axis=1) if fill is None \
+            for start in range(0, X.shape[0], 8192):  # 1 MB temporaries for d = 16
+                sq = np.subtract(X[start:start + 8192], centers[labels[start:start + 8192]],
+                                 dtype=np.float64)
+                sq **= 2
+                dist[start:start + 8192] = np.sum(sq, axis=1) if fill is None \
                     else np.nansum(sq, axis=1)
             far = np.argpartition(dist, -empty.size)[:-empty.size - 1:-1]
             for new_id, idx in zip(empty, far):
@@ -268,24 +381,32 @@ class KMeans(BaseEstimator):
         X = check_array(X, allow_nan=True)
         init_centers, n_init = self._check_parameters(X)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        random_state = check_random_state(self.random_state)
+        return self._fit(X, sample_weight, init_centers, n_init,
+                         check_random_state(self.random_state))
+
+    def _fit(self, X, sample_weight, init_centers, n_init, random_state):
+        """Fit on validated input: X from ``check_array``, float64 ``sample_weight``.
+
+        GaussianMixture's "kmeans" initialisation calls this directly, so that
+        its own validated arrays are not copied again.
+        """
         k = self.n_clusters
         missing = has_nan(X)
         fill = None
         if missing:
             check_observed_columns(X, sample_weight)
             fill = column_mean(X, sample_weight, missing=True)
-        tol = float(np.mean(column_variance(X))) * self.tol if self.tol > 0 else 0.0
+        tol = float(np.mean(column_variance(X, missing))) * self.tol if self.tol > 0 else 0.0
 
         def initialize():
             if init_centers is not None:
                 centers = init_centers
             elif self.init == "k-means++":
-                centers, _ = kmeans_plusplus(X, k, sample_weight=sample_weight,
-                                             random_state=random_state)
+                centers, _ = _kmeans_plusplus(X, k, sample_weight, random_state,
+                                              2 + int(np.log(k)))
             else:
-                seeds = random_state.choice(X.shape[0], size=k, replace=False,
-                                            p=sample_weight / sample_weight.sum())
+                seeds = _weighted_sample(random_state, sample_weight, k,
+                                         row_blocks(X.shape[0]))
                 centers = X[seeds].astype(np.float64)
                 if missing:
                     centers = np.where(np.isnan(centers), fill, centers)
@@ -303,18 +424,18 @@ class KMeans(BaseEstimator):
             stats_hook=self._relocate_empty_clusters(X, sample_weight, fill),
             verbose=self.verbose,
         )
-        distinct = np.unique(run.labels).size
+        distinct = np.count_nonzero(np.bincount(run.labels, minlength=k))
         if distinct < k:
             warnings.warn(
                 f"Number of distinct clusters ({distinct}) found smaller than "
                 f"n_clusters ({k}). Possibly due to duplicate points in X.",
-                ConvergenceWarning, stacklevel=2)
+                ConvergenceWarning, stacklevel=3)
         if run.final_stats.nko is not None and np.any(run.final_stats.nko == 0):
             j, a = np.argwhere(run.final_stats.nko == 0)[0]
             warnings.warn(
                 f"feature {a} is missing in every point of cluster {j}; that centre "
                 "coordinate keeps its previous value (from the initialisation or an "
-                "earlier iteration)", UserWarning, stacklevel=2)
+                "earlier iteration)", UserWarning, stacklevel=3)
         self.cluster_centers_ = run.params.means
         self.labels_ = run.labels
         self.inertia_ = float(run.final_stats.maha)

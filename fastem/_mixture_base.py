@@ -25,10 +25,15 @@ FIXABLE = ("weights", "means", "covariances")
 
 
 def one_hot_chunks(labels, n_components):
+    """Responsibilities 1 for each row's label, 0 elsewhere, a block of rows at a time.
+
+    Blocks are boolean: multiplied by the float64 weights they give exactly
+    the float64 one-hot products, from an eighth of the memory.
+    """
     def chunk(start, stop):
         part = labels[start:stop]
-        resp = np.zeros((part.shape[0], n_components))
-        resp[np.arange(part.shape[0]), part] = 1.0
+        resp = np.zeros((part.shape[0], n_components), dtype=bool)
+        resp[np.arange(part.shape[0]), part] = True
         return resp
     return chunk
 
@@ -168,19 +173,20 @@ class BaseMixture(BaseEstimator):
             if self.init_params == "kmeans":
                 from ._kmeans import KMeans
 
-                labels = KMeans(n_clusters=k, n_init=1, random_state=random_state).fit(
-                    X, sample_weight=sample_weight).labels_
+                # X and sample_weight are validated: fit without copying them again
+                labels = KMeans(n_clusters=k, n_init=1, random_state=random_state)._fit(
+                    X, sample_weight, None, 1, random_state).labels_
+                # the smallest integer type while the responsibilities are read
+                labels = labels.astype(np.min_scalar_type(-k))
                 resp = one_hot_chunks(labels, k)
             elif self.init_params == "k-means++":
-                from ._kmeans import kmeans_plusplus
+                from ._kmeans import _kmeans_plusplus
 
-                _, indices = kmeans_plusplus(X, k, sample_weight=sample_weight,
-                                             random_state=random_state)
+                _, indices = _kmeans_plusplus(X, k, sample_weight, random_state,
+                                              2 + int(np.log(k)))
                 resp = _indices_chunks(indices, k)
             elif self.init_params == "random":
-                dense = random_state.uniform(size=(n_samples, k))
-                dense /= dense.sum(axis=1)[:, None]
-                resp = lambda start, stop: dense[start:stop]  # noqa: E731
+                resp = _uniform_chunks(random_state, n_samples, k)
             else:  # random_from_data
                 indices = random_state.choice(n_samples, size=k, replace=False)
                 resp = _indices_chunks(indices, k)
@@ -250,14 +256,49 @@ class BaseMixture(BaseEstimator):
 
 
 def _indices_chunks(indices, n_components):
-    """Responsibilities that put row indices[j] in component j, every other row nowhere."""
-    labels = np.full(np.max(indices) + 1, -1)
-    labels[indices] = np.arange(n_components)
+    """Responsibilities that put row indices[j] in component j, every other row nowhere.
+
+    A row listed twice goes to the last component that lists it.
+    """
+    order = np.argsort(indices, kind="stable")
+    rows = indices[order]
+    last = np.append(rows[1:] != rows[:-1], True)  # the last j of each row
+    order, rows = order[last], rows[last]
 
     def chunk(start, stop):
-        resp = np.zeros((stop - start, n_components))
-        part = labels[start:min(stop, labels.shape[0])]
-        rows = np.flatnonzero(part >= 0)
-        resp[rows, part[rows]] = 1.0
+        resp = np.zeros((stop - start, n_components), dtype=bool)  # as in one_hot_chunks
+        lo, hi = np.searchsorted(rows, [start, stop])
+        resp[rows[lo:hi] - start, order[lo:hi]] = True
         return resp
+    return chunk
+
+
+def _uniform_chunks(random_state, n_samples, n_components):
+    """Row-normalised uniform responsibilities, drawn a block of rows at a time.
+
+    The values are those of ``u = random_state.uniform(size=(n_samples, k));
+    u / u.sum(axis=1)[:, None]``, and ``random_state`` ends where that draw
+    leaves it, but no (n_samples, k) array is ever held: the rows are drawn
+    in order from a copy of the generator, and drawn again from the start if
+    asked for rows it has passed.
+    """
+    start_state = random_state.get_state()
+    source = np.random.RandomState(0)  # its state is set before the first draw
+    position = [n_samples]  # the next row ``source`` would draw: restart first
+
+    def chunk(start, stop):
+        if start != position[0]:
+            source.set_state(start_state)
+            position[0] = 0
+        if start > position[0]:  # skip rows, one block at a time
+            for skip in range(position[0], start, 8192):
+                source.uniform(size=(min(start, skip + 8192) - skip, n_components))
+        resp = source.uniform(size=(stop - start, n_components))
+        resp /= resp.sum(axis=1)[:, None]
+        position[0] = stop
+        return resp
+
+    # advance the caller's generator past the n_samples * k values, as one draw would
+    for start in range(0, n_samples, 8192):
+        random_state.uniform(size=(min(n_samples, start + 8192) - start, n_components))
     return chunk

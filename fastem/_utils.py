@@ -1,8 +1,27 @@
-"""Chunked helpers that never build an (n, d) temporary."""
+"""Chunked helpers that never build an (n, d) temporary.
+
+Each helper reads X a block of rows at a time and holds at most one float64
+block (plus a boolean mask) at once; float64 input is read in place, never
+copied.  ``column_mean`` keeps blocks of ``_ROWS`` rows, which fix the order of
+its sums; the other helpers take blocks of about 1/32 of the rows
+(:func:`row_blocks`), so that their temporaries stay small beside X.
+"""
 
 import numpy as np
 
 _ROWS = 65536
+
+
+def row_blocks(n_samples, parts=32, low=1024, high=65536):
+    """(start, stop) of consecutive row blocks: about ``n_samples / parts`` rows
+    each, but at least ``low`` (few calls on small data) and at most ``high``."""
+    rows = min(high, max(low, -(-n_samples // parts)))
+    return [(start, min(n_samples, start + rows)) for start in range(0, n_samples, rows)]
+
+
+def _as_float64(block):
+    """The block itself if it is float64, else a float64 copy (layout kept)."""
+    return block if block.dtype == np.float64 else block.astype(np.float64)
 
 
 def has_nan(X):
@@ -16,29 +35,36 @@ def column_mean(X, sample_weight=None, missing=False):
     total = np.zeros(X.shape[1])
     weight = np.zeros(X.shape[1]) if missing else 0.0
     for start in range(0, X.shape[0], _ROWS):
-        x = X[start:start + _ROWS].astype(np.float64)
+        x = _as_float64(X[start:start + _ROWS])
         w = np.ones(x.shape[0]) if sample_weight is None else sample_weight[start:start + _ROWS]
         if missing:
             observed = ~np.isnan(x)
             total += w @ np.where(observed, x, 0.0)
             weight += w @ observed
+            del observed
         else:
             total += w @ x
             weight += w.sum()
+        del x  # before the next block is made: one block alive at a time
     return total / weight
 
 
-def column_variance(X):
-    """Unweighted column variances (two passes, float64), over observed entries."""
-    mean = column_mean(X, missing=True)
+def column_variance(X, missing=True):
+    """Unweighted column variances (two passes, float64), over observed entries.
+
+    ``missing=False`` promises that X has no NaN (the result is the same, with
+    fewer temporaries).
+    """
+    mean = column_mean(X, missing=missing)
     total = np.zeros(X.shape[1])
     count = np.zeros(X.shape[1])
-    for start in range(0, X.shape[0], _ROWS):
-        diff = X[start:start + _ROWS].astype(np.float64) - mean
-        observed = ~np.isnan(diff)
-        diff = np.where(observed, diff, 0.0)
+    for start, stop in row_blocks(X.shape[0]):
+        diff = np.subtract(X[start:stop], mean, dtype=np.float64)
+        nan = np.isnan(diff)
+        diff[nan] = 0.0
         total += np.einsum("ij,ij->j", diff, diff)
-        count += observed.sum(axis=0)
+        count += diff.shape[0] - nan.sum(axis=0)
+        del diff, nan  # before the next block is made
     return total / count
 
 

@@ -11,6 +11,9 @@ import numpy as np
 
 from .exceptions import NotFittedError
 
+# rows per block when scanning X for NaN or infinity (masks of 128 KB for 16 features)
+_ROWS = 8192
+
 
 def check_array(X, name="X", *, allow_nan=False):
     """Return ``X`` as a 2-D float32 or float64 ndarray of finite values.
@@ -59,10 +62,17 @@ def _check_finite(arr, name, allow_nan=False):
         total = np.sum(arr, dtype=np.float64)
     if np.isfinite(total):
         return
-    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
-    if not bad.any():
+    # look for the first bad entry a block of rows at a time: a boolean mask
+    # of the whole array would take an eighth of the memory of float64 X
+    for start in range(0, arr.shape[0], _ROWS):
+        part = arr[start:start + _ROWS]
+        bad = np.isinf(part) if allow_nan else ~np.isfinite(part)
+        if bad.any():
+            break
+    else:
         return  # finite entries whose sum overflowed, or allowed NaN
     row, col = np.argwhere(bad)[0]
+    row += start
     value = arr[row, col]
     kind = "NaN" if np.isnan(value) else "infinity"
     allowed = "NaN marks a missing value; infinity is not allowed" if allow_nan \
@@ -75,9 +85,9 @@ def _check_finite(arr, name, allow_nan=False):
 def check_observed_columns(X, sample_weight):
     """A column with no observed (non-NaN, positive-weight) entry cannot be fitted."""
     observed = np.zeros(X.shape[1])
-    for start in range(0, X.shape[0], 65536):
-        part = ~np.isnan(X[start:start + 65536])
-        observed += sample_weight[start:start + 65536] @ part
+    for start in range(0, X.shape[0], _ROWS):
+        part = ~np.isnan(X[start:start + _ROWS])
+        observed += sample_weight[start:start + _ROWS] @ part
     empty = np.flatnonzero(observed == 0)
     if empty.size:
         raise ValueError(
