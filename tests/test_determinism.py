@@ -1,0 +1,149 @@
+"""One thread and many threads give the same bits, model by model.
+
+``test_kernels.py`` checks the kernels themselves (and one GaussianMixture fit)
+with 1 and 2 threads.  Here every model is fitted end to end, initialisation
+included (k-means++, random draws, the K-means run inside GaussianMixture's
+"kmeans" init, several ``n_init`` runs), once with one numba thread and once
+with all of them, and every fitted attribute and prediction must be equal with
+``np.array_equal``: float32 and float64, with and without NaN.
+
+The data have many more chunks than there are threads (see
+``fastem._config.chunk_layout``), so the threads really split the rows.
+"""
+
+import warnings
+
+import numba
+import numpy as np
+import pytest
+
+import fastem
+from fastem import _config
+
+MANY = numba.config.NUMBA_NUM_THREADS  # numba's pool: every core by default
+N, D, K = 6000, 5, 4
+COV_TYPES = ("full", "tied", "diag", "spherical")
+
+pytestmark = pytest.mark.skipif(
+    MANY < 2, reason="numba runs a single thread on this machine (NUMBA_NUM_THREADS=1)")
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Gaussian blobs and 0/1 data, complete and with 10 % NaN, in C order."""
+    rng = np.random.default_rng(2024)
+    centers = rng.normal(scale=3.0, size=(K, D))
+    X = centers[rng.integers(K, size=N)] + rng.normal(size=(N, D))
+    B = (rng.uniform(size=(N, 8)) < rng.uniform(0.1, 0.9, size=(K, 8))[
+        rng.integers(K, size=N)]).astype(np.float64)
+    out = {}
+    for name, values in (("gauss", X), ("binary", B)):
+        missing = values.copy()
+        missing[rng.uniform(size=values.shape) < 0.1] = np.nan
+        missing[17] = np.nan  # a row with nothing observed
+        out[name, False] = values
+        out[name, True] = missing
+    return out
+
+
+def _fitted(estimator):
+    return {name: value for name, value in vars(estimator).items()
+            if name.endswith("_") and not name.startswith("_")}
+
+
+def _outputs(estimator, X, sample_weight):
+    """Every fitted attribute and every prediction of a fresh fit of X."""
+    estimator.fit(X, sample_weight=sample_weight)
+    out = _fitted(estimator)
+    out["predict"] = estimator.predict(X)
+    if isinstance(estimator, fastem.KMeans):
+        out["transform"] = estimator.transform(X)
+        out["score"] = estimator.score(X)
+    else:
+        out["predict_proba"] = estimator.predict_proba(X)
+        out["score_samples"] = estimator.score_samples(X)
+        out["fit_predict"] = estimator.fit_predict(X, sample_weight=sample_weight)
+    if isinstance(estimator, fastem.GaussianMixture):
+        out["impute"] = estimator.impute(X)
+    return out
+
+
+def _assert_same_bits(one, many):
+    assert one.keys() == many.keys()
+    for name in one:
+        a, b = np.asarray(one[name]), np.asarray(many[name])
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), (
+            f"{name} differs between 1 and {MANY} threads")
+
+
+def _check(make, X, sample_weight=None):
+    assert _config.chunk_layout(X.shape[0])[1] >= 4 * MANY  # several chunks a thread
+    results = {}
+    with fastem.using_backend("numba"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastem.ConvergenceWarning)
+        for threads in (1, MANY):
+            fastem.set_num_threads(threads)
+            results[threads] = _outputs(make(), X, sample_weight)
+            assert numba.get_num_threads() == threads
+    _assert_same_bits(results[1], results[MANY])
+    return results[1]
+
+
+DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32])
+NAN = pytest.mark.parametrize("nan", [False, True], ids=["complete", "nan"])
+
+
+@DTYPES
+@NAN
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+def test_kmeans(restore_config, data, dtype, nan, init):
+    X = data["gauss", nan].astype(dtype)
+    out = _check(lambda: fastem.KMeans(K, init=init, n_init=3, random_state=0), X)
+    assert out["cluster_centers_"].dtype == np.float64
+
+
+@DTYPES
+@NAN
+@pytest.mark.parametrize("init", ["kmeans", "random"])
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_gaussian_mixture(restore_config, data, dtype, nan, init, cov_type):
+    X = data["gauss", nan].astype(dtype)
+    _check(lambda: fastem.GaussianMixture(K, covariance_type=cov_type, init_params=init,
+                                          n_init=2, max_iter=40, random_state=0), X)
+
+
+@DTYPES
+@NAN
+@pytest.mark.parametrize("init", ["kmeans", "random"])
+def test_bernoulli_mixture(restore_config, data, dtype, nan, init):
+    X = data["binary", nan].astype(dtype)
+    _check(lambda: fastem.BernoulliMixture(K, init_params=init, n_init=2, max_iter=40,
+                                           random_state=0), X)
+
+
+@pytest.mark.parametrize("model", ["kmeans", "full", "tied", "bernoulli"])
+def test_with_sample_weight_and_other_inits(restore_config, data, model):
+    """Weighted fits and the seed-row initialisations, float64 with NaN."""
+    w = np.random.default_rng(5).uniform(0.0, 3.0, size=N)
+    if model == "kmeans":
+        _check(lambda: fastem.KMeans(K, n_init=2, random_state=1), data["gauss", True], w)
+    elif model == "bernoulli":
+        _check(lambda: fastem.BernoulliMixture(K, init_params="k-means++", n_init=2,
+                                               random_state=1), data["binary", True], w)
+    else:
+        for init in ("k-means++", "random_from_data"):
+            _check(lambda: fastem.GaussianMixture(K, covariance_type=model, init_params=init,
+                                                  max_iter=40, random_state=1),
+                   data["gauss", True], w)
+
+
+def test_kmeans_plusplus(restore_config, data):
+    X = data["gauss", False]
+    seeds = {}
+    with fastem.using_backend("numba"):
+        for threads in (1, MANY):
+            fastem.set_num_threads(threads)
+            seeds[threads] = fastem.kmeans_plusplus(X, 8, random_state=3)
+    np.testing.assert_array_equal(seeds[1][0], seeds[MANY][0])
+    np.testing.assert_array_equal(seeds[1][1], seeds[MANY][1])
