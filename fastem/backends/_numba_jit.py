@@ -44,6 +44,22 @@ def serial(func):
     return _decorate(func)
 
 
+def ordered(func):
+    """Compile a helper with fast-math but without reassociation.
+
+    For long float64 reductions whose order must not depend on how LLVM
+    optimised the caller: with ``reassoc`` the missing-value kernel of the
+    full and tied models gave different last bits in the process that
+    compiled it and in processes that loaded it from the cache.
+    """
+    return _decorate(func, fastmath=set(FASTMATH) - {"reassoc"})
+
+
+def ordered_parallel(func):
+    """``parallel`` with the flags of ``ordered``."""
+    return _decorate(func, parallel=True, fastmath=set(FASTMATH) - {"reassoc"})
+
+
 def strict(func):
     """Compile a helper without fast-math: IEEE arithmetic in the written order.
 

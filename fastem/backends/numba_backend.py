@@ -19,7 +19,7 @@ to cancellation.
 import numpy as np
 from numba import prange
 
-from ._numba_jit import parallel, serial, strict
+from ._numba_jit import ordered, ordered_parallel, parallel, serial, strict
 from ._simd import (exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vexp_nonpositive, vfma,
                     vhmax, vhsum, vload, vmask_ge, vmax, vmul, vsplat, vstore, vsub)
 
@@ -1176,7 +1176,7 @@ def sqdist(X, centers, chunk_size, out):
 # Row by row: each row has its own set m of missing coordinates.  See the
 # numpy backend for the formulas (Schur complement of the precision).
 
-@serial
+@ordered
 def _cholesky_inplace(A, q):
     """Lower Cholesky factor of A[:q, :q], in place (A is positive definite)."""
     for j in range(q):
@@ -1191,7 +1191,7 @@ def _cholesky_inplace(A, q):
             A[i, j] = s / A[j, j]
 
 
-@serial
+@ordered
 def _cholesky_solve(L, q, g, z):
     """z = (L L^T)^-1 g for the leading q x q block of L."""
     for i in range(q):
@@ -1206,7 +1206,7 @@ def _cholesky_solve(L, q, g, z):
         z[i] = s / L[i, i]
 
 
-@serial
+@ordered
 def _cholesky_inverse(L, q, inv, col):
     """inv[:q, :q] = (L L^T)^-1, one column at a time."""
     for c in range(q):
@@ -1228,7 +1228,7 @@ def _missing_index(xi, miss_idx):
     return q
 
 
-@serial
+@ordered
 def _add_staged_moments(stage, stage_w, tied, sxx):
     """sxx_j += sum_r w_rj s_rj s_rj^T over four staged rows (into sxx_0 if tied)."""
     k, d = stage.shape[1], stage.shape[2]
@@ -1250,7 +1250,7 @@ def _add_staged_moments(stage, stage_w, tied, sxx):
                                       + u2 * stage[2, j, b] + u3 * stage[3, j, b])
 
 
-@serial
+@ordered
 def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, cw,
                                log_norm, center, tied, hard, start, stop, labels,
                                log_prob, imputed, nk, nko, sx, sxx, obj):
@@ -1416,7 +1416,7 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
             slot = 0
 
 
-@parallel
+@ordered_parallel
 def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tied,
                          hard, chunk_size, labels, log_prob, imputed, nk, nko, sx,
                          sxx, obj):
