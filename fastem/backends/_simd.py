@@ -227,34 +227,21 @@ def exp2_of_rounded(typingctx, t):
     return types.float64(t), codegen
 
 
-@intrinsic
-def vadd(typingctx, a, b):
-    if not (isinstance(a, Vec) and a == b):
-        raise TypeError(f"vadd: expected two Vec of one dtype, got {a}, {b}")
+def _lanewise(name, emit):
+    @intrinsic
+    def op(typingctx, a, b):
+        if not (isinstance(a, Vec) and a == b):
+            raise TypeError(f"{name}: expected two Vec of one dtype, got {a}, {b}")
 
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
-    return a(a, b), codegen
-
-
-@intrinsic
-def vsub(typingctx, a, b):
-    if not (isinstance(a, Vec) and a == b):
-        raise TypeError(f"vsub: expected two Vec of one dtype, got {a}, {b}")
-
-    def codegen(context, builder, sig, args):
-        return builder.fsub(args[0], args[1])
-    return a(a, b), codegen
+        def codegen(context, builder, sig, args):
+            return emit(builder, args[0], args[1])
+        return a(a, b), codegen
+    return op
 
 
-@intrinsic
-def vmul(typingctx, a, b):
-    if not (isinstance(a, Vec) and a == b):
-        raise TypeError(f"vmul: expected two Vec of one dtype, got {a}, {b}")
-
-    def codegen(context, builder, sig, args):
-        return builder.fmul(args[0], args[1])
-    return a(a, b), codegen
+vadd = _lanewise("vadd", lambda builder, a, b: builder.fadd(a, b))
+vsub = _lanewise("vsub", lambda builder, a, b: builder.fsub(a, b))
+vmul = _lanewise("vmul", lambda builder, a, b: builder.fmul(a, b))
 
 
 @intrinsic

@@ -674,6 +674,24 @@ def _count_at_least(scores, o, kp, cut):
 
 
 @serial
+def _add_hard_row(X, i, best, w, means, precision, log_norm, nk, sx, sxx):
+    """Add row i, weight w, wholly to component ``best``; the distance is formed
+    from differences.  Returns the row's (w * log-likelihood, w * p ||x - mu||^2)."""
+    if w == 0.0:
+        return 0.0, 0.0
+    d = means.shape[1]
+    ss = 0.0
+    nk[best] += w
+    for a in range(d):
+        t = X[i, a] - means[best, a]
+        ss += t * t
+        sx[best, a] += w * t
+        sxx[best, a] += w * t * t
+    maha = precision[best] * ss
+    return w * (log_norm[best] - 0.5 * maha), w * maha
+
+
+@serial
 def _exact_score(X, i, means, j, precision, log_norm):
     """log_norm_j - p_j / 2 * ||x_i - mu_j||^2 from differences."""
     d = means.shape[1]
@@ -736,19 +754,10 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, precision, log_norm, c,
             if labels[i] != best:
                 changed += 1
                 labels[i] = best
-            w = sample_weight[i]
-            if w == 0.0:
-                continue
-            ss = 0.0
-            nk[best] += w
-            for a in range(d):
-                t = X[i, a] - means[best, a]
-                ss += t * t
-                sx[best, a] += w * t
-                sxx[best, a] += w * t * t
-            maha = precision[best] * ss
-            ll += w * (log_norm[best] - 0.5 * maha)
-            dist += w * maha
+            v, m = _add_hard_row(X, i, best, sample_weight[i], means, precision, log_norm,
+                                 nk, sx, sxx)
+            ll += v
+            dist += m
     obj[0] = ll
     obj[1] = dist
     obj[2] = changed
@@ -790,19 +799,10 @@ def _estep_spherical_hard_small_chunk(X, sample_weight, means, precision, log_no
         if labels[i] != best:
             changed += 1
             labels[i] = best
-        w = sample_weight[i]
-        if w == 0.0:
-            continue
-        ss = 0.0
-        nk[best] += w
-        for a in range(d):
-            t = X[i, a] - means[best, a]
-            ss += t * t
-            sx[best, a] += w * t
-            sxx[best, a] += w * t * t
-        maha = precision[best] * ss
-        ll += w * (log_norm[best] - 0.5 * maha)
-        dist += w * maha
+        v, m = _add_hard_row(X, i, best, sample_weight[i], means, precision, log_norm,
+                             nk, sx, sxx)
+        ll += v
+        dist += m
     obj[0] = ll
     obj[1] = dist
     obj[2] = changed
