@@ -158,20 +158,6 @@ def vmax(typingctx, a, b):
 
 
 @intrinsic
-def vhmax(typingctx, v):
-    if not isinstance(v, Vec):
-        raise TypeError(f"vhmax: expected a Vec, got {v}")
-
-    def codegen(context, builder, sig, args):
-        top = builder.extract_element(args[0], ir.Constant(ir.IntType(32), 0))
-        for lane in range(1, v.lanes):
-            value = builder.extract_element(args[0], ir.Constant(ir.IntType(32), lane))
-            top = builder.select(builder.fcmp_ordered(">", value, top), value, top)
-        return top
-    return v.dtype(v), codegen
-
-
-@intrinsic
 def vmask_ge(typingctx, v, w):
     if not (isinstance(v, Vec) and v == w):
         raise TypeError(f"vmask_ge: expected two Vec of one dtype, got {v}, {w}")
@@ -244,18 +230,27 @@ vsub = _lanewise("vsub", lambda builder, a, b: builder.fsub(a, b))
 vmul = _lanewise("vmul", lambda builder, a, b: builder.fmul(a, b))
 
 
-@intrinsic
-def vhsum(typingctx, v):
-    if not isinstance(v, Vec):
-        raise TypeError(f"vhsum: expected a Vec, got {v}")
+def _horizontal(name, combine):
+    """An intrinsic folding the lanes of a vector, lane 0 first, into a scalar."""
+    @intrinsic
+    def op(typingctx, v):
+        if not isinstance(v, Vec):
+            raise TypeError(f"{name}: expected a Vec, got {v}")
 
-    def codegen(context, builder, sig, args):
-        total = builder.extract_element(args[0], ir.Constant(ir.IntType(32), 0))
-        for lane in range(1, v.lanes):
-            total = builder.fadd(total, builder.extract_element(
-                args[0], ir.Constant(ir.IntType(32), lane)))
-        return total
-    return v.dtype(v), codegen
+        def codegen(context, builder, sig, args):
+            result = builder.extract_element(args[0], ir.Constant(ir.IntType(32), 0))
+            for lane in range(1, v.lanes):
+                value = builder.extract_element(args[0], ir.Constant(ir.IntType(32), lane))
+                result = combine(builder, result, value)
+            return result
+        return v.dtype(v), codegen
+    return op
+
+
+vhmax = _horizontal(
+    "vhmax", lambda builder, top, value: builder.select(
+        builder.fcmp_ordered(">", value, top), value, top))
+vhsum = _horizontal("vhsum", lambda builder, total, value: builder.fadd(total, value))
 
 
 # exp(x) for x <= 0: the constants and steps of numba_backend._exp_nonpositive
