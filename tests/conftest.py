@@ -1,7 +1,33 @@
-"""Shared fixtures: the backend under test, small real data sets, tolerances."""
+"""Shared fixtures: the backend under test, small real data sets, tolerances.
 
-import numpy as np
-import pytest
+With ``FASTEM_TEST_BLOCK_NUMBA=1`` in the environment, ``import numba`` (and
+of any ``numba.*`` module) raises ImportError for the whole session, installed
+here before anything imports fastem: the suite then runs as it would on a
+machine where numba is missing or broken (the Cython and NumPy backends).
+"""
+
+import importlib.abc
+import os
+import sys
+
+
+class _BlockNumba(importlib.abc.MetaPathFinder):
+    """An import hook that makes numba unimportable."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "numba" or name.startswith("numba."):
+            raise ImportError(f"{name} is blocked (FASTEM_TEST_BLOCK_NUMBA=1)")
+        return None
+
+
+if os.environ.get("FASTEM_TEST_BLOCK_NUMBA", "").strip() == "1":
+    if "numba" in sys.modules:
+        raise RuntimeError("FASTEM_TEST_BLOCK_NUMBA=1 but numba was imported before "
+                           "tests/conftest.py could block it")
+    sys.meta_path.insert(0, _BlockNumba())
+
+import numpy as np  # noqa: E402 - after the numba block
+import pytest  # noqa: E402
 import scipy.linalg  # noqa: F401 - load scipy's BLAS before limiting it
 from sklearn.datasets import load_digits, load_iris, load_wine
 from threadpoolctl import threadpool_limits

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from testing_utils import requires_cython, requires_numba
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ["KMeans", "GaussianMixture[full]", "GaussianMixture[tied]", "GaussianMixture[diag]",
           "GaussianMixture[spherical]", "BernoulliMixture"]
@@ -21,7 +23,9 @@ def run_fastem(*args, **env):
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("backend_name", ["numba", "numpy"])
+@pytest.mark.parametrize("backend_name", [pytest.param("numba", marks=requires_numba),
+                                          pytest.param("cython", marks=requires_cython),
+                                          "numpy"])
 def test_demo_runs_every_model(backend_name):
     proc = run_fastem("demo", "--n-samples", "3000", FASTEM_BACKEND=backend_name)
     assert proc.returncode == 0, proc.stderr

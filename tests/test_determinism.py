@@ -3,9 +3,10 @@
 ``test_kernels.py`` checks the kernels themselves (and one GaussianMixture fit)
 with 1 and 2 threads.  Here every model is fitted end to end, initialisation
 included (k-means++, random draws, the K-means run inside GaussianMixture's
-"kmeans" init, several ``n_init`` runs), once with one numba thread and once
-with all of them, and every fitted attribute and prediction must be equal with
-``np.array_equal``: float32 and float64, with and without NaN.
+"kmeans" init, several ``n_init`` runs), on each compiled backend (numba and
+cython), once with one thread and once with all of them, and every fitted
+attribute and prediction must be equal with ``np.array_equal``: float32 and
+float64, with and without NaN.
 
 The data have many more chunks than there are threads (see
 ``fastem._config.chunk_layout``), so the threads really split the rows.
@@ -13,19 +14,25 @@ The data have many more chunks than there are threads (see
 
 import warnings
 
-import numba
 import numpy as np
 import pytest
 
 import fastem
 from fastem import _config
 
-MANY = numba.config.NUMBA_NUM_THREADS  # numba's pool: every core by default
+from testing_utils import COMPILED_BACKENDS, backend_threads
+
 N, D, K = 6000, 5, 4
 COV_TYPES = ("full", "tied", "diag", "spherical")
 
-pytestmark = pytest.mark.skipif(
-    MANY < 2, reason="numba runs a single thread on this machine (NUMBA_NUM_THREADS=1)")
+
+@pytest.fixture(params=COMPILED_BACKENDS)
+def compiled(request):
+    """(backend name, its thread count when fastem asks for every core)."""
+    many = backend_threads(request.param)
+    if many < 2:
+        pytest.skip(f"{request.param} runs a single thread on this machine")
+    return request.param, many
 
 
 @pytest.fixture(scope="module")
@@ -68,25 +75,29 @@ def _outputs(estimator, X, sample_weight):
     return out
 
 
-def _assert_same_bits(one, many):
+def _assert_same_bits(one, many, threads):
     assert one.keys() == many.keys()
     for name in one:
         a, b = np.asarray(one[name]), np.asarray(many[name])
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), (
-            f"{name} differs between 1 and {MANY} threads")
+            f"{name} differs between 1 and {threads} threads")
 
 
-def _check(make, X, sample_weight=None):
-    assert _config.chunk_layout(X.shape[0])[1] >= 4 * MANY  # several chunks a thread
+def _check(compiled, make, X, sample_weight=None):
+    name, many = compiled
+    assert _config.chunk_layout(X.shape[0])[1] >= 4 * many  # several chunks a thread
     results = {}
-    with fastem.using_backend("numba"), warnings.catch_warnings():
+    with fastem.using_backend(name), warnings.catch_warnings():
         warnings.simplefilter("ignore", fastem.ConvergenceWarning)
-        for threads in (1, MANY):
+        for threads in (1, many):
             fastem.set_num_threads(threads)
             results[threads] = _outputs(make(), X, sample_weight)
-            assert numba.get_num_threads() == threads
-    _assert_same_bits(results[1], results[MANY])
+            if name == "numba":
+                import numba
+
+                assert numba.get_num_threads() == threads
+    _assert_same_bits(results[1], results[many], many)
     return results[1]
 
 
@@ -97,9 +108,9 @@ NAN = pytest.mark.parametrize("nan", [False, True], ids=["complete", "nan"])
 @DTYPES
 @NAN
 @pytest.mark.parametrize("init", ["k-means++", "random"])
-def test_kmeans(restore_config, data, dtype, nan, init):
+def test_kmeans(restore_config, compiled, data, dtype, nan, init):
     X = data["gauss", nan].astype(dtype)
-    out = _check(lambda: fastem.KMeans(K, init=init, n_init=3, random_state=0), X)
+    out = _check(compiled, lambda: fastem.KMeans(K, init=init, n_init=3, random_state=0), X)
     assert out["cluster_centers_"].dtype == np.float64
 
 
@@ -107,43 +118,47 @@ def test_kmeans(restore_config, data, dtype, nan, init):
 @NAN
 @pytest.mark.parametrize("init", ["kmeans", "random"])
 @pytest.mark.parametrize("cov_type", COV_TYPES)
-def test_gaussian_mixture(restore_config, data, dtype, nan, init, cov_type):
+def test_gaussian_mixture(restore_config, compiled, data, dtype, nan, init, cov_type):
     X = data["gauss", nan].astype(dtype)
-    _check(lambda: fastem.GaussianMixture(K, covariance_type=cov_type, init_params=init,
-                                          n_init=2, max_iter=40, random_state=0), X)
+    _check(compiled, lambda: fastem.GaussianMixture(
+        K, covariance_type=cov_type, init_params=init, n_init=2, max_iter=40,
+        random_state=0), X)
 
 
 @DTYPES
 @NAN
 @pytest.mark.parametrize("init", ["kmeans", "random"])
-def test_bernoulli_mixture(restore_config, data, dtype, nan, init):
+def test_bernoulli_mixture(restore_config, compiled, data, dtype, nan, init):
     X = data["binary", nan].astype(dtype)
-    _check(lambda: fastem.BernoulliMixture(K, init_params=init, n_init=2, max_iter=40,
-                                           random_state=0), X)
+    _check(compiled, lambda: fastem.BernoulliMixture(
+        K, init_params=init, n_init=2, max_iter=40, random_state=0), X)
 
 
 @pytest.mark.parametrize("model", ["kmeans", "full", "tied", "bernoulli"])
-def test_with_sample_weight_and_other_inits(restore_config, data, model):
+def test_with_sample_weight_and_other_inits(restore_config, compiled, data, model):
     """Weighted fits and the seed-row initialisations, float64 with NaN."""
     w = np.random.default_rng(5).uniform(0.0, 3.0, size=N)
     if model == "kmeans":
-        _check(lambda: fastem.KMeans(K, n_init=2, random_state=1), data["gauss", True], w)
+        _check(compiled, lambda: fastem.KMeans(K, n_init=2, random_state=1),
+               data["gauss", True], w)
     elif model == "bernoulli":
-        _check(lambda: fastem.BernoulliMixture(K, init_params="k-means++", n_init=2,
-                                               random_state=1), data["binary", True], w)
+        _check(compiled, lambda: fastem.BernoulliMixture(K, init_params="k-means++", n_init=2,
+                                                         random_state=1),
+               data["binary", True], w)
     else:
         for init in ("k-means++", "random_from_data"):
-            _check(lambda: fastem.GaussianMixture(K, covariance_type=model, init_params=init,
-                                                  max_iter=40, random_state=1),
-                   data["gauss", True], w)
+            _check(compiled, lambda: fastem.GaussianMixture(
+                K, covariance_type=model, init_params=init, max_iter=40, random_state=1),
+                data["gauss", True], w)
 
 
-def test_kmeans_plusplus(restore_config, data):
+def test_kmeans_plusplus(restore_config, compiled, data):
+    name, many = compiled
     X = data["gauss", False]
     seeds = {}
-    with fastem.using_backend("numba"):
-        for threads in (1, MANY):
+    with fastem.using_backend(name):
+        for threads in (1, many):
             fastem.set_num_threads(threads)
             seeds[threads] = fastem.kmeans_plusplus(X, 8, random_state=3)
-    np.testing.assert_array_equal(seeds[1][0], seeds[MANY][0])
-    np.testing.assert_array_equal(seeds[1][1], seeds[MANY][1])
+    np.testing.assert_array_equal(seeds[1][0], seeds[many][0])
+    np.testing.assert_array_equal(seeds[1][1], seeds[many][1])

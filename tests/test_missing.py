@@ -19,11 +19,11 @@ from fastem import backends, kmeans_plusplus
 from fastem.backends import _table
 
 import naive_missing as naive
-from testing_utils import rel_err
+from testing_utils import COMPILED_BACKENDS, rel_err
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
 REF_TOL = 1e-8      # fastem vs the naive references (observed: ~1e-14)
-KERNEL_TOL = 1e-12  # numba vs numpy kernels: the same float64 sums in another order
+KERNEL_TOL = 1e-12  # compiled vs numpy kernels: the same float64 sums in another order
 N_ITER = 8          # EM iterations compared with the references
 REG_COVAR = 1e-4    # visible in the covariances (~0.1), so a misplaced one shows
 FITTED = ("weights_", "means_", "covariances_")
@@ -559,7 +559,7 @@ def test_bernoulli_feature_never_observed_in_a_component(backend):
     assert soft.means_[1, 3] == pytest.approx(0.5, abs=1e-6)
 
 
-# ---------------------------------------------------------------- 5. numba vs numpy kernels
+# ---------------------------------------------------------------- 5. compiled vs numpy kernels
 def missing_kernel_case(kind, dtype, rng, n=301, d=5, k=3):
     """Random inputs of a ``*_missing`` kernel: 25 % NaN, empty and one-value rows."""
     X = rng.standard_normal((n, d)) * 2.0 + 1.0
@@ -630,16 +630,17 @@ def run_missing_kernel(module, kind, case, hard, chunk_size, want_outputs):
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", COV_TYPES + ("bernoulli",))
-def test_numba_and_numpy_missing_kernels_agree(kind, dtype, hard, want_outputs):
+@pytest.mark.parametrize("compiled", COMPILED_BACKENDS)
+def test_compiled_and_numpy_missing_kernels_agree(compiled, kind, dtype, hard, want_outputs):
     rng = np.random.default_rng(20 + len(kind) + 2 * hard)
     case = missing_kernel_case(kind, dtype, rng)
     outs = {name: run_missing_kernel(backends._load(name), kind, case, hard, 64,
                                      want_outputs)
-            for name in ("numpy", "numba")}
-    numba_out, numpy_out = outs["numba"], outs["numpy"]
-    assert set(numba_out) == set(numpy_out)
+            for name in ("numpy", compiled)}
+    compiled_out, numpy_out = outs[compiled], outs["numpy"]
+    assert set(compiled_out) == set(numpy_out)
     for name, ref in numpy_out.items():
-        got = numba_out[name]
+        got = compiled_out[name]
         assert got.shape == ref.shape, name
         assert not np.isnan(got).any() and not np.isnan(ref).any(), f"{name} left unwritten"
         if name == "labels":
@@ -648,7 +649,7 @@ def test_numba_and_numpy_missing_kernels_agree(kind, dtype, hard, want_outputs):
             assert rel_err(got, ref) < KERNEL_TOL, name
     if want_outputs and kind != "bernoulli":
         observed = ~np.isnan(case["X"])
-        np.testing.assert_array_equal(numba_out["imputed"][observed],
+        np.testing.assert_array_equal(compiled_out["imputed"][observed],
                                       case["X"][observed].astype(np.float64))
 
 
@@ -687,15 +688,16 @@ def test_missing_kernels_without_nan_equal_the_complete_data_kernels(backend, ki
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_numba_and_numpy_sqdist_missing_agree(dtype):
+@pytest.mark.parametrize("compiled", COMPILED_BACKENDS)
+def test_compiled_and_numpy_sqdist_missing_agree(compiled, dtype):
     rng = np.random.default_rng(9)
     X = hide(rng.standard_normal((301, 6)) * 3, 0.25, rng).astype(dtype)
     X[::50] = np.nan
     centers = rng.standard_normal((4, 6)) * 3
     outs = {}
-    for name in ("numpy", "numba"):
+    for name in ("numpy", compiled):
         outs[name] = np.full((301, 4), np.nan)
         backends._load(name).sqdist_missing(X, centers, 64, outs[name])
-    assert rel_err(outs["numba"], outs["numpy"]) < KERNEL_TOL
+    assert rel_err(outs[compiled], outs["numpy"]) < KERNEL_TOL
     _, dist = naive.kmeans_assign(X.astype(np.float64), centers)
     assert rel_err(outs["numpy"], dist) < KERNEL_TOL

@@ -22,6 +22,10 @@ import textwrap
 
 import pytest
 
+from testing_utils import requires_numba
+
+pytestmark = requires_numba  # numba's cache and compile times
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("kmeans", "full", "tied", "diag", "spherical", "bernoulli")
 WARM_LIMIT = 3.0  # seconds for a first fit, kernels in the cache

@@ -1,6 +1,40 @@
 """Helpers shared by the test modules (imported, unlike conftest fixtures)."""
 
+import os
+
 import numpy as np
+import pytest
+
+import fastem
+
+# FASTEM_TEST_BLOCK_NUMBA=1: conftest.py made numba unimportable for the session.
+NUMBA_BLOCKED = os.environ.get("FASTEM_TEST_BLOCK_NUMBA", "").strip() == "1"
+requires_numba = pytest.mark.skipif(
+    NUMBA_BLOCKED, reason="numba is blocked in this run (FASTEM_TEST_BLOCK_NUMBA=1)")
+
+# The Cython extension is optional in a plain install (no C compiler, say);
+# CI builds with FASTEM_REQUIRE_CYTHON=1, and then it must be there.
+REQUIRE_CYTHON = os.environ.get("FASTEM_REQUIRE_CYTHON", "").strip() not in ("", "0")
+requires_cython = pytest.mark.skipif(
+    "cython" not in fastem.available_backends() and not REQUIRE_CYTHON,
+    reason="the Cython extension was not built (and FASTEM_REQUIRE_CYTHON is unset)")
+
+# The compiled backends importable here (numba, cython), fastest first.
+COMPILED_BACKENDS = [name for name in fastem.available_backends() if name != "numpy"]
+
+
+def backend_threads(name):
+    """Threads backend ``name`` runs with when fastem asks for all cores."""
+    cores = fastem._config._cpu_count()
+    if name == "numba":
+        import numba
+
+        return min(cores, numba.config.NUMBA_NUM_THREADS)
+    if name == "cython":
+        from fastem.backends import _cython_kernels
+
+        return _cython_kernels.openmp_threads(cores)
+    return 1
 
 
 def rel_err(actual, expected):

@@ -20,6 +20,7 @@ __all__ = ["available_backends", "get_backend", "set_backend", "using_backend",
 # name -> module path, fastest first; the automatic choice is the first that imports.
 _REGISTRY = {
     "numba": "fastem.backends.numba_backend",
+    "cython": "fastem.backends.cython_backend",
     "numpy": "fastem.backends.numpy_backend",
 }
 _modules = {}

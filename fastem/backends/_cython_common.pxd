@@ -1,0 +1,153 @@
+# cython: language_level=3
+"""Helpers shared by the Cython kernels: row blocks and the row-wise softmax.
+
+Every helper runs without the GIL on raw pointers into C-contiguous float64
+buffers, except ``X``, which is read through its element strides in its own
+dtype (float32 or float64) and converted to float64 on load.  Rows are taken
+``BLOCK`` at a time; a short last block is padded with zero rows.
+"""
+
+from libc.math cimport exp, log, INFINITY
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+ctypedef fused floating:
+    float
+    double
+
+cdef enum:
+    BLOCK = 4
+
+
+cdef inline void zero(double* a, Py_ssize_t size) noexcept nogil:
+    memset(a, 0, size * sizeof(double))
+
+
+cdef inline Py_ssize_t chunk_stop(Py_ssize_t c, Py_ssize_t chunk_size,
+                                  Py_ssize_t n) noexcept nogil:
+    """End of chunk c's rows: min(n, (c + 1) * chunk_size)."""
+    cdef Py_ssize_t stop = (c + 1) * chunk_size
+    return stop if stop < n else n
+
+
+cdef inline void load_block(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                            Py_ssize_t i0, Py_ssize_t n_rows, Py_ssize_t d,
+                            double* xb) noexcept nogil:
+    """xb[r, :] = X[i0 + r, :] as float64 for r < n_rows, zeros after."""
+    cdef Py_ssize_t r, a
+    cdef const floating* row
+    for r in range(BLOCK):
+        if r < n_rows:
+            row = X + (i0 + r) * s0
+            if s1 == 1:
+                for a in range(d):
+                    xb[r * d + a] = row[a]
+            else:
+                for a in range(d):
+                    xb[r * d + a] = row[a * s1]
+        else:
+            for a in range(d):
+                xb[r * d + a] = 0.0
+
+
+cdef inline void load_row(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                          Py_ssize_t i, Py_ssize_t d, double* xi) noexcept nogil:
+    cdef Py_ssize_t a
+    cdef const floating* row = X + i * s0
+    for a in range(d):
+        xi[a] = row[a * s1]
+
+
+cdef inline Py_ssize_t assign_row(double* lp, Py_ssize_t k, bint hard,
+                                  double* ll) noexcept nogil:
+    """Label of a row from its weighted log-probabilities ``lp`` (k,).
+
+    The label is the first index of the maximum.  ``ll`` receives the row's
+    log-likelihood: the maximum when ``hard``, else the log-sum-exp, and then
+    ``lp`` is overwritten with the responsibilities (all 0 for a row whose
+    entries are all -inf).
+    """
+    cdef Py_ssize_t j, best = 0
+    cdef double top = lp[0], total, inv
+    for j in range(1, k):
+        if lp[j] > top:
+            top = lp[j]
+            best = j
+    if hard:
+        ll[0] = top
+        return best
+    if top == -INFINITY:
+        for j in range(k):
+            lp[j] = 0.0
+        ll[0] = top
+        return best
+    total = 0.0
+    for j in range(k):
+        lp[j] = exp(lp[j] - top)
+        total += lp[j]
+    inv = 1.0 / total
+    for j in range(k):
+        lp[j] *= inv
+    ll[0] = top + log(total)
+    return best
+
+
+cdef inline double assign_one(Py_ssize_t i, double* lp, Py_ssize_t k, bint hard,
+                              const double* sample_weight, int64_t* labels,
+                              double* log_prob, Py_ssize_t* best,
+                              double* obj) noexcept nogil:
+    """Label row i from ``lp`` (see ``assign_row``); update ``obj``.
+
+    Copies ``lp`` to ``log_prob`` (unless NULL) first, counts a changed label
+    in obj[2], adds w_i ll_i to obj[0] when w_i != 0, and returns w_i.
+    """
+    cdef Py_ssize_t j
+    cdef double ll = 0.0, w
+    if log_prob != NULL:
+        for j in range(k):
+            log_prob[i * k + j] = lp[j]
+    best[0] = assign_row(lp, k, hard, &ll)
+    if labels[i] != best[0]:
+        obj[2] += 1.0
+    labels[i] = best[0]
+    w = sample_weight[i]
+    if w != 0.0:
+        obj[0] += w * ll
+    return w
+
+
+cdef inline void finish_block(Py_ssize_t i0, Py_ssize_t n_rows, Py_ssize_t k,
+                              double* lp, const double* maha, bint hard,
+                              const double* sample_weight, int64_t* labels,
+                              double* log_prob, double* wr, Py_ssize_t* best_of,
+                              double* obj) noexcept nogil:
+    """Labels, objective and responsibilities of a block from its ``lp`` (BLOCK, k).
+
+    ``best_of[r]`` is row r's label, or -1 when the row adds nothing (padding
+    or zero weight).  Soft: ``wr[r, j] = w_i r_ij`` (0 for rows that add
+    nothing).  Hard: ``wr`` is left alone and, unless ``maha`` is NULL,
+    w_i maha[r, label] is added to obj[1].
+    """
+    cdef Py_ssize_t r, j, best
+    cdef double w
+    for r in range(BLOCK):
+        best_of[r] = -1
+        if r >= n_rows:
+            if not hard:
+                for j in range(k):
+                    wr[r * k + j] = 0.0
+            continue
+        w = assign_one(i0 + r, lp + r * k, k, hard, sample_weight, labels, log_prob,
+                       &best, obj)
+        if w == 0.0:
+            if not hard:
+                for j in range(k):
+                    wr[r * k + j] = 0.0
+            continue
+        best_of[r] = best
+        if hard:
+            if maha != NULL:
+                obj[1] += w * maha[r * k + best]
+        else:
+            for j in range(k):
+                wr[r * k + j] = w * lp[r * k + j]

@@ -1,0 +1,611 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""Complete-data kernels of the table, compiled: Gaussian and Bernoulli E-steps, sqdist.
+
+Called through ``fastem.backends.cython_backend``, which prepares the small
+derived parameter arrays (transposes, whitening matrices) and hands every
+array but ``X`` over as a flat C-contiguous float64 buffer.  ``X`` is read
+in its own dtype through its element strides ``s0``, ``s1``, so any memory
+layout gives the same bits.
+
+Each kernel runs ``prange`` over the chunks of the table's layout; chunk c
+writes only slot c of the statistic buffers, so the result does not depend
+on the number of threads.  A chunk allocates its own scratch (``malloc`` in
+the chunk function) and returns -1 if that fails.  Rows are taken four at a
+time (``BLOCK``) so that each parameter loaded from memory feeds four
+multiply-adds in the inner loops, which the C compiler vectorizes; all
+arithmetic is in float64.  Distances are formed from differences (never
+from ``|x|^2 - 2 x.mu + |mu|^2``), so K-means labels are those of the exact
+distances.
+"""
+
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+from fastem.backends._cython_common cimport (
+    BLOCK, chunk_stop, finish_block, floating, load_block, zero)
+
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fastem_openmp_threads(int n) {
+        int used = 1;
+        #pragma omp parallel num_threads(n)
+        {
+            #pragma omp single
+            used = omp_get_num_threads();
+        }
+        return used;
+    }
+    #else
+    static int fastem_openmp_threads(int n) { (void) n; return 1; }
+    #endif
+    """
+    int fastem_openmp_threads(int n) nogil
+
+
+def openmp_threads(int num_threads):
+    """Threads a parallel region asking for ``num_threads`` gets (1 without OpenMP)."""
+    return fastem_openmp_threads(num_threads)
+
+
+def _check(int[::1] status):
+    """Raise MemoryError if a chunk could not allocate its scratch space."""
+    cdef Py_ssize_t c
+    for c in range(status.shape[0]):
+        if status[c] != 0:
+            raise MemoryError("fastem's Cython kernels could not allocate chunk scratch space")
+
+
+# ------------------------------------------------------------------ full
+cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                     const double* sample_weight, const double* means, const double* W,
+                     const double* cw, const double* log_norm, const double* center,
+                     bint hard, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t k,
+                     Py_ssize_t d, int64_t* labels, double* log_prob, double* nk,
+                     double* sx, double* sxx, double* obj) noexcept nogil:
+    """Full covariances.  ``W`` (d, k d) = [U_1 | ... | U_k], ``cw`` (k d,) the
+    rows (mu_j - center) U_j, so that (x - mu_j) U_j = (x - center) W_j - cw_j."""
+    cdef Py_ssize_t kd = k * d
+    cdef Py_ssize_t ib, i0, n_rows, r, a, b, e, j
+    cdef Py_ssize_t best_of[BLOCK]
+    cdef double x0, x1, x2, x3, u, u0, u1, u2, u3, r0, r1, r2, r3, w, m
+    cdef double* y0
+    cdef double* y1
+    cdef double* y2
+    cdef double* y3
+    cdef double* d0
+    cdef double* d1
+    cdef double* d2
+    cdef double* d3
+    cdef const double* Wa
+    cdef double* row
+    cdef double* buf = <double*> malloc(
+        (BLOCK * d + BLOCK * kd + BLOCK * d + 3 * BLOCK * k + 1) * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* xb = buf
+    cdef double* y = xb + BLOCK * d
+    cdef double* diff = y + BLOCK * kd
+    cdef double* lp = diff + BLOCK * d
+    cdef double* maha = lp + BLOCK * k
+    cdef double* wr = maha + BLOCK * k
+    y0 = y
+    y1 = y + kd
+    y2 = y + 2 * kd
+    y3 = y + 3 * kd
+    d0 = diff
+    d1 = diff + d
+    d2 = diff + 2 * d
+    d3 = diff + 3 * d
+    zero(nk, k)
+    zero(sx, kd)
+    zero(sxx, kd * d)
+    zero(obj, 3)
+    for ib in range((stop - start + BLOCK - 1) // BLOCK):
+        i0 = start + ib * BLOCK
+        n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
+        load_block(X, s0, s1, i0, n_rows, d, xb)
+        for e in range(kd):
+            y0[e] = -cw[e]
+            y1[e] = -cw[e]
+            y2[e] = -cw[e]
+            y3[e] = -cw[e]
+        for a in range(d):
+            x0 = xb[a] - center[a]
+            x1 = xb[d + a] - center[a]
+            x2 = xb[2 * d + a] - center[a]
+            x3 = xb[3 * d + a] - center[a]
+            Wa = W + a * kd
+            for e in range(kd):
+                u = Wa[e]
+                y0[e] += x0 * u
+                y1[e] += x1 * u
+                y2[e] += x2 * u
+                y3[e] += x3 * u
+        for r in range(BLOCK):
+            for j in range(k):
+                m = 0.0
+                for b in range(r * kd + j * d, r * kd + (j + 1) * d):
+                    m += y[b] * y[b]
+                maha[r * k + j] = m
+                lp[r * k + j] = log_norm[j] - 0.5 * m
+        finish_block(i0, n_rows, k, lp, maha, hard, sample_weight, labels, log_prob,
+                     wr, best_of, obj)
+        if hard:
+            for r in range(n_rows):
+                j = best_of[r]
+                if j < 0:
+                    continue
+                w = sample_weight[i0 + r]
+                nk[j] += w
+                for a in range(d):
+                    d0[a] = xb[r * d + a] - means[j * d + a]
+                    sx[j * d + a] += w * d0[a]
+                for a in range(d):
+                    u = w * d0[a]
+                    row = sxx + (j * d + a) * d
+                    for b in range(a + 1):
+                        row[b] += u * d0[b]
+            continue
+        for j in range(k):
+            r0 = wr[j]
+            r1 = wr[k + j]
+            r2 = wr[2 * k + j]
+            r3 = wr[3 * k + j]
+            if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
+                continue
+            nk[j] += r0 + r1 + r2 + r3
+            for a in range(d):
+                m = means[j * d + a]
+                d0[a] = xb[a] - m
+                d1[a] = xb[d + a] - m
+                d2[a] = xb[2 * d + a] - m
+                d3[a] = xb[3 * d + a] - m
+                sx[j * d + a] += r0 * d0[a] + r1 * d1[a] + r2 * d2[a] + r3 * d3[a]
+            # lower triangle of sum_r w_r r_rj diff_r diff_r^T
+            for a in range(d):
+                u0 = r0 * d0[a]
+                u1 = r1 * d1[a]
+                u2 = r2 * d2[a]
+                u3 = r3 * d3[a]
+                row = sxx + (j * d + a) * d
+                for b in range(a + 1):
+                    row[b] += u0 * d0[b] + u1 * d1[b] + u2 * d2[b] + u3 * d3[b]
+    free(buf)
+    return 0
+
+
+def estep_full(const floating[:, :] X, const double[::1] sample_weight,
+               const double[::1] means, const double[::1] W, const double[::1] cw,
+               const double[::1] log_norm, const double[::1] center, bint hard,
+               Py_ssize_t chunk_size, int64_t[::1] labels, double[::1] log_prob,
+               double[::1] nk, double[::1] sx, double[::1] sxx, double[::1] obj,
+               Py_ssize_t k, int num_threads):
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, c, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    with nogil:
+        for c in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = c * chunk_size
+            status[c] = _full_chunk(xp, s0, s1, &sample_weight[0], &means[0], &W[0],
+                                    &cw[0], &log_norm[0], &center[0], hard, start,
+                                    chunk_stop(c, chunk_size, n), k, d, &labels[0], lpp,
+                                    &nk[c * k], &sx[c * k * d], &sxx[c * k * d * d],
+                                    &obj[c * 3])
+    _check(status)
+
+
+# ------------------------------------------------------------------ tied
+cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                     const double* sample_weight, const double* means, const double* U,
+                     const double* cwT, const double* log_norm, const double* center,
+                     bint hard, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t k,
+                     Py_ssize_t d, int64_t* labels, double* log_prob, double* nk,
+                     double* sx, double* sxx, double* obj) noexcept nogil:
+    """Tied covariance.  ``U`` (d, d) upper factor, ``cwT`` (d, k) the columns
+    (mu_j - center) U; the scatter is taken about ``center``."""
+    cdef Py_ssize_t ib, i0, n_rows, r, a, b, j
+    cdef Py_ssize_t best_of[BLOCK]
+    cdef double x0, x1, x2, x3, u, u0, u1, u2, u3, r0, r1, r2, r3, w, m, t0, t1, t2, t3
+    cdef double yv0, yv1, yv2, yv3, cv
+    cdef const double* cb
+    cdef double* row
+    cdef double wrow[BLOCK]
+    cdef double* buf = <double*> malloc((3 * BLOCK * d + 3 * BLOCK * k + 1) * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* xb = buf
+    cdef double* xc = xb + BLOCK * d
+    cdef double* y = xc + BLOCK * d
+    cdef double* lp = y + BLOCK * d
+    cdef double* maha = lp + BLOCK * k
+    cdef double* wr = maha + BLOCK * k
+    cdef double* m0 = maha
+    cdef double* m1 = maha + k
+    cdef double* m2 = maha + 2 * k
+    cdef double* m3 = maha + 3 * k
+    cdef double* c0 = xc
+    cdef double* c1 = xc + d
+    cdef double* c2 = xc + 2 * d
+    cdef double* c3 = xc + 3 * d
+    zero(nk, k)
+    zero(sx, k * d)
+    zero(sxx, d * d)
+    zero(obj, 3)
+    for ib in range((stop - start + BLOCK - 1) // BLOCK):
+        i0 = start + ib * BLOCK
+        n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
+        load_block(X, s0, s1, i0, n_rows, d, xb)
+        for r in range(BLOCK):
+            for a in range(d):
+                xc[r * d + a] = xb[r * d + a] - center[a]
+                y[r * d + a] = 0.0
+        for a in range(d):
+            x0 = c0[a]
+            x1 = c1[a]
+            x2 = c2[a]
+            x3 = c3[a]
+            for b in range(a, d):
+                u = U[a * d + b]
+                y[b] += x0 * u
+                y[d + b] += x1 * u
+                y[2 * d + b] += x2 * u
+                y[3 * d + b] += x3 * u
+        # (x - mu_j) U = (x - center) U - (mu_j - center) U
+        zero(maha, BLOCK * k)
+        for b in range(d):
+            yv0 = y[b]
+            yv1 = y[d + b]
+            yv2 = y[2 * d + b]
+            yv3 = y[3 * d + b]
+            cb = cwT + b * k
+            for j in range(k):
+                cv = cb[j]
+                m0[j] += (yv0 - cv) * (yv0 - cv)
+                m1[j] += (yv1 - cv) * (yv1 - cv)
+                m2[j] += (yv2 - cv) * (yv2 - cv)
+                m3[j] += (yv3 - cv) * (yv3 - cv)
+        for r in range(BLOCK * k):
+            lp[r] = log_norm[r % k] - 0.5 * maha[r]
+        finish_block(i0, n_rows, k, lp, maha, hard, sample_weight, labels, log_prob,
+                     wr, best_of, obj)
+        for r in range(BLOCK):
+            wrow[r] = sample_weight[i0 + r] if r < n_rows else 0.0
+        if hard:
+            for r in range(n_rows):
+                j = best_of[r]
+                if j >= 0:
+                    nk[j] += wrow[r]
+                    for a in range(d):
+                        sx[j * d + a] += wrow[r] * (xb[r * d + a] - means[j * d + a])
+        else:
+            for j in range(k):
+                r0 = wr[j]
+                r1 = wr[k + j]
+                r2 = wr[2 * k + j]
+                r3 = wr[3 * k + j]
+                if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
+                    continue
+                nk[j] += r0 + r1 + r2 + r3
+                for a in range(d):
+                    m = means[j * d + a]
+                    t0 = xb[a] - m
+                    t1 = xb[d + a] - m
+                    t2 = xb[2 * d + a] - m
+                    t3 = xb[3 * d + a] - m
+                    sx[j * d + a] += r0 * t0 + r1 * t1 + r2 * t2 + r3 * t3
+        # the tied scatter about the fixed center needs no responsibilities
+        for a in range(d):
+            u0 = wrow[0] * c0[a]
+            u1 = wrow[1] * c1[a]
+            u2 = wrow[2] * c2[a]
+            u3 = wrow[3] * c3[a]
+            row = sxx + a * d
+            for b in range(a + 1):
+                row[b] += u0 * c0[b] + u1 * c1[b] + u2 * c2[b] + u3 * c3[b]
+    free(buf)
+    return 0
+
+
+def estep_tied(const floating[:, :] X, const double[::1] sample_weight,
+               const double[::1] means, const double[::1] U, const double[::1] cwT,
+               const double[::1] log_norm, const double[::1] center, bint hard,
+               Py_ssize_t chunk_size, int64_t[::1] labels, double[::1] log_prob,
+               double[::1] nk, double[::1] sx, double[::1] sxx, double[::1] obj,
+               Py_ssize_t k, int num_threads):
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, c, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    with nogil:
+        for c in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = c * chunk_size
+            status[c] = _tied_chunk(xp, s0, s1, &sample_weight[0], &means[0], &U[0],
+                                    &cwT[0], &log_norm[0], &center[0], hard, start,
+                                    chunk_stop(c, chunk_size, n), k, d, &labels[0], lpp,
+                                    &nk[c * k], &sx[c * k * d], &sxx[c * d * d],
+                                    &obj[c * 3])
+    _check(status)
+
+
+# ------------------------------------------------------------------ diag, spherical
+cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                           const double* sample_weight, const double* means,
+                           const double* meansT, const double* precT,
+                           const double* spherical, const double* log_norm, bint hard,
+                           Py_ssize_t start, Py_ssize_t stop, Py_ssize_t k, Py_ssize_t d,
+                           int64_t* labels, double* log_prob, double* nk, double* sx,
+                           double* sxx, double* obj) noexcept nogil:
+    """Diagonal covariances, ``precT`` (d, k) = 1 / variance transposed; or,
+    when ``spherical`` (k,) is not NULL, one precision per component and
+    maha_j = p_j ||x - mu_j||^2 (the K-means scores)."""
+    cdef Py_ssize_t ib, i0, n_rows, r, a, j
+    cdef Py_ssize_t best_of[BLOCK]
+    cdef double x0, x1, x2, x3, r0, r1, r2, r3, w, m, p, t, t0, t1, t2, t3
+    cdef const double* mT
+    cdef const double* pT
+    cdef double* buf = <double*> malloc((BLOCK * d + 3 * BLOCK * k + 1) * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* xb = buf
+    cdef double* lp = xb + BLOCK * d
+    cdef double* maha = lp + BLOCK * k
+    cdef double* wr = maha + BLOCK * k
+    cdef double* m0 = maha
+    cdef double* m1 = maha + k
+    cdef double* m2 = maha + 2 * k
+    cdef double* m3 = maha + 3 * k
+    zero(nk, k)
+    zero(sx, k * d)
+    zero(sxx, k * d)
+    zero(obj, 3)
+    for ib in range((stop - start + BLOCK - 1) // BLOCK):
+        i0 = start + ib * BLOCK
+        n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
+        load_block(X, s0, s1, i0, n_rows, d, xb)
+        zero(maha, BLOCK * k)
+        for a in range(d):
+            x0 = xb[a]
+            x1 = xb[d + a]
+            x2 = xb[2 * d + a]
+            x3 = xb[3 * d + a]
+            mT = meansT + a * k
+            if spherical != NULL:
+                for j in range(k):
+                    m = mT[j]
+                    m0[j] += (x0 - m) * (x0 - m)
+                    m1[j] += (x1 - m) * (x1 - m)
+                    m2[j] += (x2 - m) * (x2 - m)
+                    m3[j] += (x3 - m) * (x3 - m)
+            else:
+                pT = precT + a * k
+                for j in range(k):
+                    m = mT[j]
+                    p = pT[j]
+                    m0[j] += (x0 - m) * (x0 - m) * p
+                    m1[j] += (x1 - m) * (x1 - m) * p
+                    m2[j] += (x2 - m) * (x2 - m) * p
+                    m3[j] += (x3 - m) * (x3 - m) * p
+        if spherical != NULL:
+            for r in range(BLOCK * k):
+                maha[r] = spherical[r % k] * maha[r]
+        for r in range(BLOCK * k):
+            lp[r] = log_norm[r % k] - 0.5 * maha[r]
+        finish_block(i0, n_rows, k, lp, maha, hard, sample_weight, labels, log_prob,
+                     wr, best_of, obj)
+        if hard:
+            for r in range(n_rows):
+                j = best_of[r]
+                if j < 0:
+                    continue
+                w = sample_weight[i0 + r]
+                nk[j] += w
+                for a in range(d):
+                    t = xb[r * d + a] - means[j * d + a]
+                    sx[j * d + a] += w * t
+                    sxx[j * d + a] += w * t * t
+            continue
+        for j in range(k):
+            r0 = wr[j]
+            r1 = wr[k + j]
+            r2 = wr[2 * k + j]
+            r3 = wr[3 * k + j]
+            if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
+                continue
+            nk[j] += r0 + r1 + r2 + r3
+            for a in range(d):
+                m = means[j * d + a]
+                t0 = xb[a] - m
+                t1 = xb[d + a] - m
+                t2 = xb[2 * d + a] - m
+                t3 = xb[3 * d + a] - m
+                sx[j * d + a] += r0 * t0 + r1 * t1 + r2 * t2 + r3 * t3
+                sxx[j * d + a] += r0 * t0 * t0 + r1 * t1 * t1 + r2 * t2 * t2 + r3 * t3 * t3
+    free(buf)
+    return 0
+
+
+def estep_coordinate(const floating[:, :] X, const double[::1] sample_weight,
+                     const double[::1] means, const double[::1] meansT,
+                     const double[::1] precT, const double[::1] spherical,
+                     const double[::1] log_norm, bint hard, Py_ssize_t chunk_size,
+                     int64_t[::1] labels, double[::1] log_prob, double[::1] nk,
+                     double[::1] sx, double[::1] sxx, double[::1] obj, Py_ssize_t k,
+                     int num_threads):
+    """Diagonal (``spherical`` empty) or spherical (``spherical`` (k,)) E-step."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, c, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef const double* sph = &spherical[0] if spherical.shape[0] > 0 else NULL
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    with nogil:
+        for c in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = c * chunk_size
+            status[c] = _coordinate_chunk(xp, s0, s1, &sample_weight[0], &means[0],
+                                          &meansT[0], &precT[0], sph, &log_norm[0], hard,
+                                          start, chunk_stop(c, chunk_size, n), k, d,
+                                          &labels[0], lpp, &nk[c * k], &sx[c * k * d],
+                                          &sxx[c * k * d], &obj[c * 3])
+    _check(status)
+
+
+# ------------------------------------------------------------------ Bernoulli
+cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                          const double* sample_weight, const double* logitT,
+                          const double* log_norm, bint hard, Py_ssize_t start,
+                          Py_ssize_t stop, Py_ssize_t k, Py_ssize_t d, int64_t* labels,
+                          double* log_prob, double* nk, double* sx,
+                          double* obj) noexcept nogil:
+    """log(w_j p_j(x)) = log_norm_j + x . logit_j; ``logitT`` (d, k)."""
+    cdef Py_ssize_t ib, i0, n_rows, r, a, j
+    cdef Py_ssize_t best_of[BLOCK]
+    cdef double x0, x1, x2, x3, r0, r1, r2, r3, w, g
+    cdef const double* gT
+    cdef double* buf = <double*> malloc((BLOCK * d + 2 * BLOCK * k + 1) * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* xb = buf
+    cdef double* lp = xb + BLOCK * d
+    cdef double* wr = lp + BLOCK * k
+    cdef double* l0 = lp
+    cdef double* l1 = lp + k
+    cdef double* l2 = lp + 2 * k
+    cdef double* l3 = lp + 3 * k
+    zero(nk, k)
+    zero(sx, k * d)
+    zero(obj, 3)
+    for ib in range((stop - start + BLOCK - 1) // BLOCK):
+        i0 = start + ib * BLOCK
+        n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
+        load_block(X, s0, s1, i0, n_rows, d, xb)
+        for j in range(k):
+            l0[j] = log_norm[j]
+            l1[j] = log_norm[j]
+            l2[j] = log_norm[j]
+            l3[j] = log_norm[j]
+        for a in range(d):
+            x0 = xb[a]
+            x1 = xb[d + a]
+            x2 = xb[2 * d + a]
+            x3 = xb[3 * d + a]
+            gT = logitT + a * k
+            for j in range(k):
+                g = gT[j]
+                l0[j] += x0 * g
+                l1[j] += x1 * g
+                l2[j] += x2 * g
+                l3[j] += x3 * g
+        finish_block(i0, n_rows, k, lp, NULL, hard, sample_weight, labels, log_prob,
+                     wr, best_of, obj)
+        if hard:
+            for r in range(n_rows):
+                j = best_of[r]
+                if j >= 0:
+                    w = sample_weight[i0 + r]
+                    nk[j] += w
+                    for a in range(d):
+                        sx[j * d + a] += w * xb[r * d + a]
+            continue
+        for j in range(k):
+            r0 = wr[j]
+            r1 = wr[k + j]
+            r2 = wr[2 * k + j]
+            r3 = wr[3 * k + j]
+            if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
+                continue
+            nk[j] += r0 + r1 + r2 + r3
+            for a in range(d):
+                sx[j * d + a] += (r0 * xb[a] + r1 * xb[d + a] + r2 * xb[2 * d + a]
+                                  + r3 * xb[3 * d + a])
+    free(buf)
+    return 0
+
+
+def estep_bernoulli(const floating[:, :] X, const double[::1] sample_weight,
+                    const double[::1] logitT, const double[::1] log_norm, bint hard,
+                    Py_ssize_t chunk_size, int64_t[::1] labels, double[::1] log_prob,
+                    double[::1] nk, double[::1] sx, double[::1] obj, Py_ssize_t k,
+                    int num_threads):
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, c, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    with nogil:
+        for c in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = c * chunk_size
+            status[c] = _bernoulli_chunk(xp, s0, s1, &sample_weight[0], &logitT[0],
+                                         &log_norm[0], hard, start,
+                                         chunk_stop(c, chunk_size, n), k, d, &labels[0],
+                                         lpp, &nk[c * k], &sx[c * k * d], &obj[c * 3])
+    _check(status)
+
+
+# ------------------------------------------------------------------ distances
+cdef int _sqdist_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                       const double* centersT, Py_ssize_t start, Py_ssize_t stop,
+                       Py_ssize_t m, Py_ssize_t d, double* out) noexcept nogil:
+    """out[i, j] = ||x_i - c_j||^2; ``centersT`` (d, m)."""
+    cdef Py_ssize_t ib, i0, n_rows, r, a, j
+    cdef double x0, x1, x2, x3, cv
+    cdef const double* cT
+    cdef double* buf = <double*> malloc((BLOCK * d + BLOCK * m + 1) * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* xb = buf
+    cdef double* acc = xb + BLOCK * d
+    cdef double* a0 = acc
+    cdef double* a1 = acc + m
+    cdef double* a2 = acc + 2 * m
+    cdef double* a3 = acc + 3 * m
+    for ib in range((stop - start + BLOCK - 1) // BLOCK):
+        i0 = start + ib * BLOCK
+        n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
+        load_block(X, s0, s1, i0, n_rows, d, xb)
+        zero(acc, BLOCK * m)
+        for a in range(d):
+            x0 = xb[a]
+            x1 = xb[d + a]
+            x2 = xb[2 * d + a]
+            x3 = xb[3 * d + a]
+            cT = centersT + a * m
+            for j in range(m):
+                cv = cT[j]
+                a0[j] += (x0 - cv) * (x0 - cv)
+                a1[j] += (x1 - cv) * (x1 - cv)
+                a2[j] += (x2 - cv) * (x2 - cv)
+                a3[j] += (x3 - cv) * (x3 - cv)
+        for r in range(n_rows):
+            for j in range(m):
+                out[(i0 + r) * m + j] = acc[r * m + j]
+    free(buf)
+    return 0
+
+
+def sqdist(const floating[:, :] X, const double[::1] centersT, Py_ssize_t chunk_size,
+           double[::1] out, Py_ssize_t m, int num_threads):
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = (n + chunk_size - 1) // chunk_size, c, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    with nogil:
+        for c in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = c * chunk_size
+            status[c] = _sqdist_chunk(xp, s0, s1, &centersT[0], start,
+                                      chunk_stop(c, chunk_size, n), m, d, &out[0])
+    _check(status)

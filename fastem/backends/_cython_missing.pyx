@@ -1,0 +1,507 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""Missing-value kernels of the table, compiled (NaN entries of X).
+
+Row by row: each row has its own set m of missing coordinates.  With the
+precision Lambda_j of component j (see ``numpy_backend`` for the formulas),
+the marginal density of the observed coordinates o uses the Schur complement
+of Lambda_mm, the conditional mean E[x_m | x_o] = mu_m - Lambda_mm^-1
+Lambda_mo (x_o - mu_o) fills the missing coordinates of the moments, and the
+conditional covariance Lambda_mm^-1 is added to the second moment.  The
+layout, chunking and calling conventions are those of ``_cython_kernels``.
+"""
+
+from cython.parallel cimport prange
+from libc.math cimport isnan, log, sqrt
+from libc.stdlib cimport malloc, free
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+from fastem.backends._cython_common cimport (
+    assign_one, chunk_stop, floating, load_row, zero)
+from fastem.backends._cython_kernels import _check
+
+cdef double HALF_LOG_2PI = 0.5 * log(2.0 * 3.141592653589793)
+
+
+# ------------------------------------------------------------------ small linear algebra
+cdef void _cholesky_inplace(double* A, Py_ssize_t q, Py_ssize_t ld) noexcept nogil:
+    """Lower Cholesky factor of A[:q, :q] (leading dimension ld), in place."""
+    cdef Py_ssize_t i, j, t
+    cdef double s
+    for j in range(q):
+        s = A[j * ld + j]
+        for t in range(j):
+            s -= A[j * ld + t] * A[j * ld + t]
+        A[j * ld + j] = sqrt(s)
+        for i in range(j + 1, q):
+            s = A[i * ld + j]
+            for t in range(j):
+                s -= A[i * ld + t] * A[j * ld + t]
+            A[i * ld + j] = s / A[j * ld + j]
+
+
+cdef void _cholesky_solve(const double* L, Py_ssize_t q, Py_ssize_t ld, const double* g,
+                          double* z) noexcept nogil:
+    """z = (L L^T)^-1 g for the leading q x q block of L (z may be g)."""
+    cdef Py_ssize_t i, t
+    cdef double s
+    for i in range(q):
+        s = g[i]
+        for t in range(i):
+            s -= L[i * ld + t] * z[t]
+        z[i] = s / L[i * ld + i]
+    for i in range(q - 1, -1, -1):
+        s = z[i]
+        for t in range(i + 1, q):
+            s -= L[t * ld + i] * z[t]
+        z[i] = s / L[i * ld + i]
+
+
+cdef void _cholesky_inverse(const double* L, Py_ssize_t q, Py_ssize_t ld, double* inv,
+                            double* col) noexcept nogil:
+    """inv[:q, :q] = (L L^T)^-1 (leading dimension ld), one column at a time."""
+    cdef Py_ssize_t c, i
+    for c in range(q):
+        for i in range(q):
+            col[i] = 1.0 if i == c else 0.0
+        _cholesky_solve(L, q, ld, col, col)
+        for i in range(q):
+            inv[i * ld + c] = col[i]
+
+
+cdef inline Py_ssize_t _missing_index(const double* xi, Py_ssize_t d,
+                                      Py_ssize_t* miss_idx) noexcept nogil:
+    """Write the indices of NaN entries of xi into miss_idx; return their count."""
+    cdef Py_ssize_t a, q = 0
+    for a in range(d):
+        if isnan(xi[a]):
+            miss_idx[q] = a
+            q += 1
+    return q
+
+
+# ------------------------------------------------------------------ full, tied
+cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                      const double* sample_weight, const double* means,
+                      const double* factors, const double* precisions, const double* W,
+                      const double* cw, const double* log_norm, const double* center,
+                      bint tied, bint hard, Py_ssize_t start, Py_ssize_t stop,
+                      Py_ssize_t k, Py_ssize_t d, int64_t* labels, double* log_prob,
+                      double* imputed, double* nk, double* nko, double* sx, double* sxx,
+                      double* obj) noexcept nogil:
+    """Full (``tied`` false) or tied covariances with NaN entries.
+
+    ``factors`` (k, d, d) upper precision factors U_j (tied: k copies of U),
+    ``precisions`` (k, d, d) = U_j U_j^T, ``W``, ``cw`` as in ``estep_full``.
+    The whitened rows (x~ - mu_j) U_j of all components are one row-times-W
+    product with the missing coordinates set to ``center``, corrected by the
+    q rows of U_j that belong to the missing coordinates.  Tied: ``sxx`` is
+    one (d, d) scatter about ``center``.
+    """
+    cdef Py_ssize_t kd = k * d, dd = d * d
+    cdef Py_ssize_t i, a, b, e, j, s, t, q, ms, best, target
+    cdef double xa, v, quad, acc, lam, half_log_det_mm, prod, w, r, u
+    cdef const double* Wa
+    cdef const double* Uj
+    cdef const double* Pj
+    cdef double* row
+    cdef double* cj
+    cdef double* buf = <double*> malloc(
+        (7 * d + kd + kd + dd + k * dd + 2 * k + 1) * sizeof(double))
+    cdef Py_ssize_t* miss_idx = <Py_ssize_t*> malloc((d + 1) * sizeof(Py_ssize_t))
+    if buf == NULL or miss_idx == NULL:
+        free(buf)
+        free(miss_idx)
+        return -1
+    cdef double* xi = buf
+    cdef double* delta = xi + d
+    cdef double* ybase = delta + d
+    cdef double* g = ybase + d
+    cdef double* z = g + d
+    cdef double* col = z + d
+    cdef double* stat = col + d
+    cdef double* yall = stat + d
+    cdef double* dhat = yall + kd
+    cdef double* chol = dhat + kd
+    cdef double* cond = chol + dd
+    cdef double* lp = cond + k * dd
+    cdef double* maha = lp + k
+    zero(nk, k)
+    zero(nko, kd)
+    zero(sx, kd)
+    zero(sxx, dd if tied else k * dd)
+    zero(obj, 3)
+    for i in range(start, stop):
+        load_row(X, s0, s1, i, d, xi)
+        q = _missing_index(xi, d, miss_idx)
+        # (x~ - mu_j) U_j for all j, with x~ = x and x~_m = center_m
+        if tied:
+            for b in range(d):
+                ybase[b] = 0.0
+            for a in range(d):
+                if not isnan(xi[a]):
+                    xa = xi[a] - center[a]
+                    for b in range(a, d):
+                        ybase[b] += xa * factors[a * d + b]
+            for j in range(k):
+                for b in range(d):
+                    yall[j * d + b] = ybase[b] - cw[j * d + b]
+        else:
+            for e in range(kd):
+                yall[e] = -cw[e]
+            for a in range(d):
+                if not isnan(xi[a]):
+                    xa = xi[a] - center[a]
+                    Wa = W + a * kd
+                    for e in range(kd):
+                        yall[e] += xa * Wa[e]
+        for j in range(k):
+            Uj = factors + j * dd
+            Pj = precisions + j * dd
+            cj = cond + j * dd
+            for a in range(d):
+                delta[a] = 0.0 if isnan(xi[a]) else xi[a] - means[j * d + a]
+            # delta_o^T Lambda_oo delta_o = |delta U_j|^2 with delta_m = 0:
+            # add (mu_jm - c_m) U_j[m, :] for each missing m
+            for s in range(q):
+                a = miss_idx[s]
+                v = means[j * d + a] - center[a]
+                for b in range(a, d):
+                    yall[j * d + b] += v * Uj[a * d + b]
+            quad = 0.0
+            for b in range(j * d, (j + 1) * d):
+                quad += yall[b] * yall[b]
+            half_log_det_mm = 0.0
+            if q == 1:
+                # one missing coordinate: Lambda_mm is a number
+                ms = miss_idx[0]
+                acc = 0.0
+                for a in range(d):
+                    acc += Pj[ms * d + a] * delta[a]
+                lam = Pj[ms * d + ms]
+                quad -= acc * acc / lam
+                half_log_det_mm = 0.5 * log(lam)
+                delta[ms] = -acc / lam
+                cj[0] = 1.0 / lam
+            elif q > 1:
+                for s in range(q):
+                    ms = miss_idx[s]
+                    acc = 0.0
+                    for a in range(d):
+                        acc += Pj[ms * d + a] * delta[a]
+                    g[s] = acc
+                # tied: Lambda_mm, its factor and inverse are those of component 0
+                if not tied or j == 0:
+                    for s in range(q):
+                        for t in range(q):
+                            chol[s * d + t] = Pj[miss_idx[s] * d + miss_idx[t]]
+                    _cholesky_inplace(chol, q, d)
+                    _cholesky_inverse(chol, q, d, cj, col)
+                _cholesky_solve(chol, q, d, g, z)
+                # log det of the factor from one product (rescaled against over/underflow)
+                prod = 1.0
+                for s in range(q):
+                    quad -= g[s] * z[s]
+                    delta[miss_idx[s]] = -z[s]
+                    prod *= chol[s * d + s]
+                    if prod > 1e150 or prod < 1e-150:
+                        half_log_det_mm += log(prod)
+                        prod = 1.0
+                half_log_det_mm += log(prod)
+            for a in range(d):
+                dhat[j * d + a] = delta[a]
+            maha[j] = quad
+            lp[j] = log_norm[j] + q * HALF_LOG_2PI - half_log_det_mm - 0.5 * quad
+        w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, obj)
+        if imputed != NULL:
+            for a in range(d):
+                imputed[i * d + a] = xi[a]
+            for s in range(q):
+                ms = miss_idx[s]
+                if hard:
+                    imputed[i * d + ms] = means[best * d + ms] + dhat[best * d + ms]
+                else:
+                    acc = 0.0
+                    for j in range(k):
+                        acc += lp[j] * (means[j * d + ms] + dhat[j * d + ms])
+                    imputed[i * d + ms] = acc
+        if w == 0.0:
+            continue
+        if hard:
+            obj[1] += w * maha[best]
+        for j in range(k):
+            if hard:
+                r = w if j == best else 0.0
+            else:
+                r = w * lp[j]
+            if r == 0.0:
+                continue
+            nk[j] += r
+            for a in range(d):
+                if not isnan(xi[a]):
+                    nko[j * d + a] += r
+                sx[j * d + a] += r * dhat[j * d + a]
+                # tied: the scatter is taken about the common center
+                stat[a] = dhat[j * d + a] + (means[j * d + a] - center[a] if tied else 0.0)
+            target = 0 if tied else j
+            for a in range(d):
+                u = r * stat[a]
+                row = sxx + target * dd + a * d
+                for b in range(a + 1):
+                    row[b] += u * stat[b]
+            if not tied:
+                cj = cond + j * dd
+                for s in range(q):
+                    row = sxx + j * dd + miss_idx[s] * d
+                    for t in range(s + 1):
+                        row[miss_idx[t]] += r * cj[s * d + t]
+        if tied:
+            # the conditional covariance is shared by the components
+            for s in range(q):
+                row = sxx + miss_idx[s] * d
+                for t in range(s + 1):
+                    row[miss_idx[t]] += w * cond[s * d + t]
+    free(buf)
+    free(miss_idx)
+    return 0
+
+
+def estep_dense_missing(const floating[:, :] X, const double[::1] sample_weight,
+                        const double[::1] means, const double[::1] factors,
+                        const double[::1] precisions, const double[::1] W,
+                        const double[::1] cw, const double[::1] log_norm,
+                        const double[::1] center, bint tied, bint hard,
+                        Py_ssize_t chunk_size, int64_t[::1] labels, double[::1] log_prob,
+                        double[::1] imputed, double[::1] nk, double[::1] nko,
+                        double[::1] sx, double[::1] sxx, double[::1] obj, Py_ssize_t k,
+                        int num_threads):
+    """Full or tied E-step with NaN; ``sxx`` is (C, k, d, d) or, tied, (C, d, d)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, c, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef Py_ssize_t sxx_slot = d * d if tied else k * d * d
+    cdef const floating* xp = &X[0, 0]
+    cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef double* imp = &imputed[0] if imputed.shape[0] == n * d and n > 0 else NULL
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    with nogil:
+        for c in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = c * chunk_size
+            status[c] = _dense_chunk(xp, s0, s1, &sample_weight[0], &means[0],
+                                     &factors[0], &precisions[0], &W[0], &cw[0],
+                                     &log_norm[0], &center[0], tied, hard, start,
+                                     chunk_stop(c, chunk_size, n), k, d, &labels[0], lpp,
+                                     imp, &nk[c * k], &nko[c * k * d], &sx[c * k * d],
+                                     &sxx[c * sxx_slot], &obj[c * 3])
+    _check(status)
+
+
+# ------------------------------------------------------------------ diag, spherical
+cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                           const double* sample_weight, const double* means,
+                           const double* precision, const double* log_norm, bint hard,
+                           Py_ssize_t start, Py_ssize_t stop, Py_ssize_t k, Py_ssize_t d,
+                           int64_t* labels, double* log_prob, double* imputed,
+                           double* nk, double* nko, double* sx, double* sxx,
+                           double* obj) noexcept nogil:
+    """Per-coordinate precisions ``precision`` (k, d) = 1 / variance, with NaN."""
+    cdef Py_ssize_t i, a, j, q, best
+    cdef double m, corr, t, w, r, acc
+    cdef double* buf = <double*> malloc((d + 2 * k + 1) * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* xi = buf
+    cdef double* lp = xi + d
+    cdef double* maha = lp + k
+    zero(nk, k)
+    zero(nko, k * d)
+    zero(sx, k * d)
+    zero(sxx, k * d)
+    zero(obj, 3)
+    for i in range(start, stop):
+        load_row(X, s0, s1, i, d, xi)
+        for j in range(k):
+            m = 0.0
+            corr = 0.0
+            q = 0
+            for a in range(d):
+                if isnan(xi[a]):
+                    corr += log(precision[j * d + a])
+                    q += 1
+                else:
+                    t = xi[a] - means[j * d + a]
+                    m += t * t * precision[j * d + a]
+            maha[j] = m
+            lp[j] = log_norm[j] + q * HALF_LOG_2PI - 0.5 * corr - 0.5 * m
+        w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, obj)
+        if imputed != NULL:
+            # the conditional mean of a missing coordinate is the component mean
+            for a in range(d):
+                if not isnan(xi[a]):
+                    imputed[i * d + a] = xi[a]
+                elif hard:
+                    imputed[i * d + a] = means[best * d + a]
+                else:
+                    acc = 0.0
+                    for j in range(k):
+                        acc += lp[j] * means[j * d + a]
+                    imputed[i * d + a] = acc
+        if w == 0.0:
+            continue
+        if hard:
+            obj[1] += w * maha[best]
+        for j in range(k):
+            if hard:
+                r = w if j == best else 0.0
+            else:
+                r = w * lp[j]
+            if r == 0.0:
+                continue
+            nk[j] += r
+            for a in range(d):
+                if isnan(xi[a]):
+                    sxx[j * d + a] += r / precision[j * d + a]
+                else:
+                    t = xi[a] - means[j * d + a]
+                    nko[j * d + a] += r
+                    sx[j * d + a] += r * t
+                    sxx[j * d + a] += r * t * t
+    free(buf)
+    return 0
+
+
+def estep_coordinate_missing(const floating[:, :] X, const double[::1] sample_weight,
+                             const double[::1] means, const double[::1] precision,
+                             const double[::1] log_norm, bint hard, Py_ssize_t chunk_size,
+                             int64_t[::1] labels, double[::1] log_prob,
+                             double[::1] imputed, double[::1] nk, double[::1] nko,
+                             double[::1] sx, double[::1] sxx, double[::1] obj,
+                             Py_ssize_t k, int num_threads):
+    """Diagonal or spherical E-step with NaN; ``precision`` (k, d)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, c, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef double* imp = &imputed[0] if imputed.shape[0] == n * d and n > 0 else NULL
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    with nogil:
+        for c in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = c * chunk_size
+            status[c] = _coordinate_chunk(xp, s0, s1, &sample_weight[0], &means[0],
+                                          &precision[0], &log_norm[0], hard, start,
+                                          chunk_stop(c, chunk_size, n), k, d, &labels[0],
+                                          lpp, imp, &nk[c * k], &nko[c * k * d],
+                                          &sx[c * k * d], &sxx[c * k * d], &obj[c * 3])
+    _check(status)
+
+
+# ------------------------------------------------------------------ Bernoulli
+cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                          const double* sample_weight, const double* logit,
+                          const double* log_norm, const double* log_q, bint hard,
+                          Py_ssize_t start, Py_ssize_t stop, Py_ssize_t k, Py_ssize_t d,
+                          int64_t* labels, double* log_prob, double* nk, double* nko,
+                          double* sx, double* obj) noexcept nogil:
+    """Bernoulli with NaN: a missing coordinate's log(1 - p) term is removed."""
+    cdef Py_ssize_t i, a, j, best
+    cdef double s, w, r
+    cdef double* buf = <double*> malloc((d + k + 1) * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* xi = buf
+    cdef double* lp = xi + d
+    zero(nk, k)
+    zero(nko, k * d)
+    zero(sx, k * d)
+    zero(obj, 3)
+    for i in range(start, stop):
+        load_row(X, s0, s1, i, d, xi)
+        for j in range(k):
+            s = log_norm[j]
+            for a in range(d):
+                if isnan(xi[a]):
+                    s -= log_q[j * d + a]
+                else:
+                    s += xi[a] * logit[j * d + a]
+            lp[j] = s
+        w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, obj)
+        if w == 0.0:
+            continue
+        for j in range(k):
+            if hard:
+                r = w if j == best else 0.0
+            else:
+                r = w * lp[j]
+            if r == 0.0:
+                continue
+            nk[j] += r
+            for a in range(d):
+                if not isnan(xi[a]):
+                    nko[j * d + a] += r
+                    sx[j * d + a] += r * xi[a]
+    free(buf)
+    return 0
+
+
+def estep_bernoulli_missing(const floating[:, :] X, const double[::1] sample_weight,
+                            const double[::1] logit, const double[::1] log_norm,
+                            const double[::1] log_q, bint hard, Py_ssize_t chunk_size,
+                            int64_t[::1] labels, double[::1] log_prob, double[::1] nk,
+                            double[::1] nko, double[::1] sx, double[::1] obj,
+                            Py_ssize_t k, int num_threads):
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, c, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    with nogil:
+        for c in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = c * chunk_size
+            status[c] = _bernoulli_chunk(xp, s0, s1, &sample_weight[0], &logit[0],
+                                         &log_norm[0], &log_q[0], hard, start,
+                                         chunk_stop(c, chunk_size, n), k, d, &labels[0],
+                                         lpp, &nk[c * k], &nko[c * k * d], &sx[c * k * d],
+                                         &obj[c * 3])
+    _check(status)
+
+
+# ------------------------------------------------------------------ distances
+cdef int _sqdist_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                       const double* centers, Py_ssize_t start, Py_ssize_t stop,
+                       Py_ssize_t m, Py_ssize_t d, double* out) noexcept nogil:
+    """out[i, j] = sum over the observed a of (x_ia - c_ja)^2."""
+    cdef Py_ssize_t i, j, a
+    cdef double s, t
+    cdef double* xi = <double*> malloc((d + 1) * sizeof(double))
+    if xi == NULL:
+        return -1
+    for i in range(start, stop):
+        load_row(X, s0, s1, i, d, xi)
+        for j in range(m):
+            s = 0.0
+            for a in range(d):
+                if not isnan(xi[a]):
+                    t = xi[a] - centers[j * d + a]
+                    s += t * t
+            out[i * m + j] = s
+    free(xi)
+    return 0
+
+
+def sqdist_missing(const floating[:, :] X, const double[::1] centers, Py_ssize_t chunk_size,
+                   double[::1] out, Py_ssize_t m, int num_threads):
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = (n + chunk_size - 1) // chunk_size, c, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    with nogil:
+        for c in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = c * chunk_size
+            status[c] = _sqdist_chunk(xp, s0, s1, &centers[0], start,
+                                      chunk_stop(c, chunk_size, n), m, d, &out[0])
+    _check(status)

@@ -1,0 +1,230 @@
+"""The Cython backend: the kernel table compiled ahead of time, with OpenMP.
+
+The kernels live in the extension modules ``_cython_kernels`` (complete
+data) and ``_cython_missing`` (NaN entries), built by ``setup.py`` during
+``pip install``; importing this module fails when they were not built, and
+the dispatcher then falls back to the other backends.
+
+The functions here are thin: they choose the float32 or float64 kernel from
+``X``'s dtype, derive the small parameter arrays the compiled loops read
+(transposed means, whitening matrices), hand every array but ``X`` over as
+a flat C-contiguous float64 buffer, and pass fastem's thread count
+(``fastem.get_num_threads()``) to OpenMP.  ``X`` is read in place through
+its strides, in any memory layout, and never copied or modified.  OUT arrays
+that are not C-contiguous are filled through a contiguous copy.
+"""
+
+import numpy as np
+
+from .. import _config
+from . import _cython_kernels as _ck
+from . import _cython_missing as _cm
+
+__all__ = [
+    "estep_full", "estep_tied", "estep_diag", "estep_spherical",
+    "estep_bernoulli", "sqdist",
+    "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
+    "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
+]
+
+
+# ---------------------------------------------------------------- argument helpers
+def _data(X):
+    """X as float32 or float64 whose strides are whole elements (no copy if so)."""
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    if any(s % X.itemsize for s in X.strides) or not X.dtype.isnative:
+        X = np.ascontiguousarray(X)
+    return X
+
+
+def _flat(a):
+    """A small IN array as a flat C-contiguous float64 buffer."""
+    return np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+
+
+class _Outputs:
+    """Flat C-contiguous views of OUT arrays, copied back on exit if needed."""
+
+    def __init__(self, *arrays):
+        self._pending = []
+        self.flat = []
+        for a in arrays:
+            if a.flags.c_contiguous and a.flags.writeable:
+                self.flat.append(a.reshape(-1))
+            else:
+                tmp = np.ascontiguousarray(a)
+                if tmp is a:
+                    tmp = a.copy()
+                self._pending.append((a, tmp))
+                self.flat.append(tmp.reshape(-1))
+
+    def __enter__(self):
+        return self.flat
+
+    def __exit__(self, *exc):
+        for a, tmp in self._pending:
+            a[...] = tmp
+        return False
+
+
+def _labels(labels):
+    if labels.dtype != np.int64:
+        raise TypeError(f"labels must be int64, got {labels.dtype}")
+    return labels
+
+
+def _threads():
+    return int(_config.get_num_threads())
+
+
+def _upper(prec_chol):
+    """Upper-triangular factors with their (unspecified) lower parts zeroed."""
+    return np.triu(np.asarray(prec_chol, dtype=np.float64))
+
+
+def _whitening(means, factors, center):
+    """W (d, k d) = [U_1 | ... | U_k] and cw (k d,) = rows (mu_j - center) U_j."""
+    k, d = means.shape
+    W = np.ascontiguousarray(np.transpose(factors, (1, 0, 2)).reshape(d, k * d))
+    cw = np.einsum("ja,jab->jb", means - center, factors).reshape(-1)
+    return W.reshape(-1), np.ascontiguousarray(cw)
+
+
+# ---------------------------------------------------------------- complete data
+def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
+               chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    means = np.ascontiguousarray(means, dtype=np.float64)
+    center = _flat(center)
+    W, cw = _whitening(means, _upper(prec_chol), center)
+    with _Outputs(_labels(labels), log_prob, nk, sx, sxx, obj) as out:
+        _ck.estep_full(_data(X), _flat(sample_weight), means.reshape(-1), W, cw,
+                       _flat(log_norm), center, bool(hard), int(chunk_size), *out,
+                       means.shape[0], _threads())
+
+
+def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
+               chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    means = np.ascontiguousarray(means, dtype=np.float64)
+    center = _flat(center)
+    U = _upper(prec_chol)
+    cwT = np.ascontiguousarray(((means - center) @ U).T)
+    with _Outputs(_labels(labels), log_prob, nk, sx, sxx, obj) as out:
+        _ck.estep_tied(_data(X), _flat(sample_weight), means.reshape(-1), _flat(U),
+                       cwT.reshape(-1), _flat(log_norm), center, bool(hard),
+                       int(chunk_size), *out, means.shape[0], _threads())
+
+
+def _coordinate(X, sample_weight, means, precision, spherical, log_norm, hard,
+                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    means = np.ascontiguousarray(means, dtype=np.float64)
+    with _Outputs(_labels(labels), log_prob, nk, sx, sxx, obj) as out:
+        _ck.estep_coordinate(_data(X), _flat(sample_weight), means.reshape(-1),
+                             _flat(means.T), _flat(precision.T), spherical,
+                             _flat(log_norm), bool(hard), int(chunk_size), *out,
+                             means.shape[0], _threads())
+
+
+def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
+               chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    precision = np.asarray(prec_chol, dtype=np.float64) ** 2
+    _coordinate(X, sample_weight, means, precision, np.empty(0), log_norm, hard,
+                chunk_size, labels, log_prob, nk, sx, sxx, obj)
+
+
+def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                    chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    # maha_j = p_j ||x - mu_j||^2: the scores of K-means, from differences
+    spherical = _flat(np.asarray(prec_chol, dtype=np.float64) ** 2)
+    precision = np.repeat(spherical[:, None], np.shape(means)[1], axis=1)
+    _coordinate(X, sample_weight, means, precision, spherical, log_norm, hard,
+                chunk_size, labels, log_prob, nk, sx, sxx, obj)
+
+
+def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size,
+                    labels, log_prob, nk, sx, obj):
+    logit = np.asarray(logit, dtype=np.float64)
+    with _Outputs(_labels(labels), log_prob, nk, sx, obj) as out:
+        _ck.estep_bernoulli(_data(X), _flat(sample_weight), _flat(logit.T),
+                            _flat(log_norm), bool(hard), int(chunk_size), *out,
+                            logit.shape[0], _threads())
+
+
+def sqdist(X, centers, chunk_size, out):
+    centers = np.asarray(centers, dtype=np.float64)
+    with _Outputs(out) as (flat,):
+        _ck.sqdist(_data(X), _flat(centers.T), int(chunk_size), flat, centers.shape[0],
+                   _threads())
+
+
+# ---------------------------------------------------------------- missing values
+def _dense_missing(tied, X, sample_weight, means, prec_chol, log_norm, center, hard,
+                   chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    means = np.ascontiguousarray(means, dtype=np.float64)
+    k = means.shape[0]
+    center = _flat(center)
+    factors = _upper(prec_chol)
+    if tied:
+        factors = np.broadcast_to(factors, (k,) + factors.shape)
+    factors = np.ascontiguousarray(factors)
+    precisions = factors @ np.swapaxes(factors, 1, 2)
+    W, cw = _whitening(means, factors, center)
+    with _Outputs(_labels(labels), log_prob, imputed, nk, nko, sx, sxx, obj) as out:
+        _cm.estep_dense_missing(_data(X), _flat(sample_weight), means.reshape(-1),
+                                factors.reshape(-1), _flat(precisions), W, cw,
+                                _flat(log_norm), center, bool(tied), bool(hard),
+                                int(chunk_size), *out, k, _threads())
+
+
+def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                       chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    _dense_missing(False, X, sample_weight, means, prec_chol, log_norm, center, hard,
+                   chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+
+
+def estep_tied_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                       chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    _dense_missing(True, X, sample_weight, means, prec_chol, log_norm, center, hard,
+                   chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+
+
+def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
+                        labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    means = np.ascontiguousarray(means, dtype=np.float64)
+    with _Outputs(_labels(labels), log_prob, imputed, nk, nko, sx, sxx, obj) as out:
+        _cm.estep_coordinate_missing(_data(X), _flat(sample_weight), means.reshape(-1),
+                                     _flat(precision), _flat(log_norm), bool(hard),
+                                     int(chunk_size), *out, means.shape[0], _threads())
+
+
+def estep_diag_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                       chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    precision = np.asarray(prec_chol, dtype=np.float64) ** 2
+    _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
+                        labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+
+
+def estep_spherical_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                            chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
+                            obj):
+    precision = np.repeat((np.asarray(prec_chol, dtype=np.float64) ** 2)[:, None],
+                          np.shape(means)[1], axis=1)
+    _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
+                        labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+
+
+def estep_bernoulli_missing(X, sample_weight, logit, log_norm, log_q, hard, chunk_size,
+                            labels, log_prob, nk, nko, sx, obj):
+    logit = np.asarray(logit, dtype=np.float64)
+    with _Outputs(_labels(labels), log_prob, nk, nko, sx, obj) as out:
+        _cm.estep_bernoulli_missing(_data(X), _flat(sample_weight), _flat(logit),
+                                    _flat(log_norm), _flat(log_q), bool(hard),
+                                    int(chunk_size), *out, logit.shape[0], _threads())
+
+
+def sqdist_missing(X, centers, chunk_size, out):
+    centers = np.asarray(centers, dtype=np.float64)
+    with _Outputs(out) as (flat,):
+        _cm.sqdist_missing(_data(X), _flat(centers), int(chunk_size), flat,
+                           centers.shape[0], _threads())
