@@ -1,9 +1,18 @@
 """Backend dispatcher: which implementation of the kernel table runs.
 
-Backends are registered by name and imported lazily, on first use.  The
-active backend is chosen, in order, by :func:`set_backend` /
+Backends are registered by name and imported lazily, on first use:
+
+* ``numba``: JIT-compiled kernels (compiled on first use, then cached);
+* ``cython``: the same kernels compiled ahead of time by ``pip install``
+  into an OpenMP extension (absent when the install had no C compiler);
+* ``numpy``: the plain reference implementation, always available.
+
+The active backend is chosen, in order, by :func:`set_backend` /
 :func:`using_backend`, the ``FASTEM_BACKEND`` environment variable, or the
-automatic choice: the fastest importable backend (``numba``, else ``numpy``).
+automatic choice: the first importable backend of ``numba``, ``cython``,
+``numpy`` (fastest first).  A missing or broken numba therefore means
+cython, and a missing extension as well means numpy.  Both compiled backends
+honour ``fastem.set_num_threads`` / ``FASTEM_NUM_THREADS``.
 """
 
 import contextlib
@@ -80,7 +89,7 @@ def get_backend():
 
 
 def set_backend(name):
-    """Select the backend for every later fit (``"numba"`` or ``"numpy"``)."""
+    """Select the backend for every later fit (``"numba"``, ``"cython"`` or ``"numpy"``)."""
     _global["name"] = _check_name(name)
 
 
