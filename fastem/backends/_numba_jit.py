@@ -44,6 +44,24 @@ def serial(func):
     return _decorate(func)
 
 
+def leaf(func):
+    """Compile a helper that allocates nothing, without reference counting.
+
+    numba increments and decrements the reference count of every array
+    argument on entry to and exit from a function: two atomic operations
+    per array per call.  For helpers called once per row with several arrays
+    that cost several times the helper's arithmetic (an ablation of the hard
+    K-means row update, d = 2: 108 ns per row with counting, 41 without).
+    A leaf must not create arrays (views included) or return one.
+    """
+    return _decorate(func, _nrt=False)
+
+
+def inline_leaf(func):
+    """``leaf``, and inlined into its callers by numba (for the smallest helpers)."""
+    return _decorate(func, _nrt=False, inline="always")
+
+
 def ordered(func):
     """Compile a helper with fast-math but without reassociation.
 
@@ -58,6 +76,11 @@ def ordered(func):
 def ordered_parallel(func):
     """``parallel`` with the flags of ``ordered``."""
     return _decorate(func, parallel=True, fastmath=set(FASTMATH) - {"reassoc"})
+
+
+def ordered_leaf(func):
+    """``ordered`` and ``leaf`` at once."""
+    return _decorate(func, fastmath=set(FASTMATH) - {"reassoc"}, _nrt=False)
 
 
 def strict(func):

@@ -19,7 +19,7 @@ to cancellation.
 import numpy as np
 from numba import prange
 
-from ._numba_jit import ordered, ordered_parallel, parallel, serial, strict
+from ._numba_jit import inline_leaf, leaf, ordered, ordered_leaf, ordered_parallel, parallel, serial, strict
 from ._simd import (exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vexp_nonpositive, vfma,
                     vhmax, vhsum, vload, vmask_ge, vmax, vmul, vsplat, vstore, vsub)
 
@@ -72,7 +72,7 @@ def _exp_nonpositive(x):
     return value if x >= _EXP_MIN else 0.0
 
 
-@serial
+@leaf
 def _assign(i, lp, hard, labels, log_prob, want_lp):
     """Label row i from its weighted log-probabilities ``lp``.
 
@@ -116,7 +116,7 @@ def _assign(i, lp, hard, labels, log_prob, want_lp):
     return best, top + np.log(total), changed
 
 
-@serial
+@leaf
 def _load_block(X, i0, n_rows, xb):
     """Copy rows i0 .. i0 + n_rows - 1 of X into xb (float64), zero-padding."""
     d = xb.shape[1]
@@ -129,7 +129,7 @@ def _load_block(X, i0, n_rows, xb):
                 xb[r, a] = 0.0
 
 
-@serial
+@leaf
 def _gaussian_log_prob(maha, log_norm, lp):
     """lp[r, j] = log_norm[j] - maha[r, j] / 2 for a block."""
     for r in range(maha.shape[0]):
@@ -137,7 +137,7 @@ def _gaussian_log_prob(maha, log_norm, lp):
             lp[r, j] = log_norm[j] - 0.5 * maha[r, j]
 
 
-@serial
+@leaf
 def _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
                   want_lp, wr, best_of, obj):
     """Labels, objective and responsibilities of a block from its ``lp``.
@@ -184,7 +184,7 @@ def _transpose(a):
     return out
 
 
-@serial
+@leaf
 def _accumulate_first(xb, wr, means, j, nk, sx):
     """nk_j and sx_j (moments about means_j) from the four rows of a block."""
     d = xb.shape[1]
@@ -394,7 +394,7 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 
 # --------------------------------------------------------------- diag / spherical
-@serial
+@leaf
 def _hard_coordinate_block(i0, n_rows, xb, maha, log_norm, means, sample_weight,
                            labels, nk, sx, sxx, obj):
     """Hard E-step of a block without a log-probability row (the K-means path)."""
@@ -555,9 +555,10 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 # those of exact distances, whatever the dtype.
 _TILE_ROWS = 4
 _SMALL_D = 4  # up to this many features, exact differences (no screening) are as fast
+_ADD_BLOCK = 64  # rows labelled before their statistics are added in one call
 
 
-@serial
+@leaf
 def _score_tile(xb, CT, A, P, kp, nhalf, scores):
     """Scores of the four rows of ``xb`` (shifted rows x - c) against every component.
 
@@ -641,7 +642,7 @@ def _score_tile(xb, CT, A, P, kp, nhalf, scores):
             jt += L
 
 
-@serial
+@inline_leaf
 def _row_top(scores, o, kp):
     """max_j scores[o + j] over the kp (padded) columns of a row."""
     L = lanes(scores)
@@ -651,7 +652,7 @@ def _row_top(scores, o, kp):
     return vhmax(m)
 
 
-@serial
+@inline_leaf
 def _count_at_least(scores, o, kp, cut):
     """(number of j < kp with scores[o + j] >= cut, the first such j, or -1).
 
@@ -673,25 +674,35 @@ def _count_at_least(scores, o, kp, cut):
     return count, first
 
 
-@serial
-def _add_hard_row(X, i, best, w, means, precision, log_norm, nk, sx, sxx):
-    """Add row i, weight w, wholly to component ``best``; the distance is formed
-    from differences.  Returns the row's (w * log-likelihood, w * p ||x - mu||^2)."""
-    if w == 0.0:
-        return 0.0, 0.0
+@leaf
+def _add_hard_rows(X, i0, i1, labels, sample_weight, means, precision, log_norm, nk, sx,
+                   sxx):
+    """Add rows i0..i1-1 wholly to their components ``labels[i]``; distances are
+    formed from differences.  Returns the rows' (sum w log-likelihood,
+    sum w p ||x - mu||^2).  Called once per block of rows, not per row: the
+    call itself costs as much as a row's update."""
     d = means.shape[1]
-    ss = 0.0
-    nk[best] += w
-    for a in range(d):
-        t = X[i, a] - means[best, a]
-        ss += t * t
-        sx[best, a] += w * t
-        sxx[best, a] += w * t * t
-    maha = precision[best] * ss
-    return w * (log_norm[best] - 0.5 * maha), w * maha
+    ll = 0.0
+    dist = 0.0
+    for i in range(i0, i1):
+        w = sample_weight[i]
+        if w == 0.0:
+            continue
+        best = labels[i]
+        ss = 0.0
+        nk[best] += w
+        for a in range(d):
+            t = X[i, a] - means[best, a]
+            ss += t * t
+            sx[best, a] += w * t
+            sxx[best, a] += w * t * t
+        maha = precision[best] * ss
+        ll += w * (log_norm[best] - 0.5 * maha)
+        dist += w * maha
+    return ll, dist
 
 
-@serial
+@leaf
 def _exact_score(X, i, means, j, precision, log_norm):
     """log_norm_j - p_j / 2 * ||x_i - mu_j||^2 from differences."""
     d = means.shape[1]
@@ -754,10 +765,10 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, precision, log_norm, c,
             if labels[i] != best:
                 changed += 1
                 labels[i] = best
-            v, m = _add_hard_row(X, i, best, sample_weight[i], means, precision, log_norm,
-                                 nk, sx, sxx)
-            ll += v
-            dist += m
+        v, m = _add_hard_rows(X, i0, i0 + n_rows, labels, sample_weight, means, precision,
+                              log_norm, nk, sx, sxx)
+        ll += v
+        dist += m
     obj[0] = ll
     obj[1] = dist
     obj[2] = changed
@@ -782,27 +793,29 @@ def _estep_spherical_hard_small_chunk(X, sample_weight, means, precision, log_no
     ll = 0.0
     dist = 0.0
     changed = 0
-    for i in range(start, stop):
-        m = vsplat(MT, -np.inf)
-        for jt in range(0, kp, L):
-            acc = vsplat(MT, 0.0)
-            for a in range(d):
-                t = vsub(vsplat(MT, X[i, a]), vload(MT, a * kp + jt))
-                acc = vfma(t, t, acc)
-            v = vfma(vload(NHP, jt), acc, vload(LN, jt))
-            vstore(scores, jt, v)
-            m = vmax(m, v)
-        top = vhmax(m)
-        count, best = _count_at_least(scores, 0, kp, vsplat(scores, top))
-        if best < 0:  # every score -inf
-            best = 0
-        if labels[i] != best:
-            changed += 1
-            labels[i] = best
-        v, m = _add_hard_row(X, i, best, sample_weight[i], means, precision, log_norm,
-                             nk, sx, sxx)
+    for i0 in range(start, stop, _ADD_BLOCK):
+        i1 = min(stop, i0 + _ADD_BLOCK)
+        for i in range(i0, i1):
+            m = vsplat(MT, -np.inf)
+            for jt in range(0, kp, L):
+                acc = vsplat(MT, 0.0)
+                for a in range(d):
+                    t = vsub(vsplat(MT, X[i, a]), vload(MT, a * kp + jt))
+                    acc = vfma(t, t, acc)
+                v = vfma(vload(NHP, jt), acc, vload(LN, jt))
+                vstore(scores, jt, v)
+                m = vmax(m, v)
+            top = vhmax(m)
+            count, best = _count_at_least(scores, 0, kp, vsplat(scores, top))
+            if best < 0:  # every score -inf
+                best = 0
+            if labels[i] != best:
+                changed += 1
+                labels[i] = best
+        v, m2 = _add_hard_rows(X, i0, i1, labels, sample_weight, means, precision, log_norm,
+                               nk, sx, sxx)
         ll += v
-        dist += m
+        dist += m2
     obj[0] = ll
     obj[1] = dist
     obj[2] = changed
@@ -886,7 +899,7 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
 _SUB = 256  # rows per sub-block; a multiple of _TILE_ROWS
 
 
-@serial
+@leaf
 def _moment_tile(F, R, rows, kp, mp, M):
     """M[j * mp + a] += sum_{i < rows} R[i * kp + j] F[i * mp + a] for j < kp, a < mp.
 
@@ -934,7 +947,7 @@ def _moment_tile(F, R, rows, kp, mp, M):
             vstore(M, o + L, vfma(one, s31, vload(M, o + L)))
 
 
-@serial
+@leaf
 def _soft_row(i, scores, o, k, kp, labels, log_prob, want_lp):
     """_assign for a row of padded scores (padding is -inf): (log-likelihood, changed).
 
@@ -1176,7 +1189,7 @@ def sqdist(X, centers, chunk_size, out):
 # Row by row: each row has its own set m of missing coordinates.  See the
 # numpy backend for the formulas (Schur complement of the precision).
 
-@ordered
+@ordered_leaf
 def _cholesky_inplace(A, q):
     """Lower Cholesky factor of A[:q, :q], in place (A is positive definite)."""
     for j in range(q):
@@ -1191,7 +1204,7 @@ def _cholesky_inplace(A, q):
             A[i, j] = s / A[j, j]
 
 
-@ordered
+@ordered_leaf
 def _cholesky_solve(L, q, g, z):
     """z = (L L^T)^-1 g for the leading q x q block of L."""
     for i in range(q):
@@ -1206,7 +1219,7 @@ def _cholesky_solve(L, q, g, z):
         z[i] = s / L[i, i]
 
 
-@ordered
+@ordered_leaf
 def _cholesky_inverse(L, q, inv, col):
     """inv[:q, :q] = (L L^T)^-1, one column at a time."""
     for c in range(q):
@@ -1217,7 +1230,7 @@ def _cholesky_inverse(L, q, inv, col):
             inv[i, c] = col[i]
 
 
-@serial
+@leaf
 def _missing_index(xi, miss_idx):
     """Write the indices of NaN entries of xi into miss_idx; return their count."""
     q = 0
@@ -1228,7 +1241,7 @@ def _missing_index(xi, miss_idx):
     return q
 
 
-@ordered
+@ordered_leaf
 def _add_staged_moments(stage, stage_w, tied, sxx):
     """sxx_j += sum_r w_rj s_rj s_rj^T over four staged rows (into sxx_0 if tied)."""
     k, d = stage.shape[1], stage.shape[2]
