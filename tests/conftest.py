@@ -4,6 +4,8 @@ With ``FASTEM_TEST_BLOCK_NUMBA=1`` in the environment, ``import numba`` (and
 of any ``numba.*`` module) raises ImportError for the whole session, installed
 here before anything imports fastem: the suite then runs as it would on a
 machine where numba is missing or broken (the Cython and NumPy backends).
+Python subprocesses started by the tests inherit the block through
+``PYTHONPATH`` (``tests/block_numba`` holds a ``numba`` that fails to import).
 """
 
 import importlib.abc
@@ -25,6 +27,9 @@ if os.environ.get("FASTEM_TEST_BLOCK_NUMBA", "").strip() == "1":
         raise RuntimeError("FASTEM_TEST_BLOCK_NUMBA=1 but numba was imported before "
                            "tests/conftest.py could block it")
     sys.meta_path.insert(0, _BlockNumba())
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [os.path.join(os.path.dirname(os.path.abspath(__file__)), "block_numba")]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 import numpy as np  # noqa: E402 - after the numba block
 import pytest  # noqa: E402

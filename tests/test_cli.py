@@ -18,7 +18,8 @@ MODELS = ["KMeans", "GaussianMixture[full]", "GaussianMixture[tied]", "GaussianM
 
 
 def run_fastem(*args, **env):
-    environ = dict(os.environ, PYTHONPATH=REPO, **env)
+    environ = dict(os.environ, **env)
+    environ["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "fastem", *args], cwd=REPO, env=environ,
                           capture_output=True, text=True, timeout=600)
 

@@ -722,7 +722,7 @@ def test_numba_kernels_in_a_process_pool(tmp_path):
     """)
     script = tmp_path / "pool_check.py"
     script.write_text(code)
-    env = dict(os.environ, PYTHONPATH=REPO)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, script], env=env, capture_output=True,
                           text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
@@ -794,8 +794,8 @@ def test_hard_spherical_with_unequal_precisions_and_weights(backend, d):
     np.testing.assert_array_equal(_hard_spherical_labels(X, means, precision, log_norm), expected)
 
 
+@requires_numba
 def test_numba_exp_is_within_one_ulp_of_numpy():
-    pytest.importorskip("numba")
     from numba import njit
 
     from fastem.backends import numba_backend
