@@ -24,9 +24,9 @@ import pytest
 
 import fastem
 
-from testing_utils import NUMBA_BLOCKED, rel_err, requires_cython
+from testing_utils import FASTEM_HOME, NUMBA_BLOCKED, rel_err, requires_cython
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = FASTEM_HOME  # where subprocesses run and find fastem (see testing_utils)
 AGREE = 1e-9
 N, D, K = 3000, 4, 3
 MODELS = ("kmeans", "full", "tied", "diag", "spherical", "bernoulli")

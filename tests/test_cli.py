@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from testing_utils import requires_cython, requires_numba
+from testing_utils import FASTEM_HOME, requires_cython, requires_numba
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = FASTEM_HOME  # where subprocesses run and find fastem (see testing_utils)
 MODELS = ["KMeans", "GaussianMixture[full]", "GaussianMixture[tied]", "GaussianMixture[diag]",
           "GaussianMixture[spherical]", "BernoulliMixture"]
 

@@ -26,12 +26,12 @@ from fastem._gaussian import GaussianFamily, GaussianParams
 from fastem.backends import _table
 from fastem.backends import numpy_backend
 
-from testing_utils import (COMPILED_BACKENDS, NUMBA_BLOCKED, REQUIRE_CYTHON, backend_threads,
-                           rel_err, requires_cython, requires_numba)
+from testing_utils import (COMPILED_BACKENDS, FASTEM_HOME, NUMBA_BLOCKED, REQUIRE_CYTHON,
+                           backend_threads, rel_err, requires_cython, requires_numba)
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
 KERNEL_TOL = 1e-12  # same float64 sums in another order: rounding only
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = FASTEM_HOME  # where subprocesses run and find fastem (see testing_utils)
 
 
 # ---------------------------------------------------------------- inputs

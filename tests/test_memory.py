@@ -22,7 +22,9 @@ import textwrap
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from testing_utils import FASTEM_HOME
+
+REPO = FASTEM_HOME  # where subprocesses run and find fastem (see testing_utils)
 N, D, K = 300_000, 16, 16
 
 pytestmark = pytest.mark.skipif(

@@ -22,11 +22,11 @@ import textwrap
 
 import pytest
 
-from testing_utils import requires_numba
+from testing_utils import FASTEM_HOME, requires_numba
 
 pytestmark = requires_numba  # numba's cache and compile times
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = FASTEM_HOME  # where subprocesses run and find fastem (see testing_utils)
 MODELS = ("kmeans", "full", "tied", "diag", "spherical", "bernoulli")
 WARM_LIMIT = 3.0  # seconds for a first fit, kernels in the cache
 

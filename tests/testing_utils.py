@@ -7,6 +7,12 @@ import pytest
 
 import fastem
 
+# The folder holding the fastem under test: the source tree in a development
+# install, site-packages after ``pip install .``.  Python subprocesses of the
+# tests run there and have it first on PYTHONPATH, so that they import this
+# fastem (with its compiled extension), not the source tree of the checkout.
+FASTEM_HOME = os.path.dirname(os.path.dirname(os.path.abspath(fastem.__file__)))
+
 # FASTEM_TEST_BLOCK_NUMBA=1: conftest.py made numba unimportable for the session.
 NUMBA_BLOCKED = os.environ.get("FASTEM_TEST_BLOCK_NUMBA", "").strip() == "1"
 requires_numba = pytest.mark.skipif(
