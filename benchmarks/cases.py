@@ -120,6 +120,7 @@ class Case:
     data : ``"blobs"`` (Gaussian clusters) or ``"binary"`` (0/1 mixture)
     runner : backend name for kernels, ``"fastem"`` or ``"sklearn"`` for models,
         ``"matmul"`` for the dense multiply beside BernoulliMixture
+    backend : for ``runner="fastem"``, the fastem backend the fit runs on
     """
 
     name: str
@@ -128,6 +129,12 @@ class Case:
     shape: Shape
     dtype: str
     runner: str
+    backend: Optional[str] = None
+
+    @property
+    def runner_label(self):
+        """``"fastem[numba]"``, ``"fastem[cython]"``, ``"sklearn"``, ..."""
+        return self.runner if self.backend is None else f"{self.runner}[{self.backend}]"
 
     @property
     def label(self):
@@ -140,7 +147,8 @@ class Case:
 
     @property
     def id(self):
-        return f"{self.label}-{self.shape.tier}-{self.shape.label}-{self.dtype}-{self.runner}"
+        return (f"{self.label}-{self.shape.tier}-{self.shape.label}-{self.dtype}-"
+                f"{self.runner_label}")
 
     @property
     def hard(self):
@@ -232,13 +240,19 @@ MODEL_TARGETS = (
 
 
 def _model_cases():
-    return [
-        Case(name, variant, data, shape, dtype, runner)
-        for name, variant, data, shapes, runners in MODEL_TARGETS
-        for shape in shapes
-        for dtype in DTYPES
-        for runner in runners
-    ]
+    # fastem fits run once per compiled backend (numba and cython, side by side)
+    fastem_backends = [b for b in fastem.available_backends() if b not in SLOW_BACKENDS]
+    cases = []
+    for name, variant, data, shapes, runners in MODEL_TARGETS:
+        for shape in shapes:
+            for dtype in DTYPES:
+                for runner in runners:
+                    if runner != "fastem":
+                        cases.append(Case(name, variant, data, shape, dtype, runner))
+                        continue
+                    cases.extend(Case(name, variant, data, shape, dtype, runner, backend)
+                                 for backend in fastem_backends)
+    return cases
 
 
 KERNEL_CASES = _kernel_cases()

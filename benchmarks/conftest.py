@@ -84,42 +84,58 @@ PEER_TABLES = (
 
 
 def _write_peer_table(tr, by_key, peer, title, peer_column, ratio_column):
-    rows = [(group, dtype, fastem_s, by_key[group, dtype, peer])
+    rows = [(group, dtype, runner, fastem_s, by_key[group, dtype, peer])
             for (group, dtype, runner), fastem_s in sorted(by_key.items())
-            if runner == "fastem" and (group, dtype, peer) in by_key]
+            if runner.startswith("fastem") and (group, dtype, peer) in by_key]
     if not rows:
         return
     tr.section(title)
-    tr.write_line(f"{'group':<40} {'dtype':<8} {'fastem ms':>10} {peer_column:>11} "
-                  f"{ratio_column:>15}")
-    for group, dtype, fastem_s, peer_s in rows:
-        tr.write_line(f"{group:<40} {dtype:<8} {1e3 * fastem_s:>10.2f} "
+    tr.write_line(f"{'group':<40} {'dtype':<8} {'runner':<15} {'fastem ms':>10} "
+                  f"{peer_column:>11} {ratio_column:>15}")
+    for group, dtype, runner, fastem_s, peer_s in rows:
+        tr.write_line(f"{group:<40} {dtype:<8} {runner:<15} {1e3 * fastem_s:>10.2f} "
                       f"{1e3 * peer_s:>11.2f} {fastem_s / peer_s:>15.3f}")
+
+
+def _write_backend_table(tr, by_key):
+    """cython / numba per model group: the target is at most 1.5."""
+    rows = [(group, dtype, cython_s, by_key[group, dtype, "fastem[numba]"])
+            for (group, dtype, runner), cython_s in sorted(by_key.items())
+            if runner == "fastem[cython]" and (group, dtype, "fastem[numba]") in by_key]
+    if not rows:
+        return
+    tr.section("fastem backends: cython vs numba, median time per EM iteration (target <= 1.5)")
+    tr.write_line(f"{'group':<40} {'dtype':<8} {'cython ms':>10} {'numba ms':>10} "
+                  f"{'cython/numba':>13}")
+    for group, dtype, cython_s, numba_s in rows:
+        tr.write_line(f"{group:<40} {dtype:<8} {1e3 * cython_s:>10.2f} "
+                      f"{1e3 * numba_s:>10.2f} {cython_s / numba_s:>13.2f}")
 
 
 def pytest_terminal_summary(terminalreporter, config):
     timings = config.stash.get(_model_timings, [])
     by_key = {}
     for case, seconds in timings:
-        by_key[(case.group, case.dtype, case.runner)] = seconds
+        by_key[(case.group, case.dtype, case.runner_label)] = seconds
     if not timings:
         return
     tr = terminalreporter
     for peer, title, peer_column, ratio_column in PEER_TABLES:
         _write_peer_table(tr, by_key, peer, title, peer_column, ratio_column)
+    _write_backend_table(tr, by_key)
     missing_rows = []
     for (group, dtype, runner), nan_s in sorted(by_key.items()):
         label, _, shape = group.partition("|")
-        if runner == "fastem" and label.endswith(NAN_SUFFIX):
-            complete_s = by_key.get((f"{label[:-len(NAN_SUFFIX)]}|{shape}", dtype, "fastem"))
+        if runner.startswith("fastem") and label.endswith(NAN_SUFFIX):
+            complete_s = by_key.get((f"{label[:-len(NAN_SUFFIX)]}|{shape}", dtype, runner))
             if complete_s is not None:
-                missing_rows.append((group, dtype, nan_s, complete_s))
+                missing_rows.append((group, dtype, runner, nan_s, complete_s))
     if missing_rows:
         tr.section("fastem with 10 % NaN vs complete data: median time per EM iteration")
-        tr.write_line(f"{'group':<40} {'dtype':<8} {'NaN ms':>10} {'complete ms':>12} "
-                      f"{'NaN/complete':>13}")
-        for group, dtype, nan_s, complete_s in missing_rows:
-            tr.write_line(f"{group:<40} {dtype:<8} {1e3 * nan_s:>10.2f} "
+        tr.write_line(f"{'group':<40} {'dtype':<8} {'runner':<15} {'NaN ms':>10} "
+                      f"{'complete ms':>12} {'NaN/complete':>13}")
+        for group, dtype, runner, nan_s, complete_s in missing_rows:
+            tr.write_line(f"{group:<40} {dtype:<8} {runner:<15} {1e3 * nan_s:>10.2f} "
                           f"{1e3 * complete_s:>12.2f} {nan_s / complete_s:>13.2f}")
     load = _load_average()
     if load is not None:

@@ -28,6 +28,7 @@ and ``gflops`` = flops_per_iter * n_iter / median (nominal flops of
 backend.  The multiply records ``points_per_s`` and ``gflops`` (2 n k d flops).
 """
 
+import contextlib
 from functools import partial
 
 import numpy as np
@@ -103,11 +104,15 @@ def test_fit(benchmark, case, problem, record_model_timing):
     benchmark.extra_info.update(model=case.label, runner=case.runner, n=n, d=d,
                                 k=problem.means_init.shape[0], dtype=case.dtype,
                                 max_iter=max_iter)
-    if case.runner == "fastem":
-        benchmark.extra_info.update(backend=fastem.get_backend(),
-                                    threads=fastem.get_num_threads())
-    warm_up(benchmark, build().fit, X[:WARM_UP_ROWS])
-    fitted = benchmark(model.fit, X)
+    context = (fastem.using_backend(case.backend) if case.backend is not None
+               else contextlib.nullcontext())
+    with context:
+        if case.runner == "fastem":
+            assert fastem.get_backend() == case.backend
+            benchmark.extra_info.update(backend=fastem.get_backend(),
+                                        threads=fastem.get_num_threads())
+        warm_up(benchmark, build().fit, X[:WARM_UP_ROWS])
+        fitted = benchmark(model.fit, X)
 
     n_iter = int(fitted.n_iter_)
     benchmark.extra_info["n_iter"] = n_iter
