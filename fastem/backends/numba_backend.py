@@ -21,7 +21,7 @@ from numba import prange
 
 from ._numba_jit import inline_leaf, leaf, ordered, ordered_leaf, ordered_parallel, parallel, serial, strict
 from ._simd import (exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vexp_nonpositive, vfma,
-                    vhmax, vhsum, vload, vmask_ge, vmax, vmul, vsplat, vstore, vsub)
+                    vhmax, vhsum, vload, vmask_ge, vmax, vmul, vsplat, vstore, vsub, vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -675,31 +675,51 @@ def _count_at_least(scores, o, kp, cut):
 
 
 @leaf
-def _add_hard_rows(X, i0, i1, labels, sample_weight, means, precision, log_norm, nk, sx,
-                   sxx):
-    """Add rows i0..i1-1 wholly to their components ``labels[i]``; distances are
-    formed from differences.  Returns the rows' (sum w log-likelihood,
-    sum w p ||x - mu||^2).  Called once per block of rows, not per row: the
-    call itself costs as much as a row's update."""
-    d = means.shape[1]
+def _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, precision, log_norm, nk,
+                    SX, SXX):
+    """Add rows i0..i0+n_rows-1 wholly to their components ``labels[i]``.
+
+    ``xr`` holds the rows in float64, row r at ``xr[r * dp:]`` (``dp`` = d
+    padded to whole vectors, padding 0); ``M`` the means and ``SX``, ``SXX``
+    the chunk's sums of w (x - mu) and w (x - mu)^2 in the same layout.
+    Distances are formed from differences, a vector of features at a time.
+    Returns the rows' (sum w log-likelihood, sum w p ||x - mu||^2).  Called
+    once per block of rows, not per row: a call costs about a row's update.
+    """
+    L = lanes(xr)
     ll = 0.0
     dist = 0.0
-    for i in range(i0, i1):
+    for r in range(n_rows):
+        i = i0 + r
         w = sample_weight[i]
         if w == 0.0:
             continue
         best = labels[i]
-        ss = 0.0
         nk[best] += w
-        for a in range(d):
-            t = X[i, a] - means[best, a]
-            ss += t * t
-            sx[best, a] += w * t
-            sxx[best, a] += w * t * t
-        maha = precision[best] * ss
+        wv = vsplat(xr, w)
+        ssv = vzero(xr)
+        o = r * dp
+        m = best * dp
+        for a in range(0, dp, L):
+            t = vsub(vload(xr, o + a), vload(M, m + a))
+            ssv = vfma(t, t, ssv)
+            wt = vmul(wv, t)
+            vstore(SX, m + a, vadd(vload(SX, m + a), wt))
+            vstore(SXX, m + a, vfma(wt, t, vload(SXX, m + a)))
+        maha = precision[best] * vhsum(ssv)
         ll += w * (log_norm[best] - 0.5 * maha)
         dist += w * maha
     return ll, dist
+
+
+@leaf
+def _store_moments(SX, SXX, dp, sx, sxx):
+    """sx[j, a] = SX[j * dp + a] and likewise sxx (the padded chunk sums)."""
+    k, d = sx.shape
+    for j in range(k):
+        for a in range(d):
+            sx[j, a] = SX[j * dp + a]
+            sxx[j, a] = SXX[j * dp + a]
 
 
 @leaf
@@ -714,8 +734,8 @@ def _exact_score(X, i, means, j, precision, log_norm):
 
 
 @serial
-def _estep_spherical_hard_chunk(X, sample_weight, means, precision, log_norm, c, CT, A, P,
-                                kp, unit, a_max, pn_max, p_max, start, stop, labels,
+def _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm, c, CT, A,
+                                P, kp, unit, a_max, pn_max, p_max, start, stop, labels,
                                 nk, sx, sxx, obj):
     k, d = means.shape
     u64 = 2.0 ** -53
@@ -724,9 +744,11 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, precision, log_norm, c,
     cut_c = np.empty(1, dtype=CT.dtype)
     half = np.zeros(_TILE_ROWS)
     nhalf = np.zeros(_TILE_ROWS, dtype=CT.dtype)
+    dp = M.shape[0] // k
+    xr = np.zeros(_TILE_ROWS * dp)
+    SX = np.zeros(k * dp)
+    SXX = np.zeros(k * dp)
     nk[:] = 0.0
-    sx[:] = 0.0
-    sxx[:] = 0.0
     ll = 0.0
     dist = 0.0
     changed = 0
@@ -735,7 +757,9 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, precision, log_norm, c,
         for r in range(n_rows):  # rows past a short last block: stale, not read
             xx = 0.0
             for a in range(d):
-                v = X[i0 + r, a] - c[a]
+                xa = X[i0 + r, a]
+                xr[r * dp + a] = xa
+                v = xa - c[a]
                 xb[r, a] = v
                 xx += np.float64(v) * np.float64(v)
             half[r] = 0.5 * xx
@@ -765,18 +789,19 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, precision, log_norm, c,
             if labels[i] != best:
                 changed += 1
                 labels[i] = best
-        v, m = _add_hard_rows(X, i0, i0 + n_rows, labels, sample_weight, means, precision,
-                              log_norm, nk, sx, sxx)
+        v, m = _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, precision,
+                               log_norm, nk, SX, SXX)
         ll += v
         dist += m
+    _store_moments(SX, SXX, dp, sx, sxx)
     obj[0] = ll
     obj[1] = dist
     obj[2] = changed
 
 
 @serial
-def _estep_spherical_hard_small_chunk(X, sample_weight, means, precision, log_norm, MT, LN,
-                                      NHP, kp, start, stop, labels, nk, sx, sxx, obj):
+def _estep_spherical_hard_small_chunk(X, sample_weight, means, M, precision, log_norm, MT,
+                                      LN, NHP, kp, start, stop, labels, nk, sx, sxx, obj):
     """Hard spherical E-step for few features: exact scores, components in lanes.
 
     With d small the expansion saves little, so every score is formed from
@@ -787,9 +812,11 @@ def _estep_spherical_hard_small_chunk(X, sample_weight, means, precision, log_no
     k, d = means.shape
     L = lanes(MT)
     scores = np.empty(kp)
+    dp = M.shape[0] // k
+    xr = np.zeros(_ADD_BLOCK * dp)
+    SX = np.zeros(k * dp)
+    SXX = np.zeros(k * dp)
     nk[:] = 0.0
-    sx[:] = 0.0
-    sxx[:] = 0.0
     ll = 0.0
     dist = 0.0
     changed = 0
@@ -800,7 +827,9 @@ def _estep_spherical_hard_small_chunk(X, sample_weight, means, precision, log_no
             for jt in range(0, kp, L):
                 acc = vsplat(MT, 0.0)
                 for a in range(d):
-                    t = vsub(vsplat(MT, X[i, a]), vload(MT, a * kp + jt))
+                    xa = X[i, a]
+                    xr[(i - i0) * dp + a] = xa
+                    t = vsub(vsplat(MT, xa), vload(MT, a * kp + jt))
                     acc = vfma(t, t, acc)
                 v = vfma(vload(NHP, jt), acc, vload(LN, jt))
                 vstore(scores, jt, v)
@@ -812,35 +841,36 @@ def _estep_spherical_hard_small_chunk(X, sample_weight, means, precision, log_no
             if labels[i] != best:
                 changed += 1
                 labels[i] = best
-        v, m2 = _add_hard_rows(X, i0, i1, labels, sample_weight, means, precision, log_norm,
-                               nk, sx, sxx)
+        v, m2 = _add_hard_block(xr, M, dp, i0, i1 - i0, labels, sample_weight, precision,
+                                log_norm, nk, SX, SXX)
         ll += v
         dist += m2
+    _store_moments(SX, SXX, dp, sx, sxx)
     obj[0] = ll
     obj[1] = dist
     obj[2] = changed
 
 
 @parallel
-def _estep_spherical_hard_small_run(X, sample_weight, means, precision, log_norm, MT, LN,
+def _estep_spherical_hard_small_run(X, sample_weight, means, M, precision, log_norm, MT, LN,
                                     NHP, kp, chunk_size, labels, nk, sx, sxx, obj):
     n = X.shape[0]
     for ch in prange(nk.shape[0]):
         start = ch * chunk_size
-        _estep_spherical_hard_small_chunk(X, sample_weight, means, precision, log_norm, MT,
-                                          LN, NHP, kp, start, min(n, start + chunk_size),
+        _estep_spherical_hard_small_chunk(X, sample_weight, means, M, precision, log_norm,
+                                          MT, LN, NHP, kp, start, min(n, start + chunk_size),
                                           labels, nk[ch], sx[ch], sxx[ch], obj[ch])
 
 
 @parallel
-def _estep_spherical_hard_run(X, sample_weight, means, precision, log_norm, c, CT, A, P,
+def _estep_spherical_hard_run(X, sample_weight, means, M, precision, log_norm, c, CT, A, P,
                               kp, unit, a_max, pn_max, p_max, chunk_size, labels,
                               nk, sx, sxx, obj):
     n = X.shape[0]
     for ch in prange(nk.shape[0]):
         start = ch * chunk_size
-        _estep_spherical_hard_chunk(X, sample_weight, means, precision, log_norm, c, CT, A, P,
-                                    kp, unit, a_max, pn_max, p_max, start,
+        _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm, c, CT,
+                                    A, P, kp, unit, a_max, pn_max, p_max, start,
                                     min(n, start + chunk_size), labels,
                                     nk[ch], sx[ch], sxx[ch], obj[ch])
 
@@ -848,6 +878,10 @@ def _estep_spherical_hard_run(X, sample_weight, means, precision, log_norm, c, C
 def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
                           labels, nk, sx, sxx, obj):
     k, d = means.shape
+    dp = _padded(d, 4)
+    M = np.zeros((k, dp))  # means in the padded row layout of _add_hard_block
+    M[:, :d] = means
+    M = M.ravel()
     if d <= _SMALL_D:
         kp = _padded(k, 4)
         MT = np.zeros((d, kp))
@@ -856,7 +890,7 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
         LN[:k] = log_norm
         NHP = np.zeros(kp)
         NHP[:k] = -0.5 * precision
-        _estep_spherical_hard_small_run(X, sample_weight, means, precision, log_norm,
+        _estep_spherical_hard_small_run(X, sample_weight, means, M, precision, log_norm,
                                         MT.ravel(), LN, NHP, kp, chunk_size, labels, nk, sx,
                                         sxx, obj)
         return
@@ -876,7 +910,7 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
     finite = np.isfinite(A64)
     a_max = float(np.max(np.abs(A64[finite]))) if finite.any() else 0.0
     _estep_spherical_hard_run(
-        X, sample_weight, means, precision, log_norm, c, CT.ravel(), A, P, kp,
+        X, sample_weight, means, M, precision, log_norm, c, CT.ravel(), A, P, kp,
         float(np.finfo(dtype).eps) / 2, a_max, float(np.max(precision * norms)),
         float(np.max(precision)), chunk_size, labels, nk, sx, sxx, obj)
 
