@@ -58,8 +58,9 @@ def demo(args):
             fastem.GaussianMixture(3, covariance_type=cov, max_iter=2,
                                    random_state=0).fit(X[:512])
         fastem.BernoulliMixture(3, max_iter=2, random_state=0).fit(B[:512])
-    print(f"kernel warm-up (numba compilation or cache load): "
-          f"{time.perf_counter() - start:.2f} s\n")
+    what = ("numba compilation or cache load" if fastem.get_backend() == "numba"
+            else "first calls")
+    print(f"kernel warm-up ({what}): {time.perf_counter() - start:.2f} s\n")
 
     init = X[rng.choice(n, size=6, replace=False)]
     cases = [
@@ -161,6 +162,8 @@ def bench(args):
 
     if args.threads is not None:
         fastem.set_num_threads(args.threads)
+    if args.backend is not None:
+        fastem.set_backend(args.backend)
     quick = args.quick
     settings = _bench.Settings(
         groups=args.models,
@@ -203,6 +206,9 @@ def main(argv=None):
     p_bench.add_argument("--scale", type=_positive_float, default=None,
                          help="multiply every n by this factor (default 1, --quick 0.1); "
                               "n never drops below what the shape needs")
+    p_bench.add_argument("--backend", choices=("numba", "cython", "numpy"), default=None,
+                         help="fastem backend to time (default: the automatic choice, "
+                              "or FASTEM_BACKEND)")
     p_bench.add_argument("--json", metavar="PATH", default=None,
                          help="also write the machine description and every row as JSON")
     args = parser.parse_args(argv)

@@ -77,6 +77,15 @@ def positive_finite(text):
     return value > 0 and value != float("inf")
 
 
+@requires_cython
+def test_bench_times_the_backend_it_is_given():
+    proc = run_fastem("bench", *TINY, "--models", "kmeans", "--backend", "cython")
+    assert proc.returncode == 0, proc.stderr
+    assert "backend 'cython'" in proc.stdout
+    proc = run_fastem("bench", *TINY, "--backend", "fortran")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
 def test_bench_runs_every_group(tmp_path):
     json_path = tmp_path / "bench.json"
     proc = run_fastem("bench", *TINY, "--json", str(json_path))
