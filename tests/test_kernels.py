@@ -816,3 +816,27 @@ def test_numba_exp_is_within_one_ulp_of_numpy():
     # below -708 the result is flushed to zero (exp(-708) = 3.3e-308)
     exp_all(np.array([-708.5, -745.2, -1e4, -np.inf]), out[:4])
     np.testing.assert_array_equal(out[:4], 0.0)
+
+
+def test_numba_vector_exp_is_within_one_ulp_of_numpy():
+    from numba import njit
+
+    from fastem.backends._simd import vexp_nonpositive, vload, vstore
+
+    @njit
+    def vexp_all(x, out):
+        for i in range(0, x.shape[0], 4):
+            vstore(out, i, vexp_nonpositive(vload(x, i)))
+
+    rng = np.random.default_rng(1)
+    x = -np.concatenate([rng.uniform(0, 700, 200_000), rng.uniform(0, 1, 200_000),
+                         [0.0, 5e-324, 1e-300, 1e-17, np.log(2), 707.9, 0.5 * np.log(2),
+                          1.5 * np.log(2)]])
+    out = np.empty_like(x)
+    vexp_all(x, out)
+    expected = np.exp(x)
+    ulps = np.abs(out - expected) / np.spacing(expected)
+    assert ulps.max() <= 1.0
+    flushed = np.array([-708.5, -745.2, -1e4, -np.inf])
+    vexp_all(flushed, out[:4])
+    np.testing.assert_array_equal(out[:4], 0.0)
