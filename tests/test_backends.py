@@ -24,9 +24,10 @@ import pytest
 
 import fastem
 
-from testing_utils import FASTEM_HOME, NUMBA_BLOCKED, rel_err, requires_cython
+from testing_utils import (NUMBA_BLOCKED, SUBPROCESS_CWD, rel_err, requires_cython,
+                           subprocess_pythonpath)
 
-REPO = FASTEM_HOME  # where subprocesses run and find fastem (see testing_utils)
+REPO = SUBPROCESS_CWD  # where subprocesses run (see testing_utils)
 AGREE = 1e-9
 N, D, K = 3000, 4, 3
 MODELS = ("kmeans", "full", "tied", "diag", "spherical", "bernoulli")
@@ -134,7 +135,7 @@ WITHOUT_NUMBA = textwrap.dedent("""
 @requires_cython
 def test_fastem_works_without_numba():
     env = {k: v for k, v in os.environ.items() if k != "FASTEM_BACKEND"}
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = subprocess_pythonpath(env.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", WITHOUT_NUMBA], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -10,16 +10,17 @@ import sys
 import numpy as np
 import pytest
 
-from testing_utils import FASTEM_HOME, requires_cython, requires_numba
+from testing_utils import (SUBPROCESS_CWD, requires_cython, requires_numba,
+                           subprocess_pythonpath)
 
-REPO = FASTEM_HOME  # where subprocesses run and find fastem (see testing_utils)
+REPO = SUBPROCESS_CWD  # where subprocesses run (see testing_utils)
 MODELS = ["KMeans", "GaussianMixture[full]", "GaussianMixture[tied]", "GaussianMixture[diag]",
           "GaussianMixture[spherical]", "BernoulliMixture"]
 
 
 def run_fastem(*args, **env):
     environ = dict(os.environ, **env)
-    environ["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
+    environ["PYTHONPATH"] = subprocess_pythonpath(os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "fastem", *args], cwd=REPO, env=environ,
                           capture_output=True, text=True, timeout=600)
 

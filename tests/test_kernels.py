@@ -26,12 +26,13 @@ from fastem._gaussian import GaussianFamily, GaussianParams
 from fastem.backends import _table
 from fastem.backends import numpy_backend
 
-from testing_utils import (COMPILED_BACKENDS, FASTEM_HOME, NUMBA_BLOCKED, REQUIRE_CYTHON,
-                           backend_threads, rel_err, requires_cython, requires_numba)
+from testing_utils import (COMPILED_BACKENDS, NUMBA_BLOCKED, REQUIRE_CYTHON, SUBPROCESS_CWD,
+                           backend_threads, rel_err, requires_cython, requires_numba,
+                           subprocess_pythonpath)
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
 KERNEL_TOL = 1e-12  # same float64 sums in another order: rounding only
-REPO = FASTEM_HOME  # where subprocesses run and find fastem (see testing_utils)
+REPO = SUBPROCESS_CWD  # where subprocesses run (see testing_utils)
 
 
 # ---------------------------------------------------------------- inputs
@@ -641,7 +642,7 @@ def test_unknown_backend_names_the_available_ones(bad):
 
 def _run_python(code, env, check=True):
     env = dict(env)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = subprocess_pythonpath(env.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300, cwd=REPO)
     if check:
@@ -722,7 +723,7 @@ def test_numba_kernels_in_a_process_pool(tmp_path):
     """)
     script = tmp_path / "pool_check.py"
     script.write_text(code)
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=subprocess_pythonpath(os.environ.get("PYTHONPATH", "")))
     proc = subprocess.run([sys.executable, script], env=env, capture_output=True,
                           text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr

@@ -22,9 +22,9 @@ import textwrap
 
 import pytest
 
-from testing_utils import FASTEM_HOME
+from testing_utils import SUBPROCESS_CWD, subprocess_pythonpath
 
-REPO = FASTEM_HOME  # where subprocesses run and find fastem (see testing_utils)
+REPO = SUBPROCESS_CWD  # where subprocesses run (see testing_utils)
 N, D, K = 300_000, 16, 16
 
 pytestmark = pytest.mark.skipif(
@@ -80,7 +80,7 @@ MEASURE = textwrap.dedent("""
 
 def measure(model, n=N, d=D, k=K):
     """(bytes of X, extra peak bytes of fitting ``model``) in a fresh process."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=subprocess_pythonpath(os.environ.get("PYTHONPATH", "")))
     proc = subprocess.run([sys.executable, "-c", MEASURE, str(n), str(d), str(k), model],
                           env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr

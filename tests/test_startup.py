@@ -22,11 +22,11 @@ import textwrap
 
 import pytest
 
-from testing_utils import FASTEM_HOME, requires_numba
+from testing_utils import SUBPROCESS_CWD, subprocess_pythonpath, requires_numba
 
 pytestmark = requires_numba  # numba's cache and compile times
 
-REPO = FASTEM_HOME  # where subprocesses run and find fastem (see testing_utils)
+REPO = SUBPROCESS_CWD  # where subprocesses run (see testing_utils)
 MODELS = ("kmeans", "full", "tied", "diag", "spherical", "bernoulli")
 WARM_LIMIT = 3.0  # seconds for a first fit, kernels in the cache
 
@@ -74,7 +74,7 @@ FIRST_FITS = textwrap.dedent("""
 
 def run_first_fits(models, dtypes, env=None):
     env = dict(os.environ if env is None else env)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = subprocess_pythonpath(env.get("PYTHONPATH", ""))
     proc = subprocess.run(
         [sys.executable, "-c", FIRST_FITS, ",".join(models), ",".join(dtypes)],
         env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
@@ -154,7 +154,7 @@ def test_process_pool_with_an_empty_cache(tmp_path):
     script = tmp_path / "pool_fits.py"
     script.write_text(POOL)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache),
-               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=subprocess_pythonpath(os.environ.get("PYTHONPATH", "")))
     env.pop("FASTEM_NUMBA_CACHE", None)
     env.pop("FASTEM_BACKEND", None)
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,

@@ -12,6 +12,18 @@ import fastem
 # tests run there and have it first on PYTHONPATH, so that they import this
 # fastem (with its compiled extension), not the source tree of the checkout.
 FASTEM_HOME = os.path.dirname(os.path.dirname(os.path.abspath(fastem.__file__)))
+# Their working directory (first on their sys.path): one holding neither
+# fastem nor numba, so PYTHONPATH decides, and a numba block comes first.
+SUBPROCESS_CWD = os.path.dirname(os.path.abspath(__file__))
+_BLOCK_DIR = os.path.join(SUBPROCESS_CWD, "block_numba")
+
+
+def subprocess_pythonpath(current=""):
+    """PYTHONPATH for a Python subprocess of a test: [numba block,] FASTEM_HOME, current."""
+    parts = [FASTEM_HOME] + [p for p in current.split(os.pathsep) if p and p != _BLOCK_DIR]
+    if NUMBA_BLOCKED:
+        parts.insert(0, _BLOCK_DIR)
+    return os.pathsep.join(parts)
 
 # FASTEM_TEST_BLOCK_NUMBA=1: conftest.py made numba unimportable for the session.
 NUMBA_BLOCKED = os.environ.get("FASTEM_TEST_BLOCK_NUMBA", "").strip() == "1"
