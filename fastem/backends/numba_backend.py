@@ -203,10 +203,13 @@ def _accumulate_first(xb, wr, means, j, nk, sx):
 def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, start,
                       stop, labels, log_prob, nk, sx, sxx, obj):
     k, d = means.shape
-    kd = k * d
+    kdp = cw.shape[0]
     want_lp = log_prob.shape[0] == X.shape[0]
     xb = np.empty((_BLOCK, d))
-    y = np.empty((_BLOCK, kd))
+    xc = np.empty((_BLOCK, d))
+    y = np.empty(_BLOCK * kdp)
+    no_p = np.zeros(kdp)
+    no_half = np.zeros(_BLOCK)
     diff = np.empty((_BLOCK, d))
     lp = np.empty((_BLOCK, k))
     maha = np.empty((_BLOCK, k))
@@ -219,26 +222,17 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, st
     for i0 in range(start, stop, _BLOCK):
         n_rows = min(_BLOCK, stop - i0)
         _load_block(X, i0, n_rows, xb)
-        # y_j = (x - c) U_j - (mu_j - c) U_j, all components at once
+        # y_j = (x - c) U_j - (mu_j - c) U_j, all components at once, by the
+        # register tile (W and -cw zero-padded to kdp columns)
         for r in range(_BLOCK):
-            for e in range(kd):
-                y[r, e] = -cw[e]
-        for a in range(d):
-            x0 = xb[0, a] - center[a]
-            x1 = xb[1, a] - center[a]
-            x2 = xb[2, a] - center[a]
-            x3 = xb[3, a] - center[a]
-            for e in range(kd):
-                u = W[a, e]
-                y[0, e] += x0 * u
-                y[1, e] += x1 * u
-                y[2, e] += x2 * u
-                y[3, e] += x3 * u
+            for a in range(d):
+                xc[r, a] = xb[r, a] - center[a]
+        _score_tile(xc, W, cw, no_p, kdp, no_half, y)
         for r in range(_BLOCK):
             for j in range(k):
                 m = 0.0
-                for b in range(j * d, (j + 1) * d):
-                    m += y[r, b] * y[r, b]
+                for b in range(r * kdp + j * d, r * kdp + (j + 1) * d):
+                    m += y[b] * y[b]
                 maha[r, j] = m
         _gaussian_log_prob(maha, log_norm, lp)
         _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
@@ -255,7 +249,7 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, st
                     sx[j, a] += w * diff[0, a]
                 for a in range(d):
                     u = w * diff[0, a]
-                    for b in range(d):
+                    for b in range(a + 1):
                         sxx[j, a, b] += u * diff[0, b]
             continue
         for j in range(k):
@@ -274,7 +268,7 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, st
                 u1 = r1 * diff[1, a]
                 u2 = r2 * diff[2, a]
                 u3 = r3 * diff[3, a]
-                for b in range(d):
+                for b in range(a + 1):  # the lower triangle: the M-step reads no more
                     sxx[j, a, b] += (u0 * diff[0, b] + u1 * diff[1, b]
                                      + u2 * diff[2, b] + u3 * diff[3, b])
 
@@ -284,14 +278,16 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
     n = X.shape[0]
     k, d = means.shape
-    W = np.zeros((d, k * d))
-    cw = np.zeros(k * d)
+    kdp = -(-(k * d) // 8) * 8  # whole pairs of vectors for the tile
+    W = np.zeros((d, kdp))
+    cw = np.zeros(kdp)
     for j in range(k):
         for a in range(d):
             ma = means[j, a] - center[a]
             for b in range(a, d):
                 W[a, j * d + b] = prec_chol[j, a, b]
-                cw[j * d + b] += ma * prec_chol[j, a, b]
+                cw[j * d + b] -= ma * prec_chol[j, a, b]
+    W = W.ravel()
     for c in prange(nk.shape[0]):
         start = c * chunk_size
         _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, start,
@@ -371,7 +367,7 @@ def _estep_tied_chunk(X, sample_weight, means, prec_chol, cwT, log_norm, center,
             u1 = wrow[1] * xc[1, a]
             u2 = wrow[2] * xc[2, a]
             u3 = wrow[3] * xc[3, a]
-            for b in range(d):
+            for b in range(a + 1):  # the lower triangle: the M-step reads no more
                 sxx[a, b] += u0 * xc[0, b] + u1 * xc[1, b] + u2 * xc[2, b] + u3 * xc[3, b]
 
 
@@ -1383,7 +1379,7 @@ def _add_staged_moments(stage, stage_w, tied, sxx):
             u1 = r1 * stage[1, j, a]
             u2 = r2 * stage[2, j, a]
             u3 = r3 * stage[3, j, a]
-            for b in range(d):
+            for b in range(a + 1):  # the lower triangle: the M-step reads no more
                 sxx[target, a, b] += (u0 * stage[0, j, b] + u1 * stage[1, j, b]
                                       + u2 * stage[2, j, b] + u3 * stage[3, j, b])
 
