@@ -819,6 +819,7 @@ def test_numba_exp_is_within_one_ulp_of_numpy():
     np.testing.assert_array_equal(out[:4], 0.0)
 
 
+@requires_numba
 def test_numba_vector_exp_is_within_one_ulp_of_numpy():
     from numba import njit
 
