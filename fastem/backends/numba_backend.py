@@ -935,6 +935,7 @@ _SUB = 256  # rows per sub-block; a multiple of _RB
 
 
 _RB = 8  # rows per block of the soft path: two float64 vectors, rows in lanes
+_LINEAR, _QUADRATIC, _OBSERVED = 0, 1, 2  # feature maps of the soft path (_soft_tiled_chunk)
 
 
 @leaf
@@ -1100,18 +1101,20 @@ def _moment_tile_lanes(FT, ST, n_blocks, m, kp, mp, M):
 
 
 @serial
-def _soft_tiled_chunk(X, sample_weight, c, quadratic, G, A, kp, mp, start, stop, labels,
+def _soft_tiled_chunk(X, sample_weight, c, features, G, A, kp, mp, start, stop, labels,
                       log_prob, nk, M, obj):
     """Soft E-step of rows start .. stop - 1; M (kp * mp) receives the moments.
 
-    Features: x - c, then (x - c)^2 when ``quadratic``; zero-padded to mp.
+    Features (zero-padded to mp): ``_LINEAR`` x - c; ``_QUADRATIC`` x - c
+    and (x - c)^2; ``_OBSERVED`` o (x - c), o (x - c)^2 and o, with o = 0
+    where x is NaN and 1 elsewhere.
     Blocks of ``_RB`` rows are held feature-major with rows in vector lanes,
     so that the maximum, the exps and the normalisation of the softmax run
     on four rows at once.
     """
     k = nk.shape[0]
     d = X.shape[1]
-    m = 2 * d if quadratic else d
+    m = d if features == _LINEAR else (2 * d if features == _QUADRATIC else 3 * d)
     want_lp = log_prob.shape[0] == X.shape[0]
     n_blk = _SUB // _RB
     FT = np.zeros(n_blk * mp * _RB)
@@ -1127,8 +1130,14 @@ def _soft_tiled_chunk(X, sample_weight, c, quadratic, G, A, kp, mp, start, stop,
             fo = (i // _RB) * mp * _RB + i % _RB
             for a in range(d):
                 v = np.float64(X[s0 + i, a]) - c[a]
+                if features == _OBSERVED:
+                    o = 1.0
+                    if np.isnan(v):
+                        v = 0.0
+                        o = 0.0
+                    FT[fo + (2 * d + a) * _RB] = o
                 FT[fo + a * _RB] = v
-                if quadratic:
+                if features != _LINEAR:
                     FT[fo + (d + a) * _RB] = v * v
         for i in range(rows, blocks * _RB):  # rows past the end: zero features
             fo = (i // _RB) * mp * _RB + i % _RB
@@ -1145,12 +1154,12 @@ def _soft_tiled_chunk(X, sample_weight, c, quadratic, G, A, kp, mp, start, stop,
 
 
 @parallel
-def _soft_tiled_run(X, sample_weight, c, quadratic, G, A, kp, mp, chunk_size, labels,
+def _soft_tiled_run(X, sample_weight, c, features, G, A, kp, mp, chunk_size, labels,
                     log_prob, nk, M, obj):
     n = X.shape[0]
     for ch in prange(nk.shape[0]):
         start = ch * chunk_size
-        _soft_tiled_chunk(X, sample_weight, c, quadratic, G, A, kp, mp, start,
+        _soft_tiled_chunk(X, sample_weight, c, features, G, A, kp, mp, start,
                           min(n, start + chunk_size), labels, log_prob, nk[ch], M[ch],
                           obj[ch])
 
@@ -1159,7 +1168,7 @@ def _padded(size, multiple):
     return -(-size // multiple) * multiple
 
 
-def _soft_tiled(X, sample_weight, c, quadratic, G, A, chunk_size, labels, log_prob, nk, obj):
+def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk, obj):
     """Run the tiled soft E-step; returns the moments, shape (n_chunks, k, m)."""
     m, k = G.shape
     kp = _padded(k, 4)
@@ -1169,7 +1178,7 @@ def _soft_tiled(X, sample_weight, c, quadratic, G, A, chunk_size, labels, log_pr
     Ap = np.full(kp, -np.inf)
     Ap[:k] = A
     M = np.empty((nk.shape[0], kp * mp))
-    _soft_tiled_run(X, sample_weight, np.ascontiguousarray(c, dtype=np.float64), quadratic,
+    _soft_tiled_run(X, sample_weight, np.ascontiguousarray(c, dtype=np.float64), features,
                     Gp.ravel(), Ap, kp, mp, chunk_size, labels, log_prob, nk, M, obj)
     return M.reshape(-1, kp, mp)[:, :k, :m]
 
@@ -1182,7 +1191,8 @@ def _estep_coordinate_soft(X, sample_weight, means, precision, log_norm, chunk_s
     shifted = means - c
     G = np.concatenate([(precision * shifted).T, -0.5 * precision.T])
     A = log_norm - 0.5 * np.einsum("ka,ka->k", precision, shifted ** 2)
-    M = _soft_tiled(X, sample_weight, c, True, G, A, chunk_size, labels, log_prob, nk, obj)
+    M = _soft_tiled(X, sample_weight, c, _QUADRATIC, G, A, chunk_size, labels, log_prob, nk,
+                    obj)
     s1 = M[:, :, :d]
     s2 = M[:, :, d:]
     total = nk[:, :, None]
@@ -1251,7 +1261,7 @@ def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
                     log_prob, nk, sx, obj):
     if not hard:
         # log(w_j p_j(x)) = log_norm_j + x . logit_j; the moments are sx itself
-        sx[:] = _soft_tiled(X, sample_weight, np.zeros(X.shape[1]), False, logit.T,
+        sx[:] = _soft_tiled(X, sample_weight, np.zeros(X.shape[1]), _LINEAR, logit.T,
                             log_norm, chunk_size, labels, log_prob, nk, obj)
         return
     _estep_bernoulli_blocked(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
@@ -1597,14 +1607,22 @@ def estep_tied_missing(X, sample_weight, means, prec_chol, log_norm, center, har
 
 
 @serial
-def _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_norm, hard,
-                                    start, stop, labels, log_prob, imputed, nk, nko, sx,
-                                    sxx, obj):
+def _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_prec, var,
+                                    log_norm, hard, start, stop, labels, log_prob, imputed,
+                                    nk, nko, sx, sxx, obj):
+    """Diagonal and spherical covariances with NaN entries.
+
+    Branch-free over the features: with o_a = 1 for an observed entry and 0
+    for a missing one, and x_a read as 0 when missing, every term is
+    multiplied by o_a or 1 - o_a, so the loops over features vectorize.
+    ``log_prec`` = log(precision), ``var`` = 1 / precision.
+    """
     k, d = means.shape
     want_lp = log_prob.shape[0] == X.shape[0]
     want_imp = imputed.shape[0] == X.shape[0]
     half_log_2pi = 0.5 * np.log(2.0 * np.pi)
-    xi = np.empty(d)
+    xz = np.empty(d)
+    obs = np.empty(d)
     lp = np.empty(k)
     maha = np.empty(k)
     nk[:] = 0.0
@@ -1613,27 +1631,31 @@ def _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_norm
     sxx[:] = 0.0
     obj[:] = 0.0
     for i in range(start, stop):
+        q = 0
         for a in range(d):
-            xi[a] = X[i, a]
+            v = X[i, a]
+            if np.isnan(v):
+                xz[a] = 0.0
+                obs[a] = 0.0
+                q += 1
+            else:
+                xz[a] = v
+                obs[a] = 1.0
         for j in range(k):
             m = 0.0
             corr = 0.0
-            q = 0
             for a in range(d):
-                if np.isnan(xi[a]):
-                    corr += np.log(precision[j, a])
-                    q += 1
-                else:
-                    t = xi[a] - means[j, a]
-                    m += t * t * precision[j, a]
+                t = (xz[a] - means[j, a]) * obs[a]
+                m += t * t * precision[j, a]
+                corr += (1.0 - obs[a]) * log_prec[j, a]
             maha[j] = m
             lp[j] = log_norm[j] + q * half_log_2pi - 0.5 * corr - 0.5 * m
         best, ll, changed = _assign(i, lp, hard, labels, log_prob, want_lp)
         if want_imp:
             # the conditional mean of a missing coordinate is the component mean
             for a in range(d):
-                if not np.isnan(xi[a]):
-                    imputed[i, a] = xi[a]
+                if obs[a] == 1.0:
+                    imputed[i, a] = xz[a]
                 elif hard:
                     imputed[i, a] = means[best, a]
                 else:
@@ -1654,13 +1676,12 @@ def _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_norm
                 continue
             nk[j] += r
             for a in range(d):
-                if np.isnan(xi[a]):
-                    sxx[j, a] += r / precision[j, a]
-                else:
-                    t = xi[a] - means[j, a]
-                    nko[j, a] += r
-                    sx[j, a] += r * t
-                    sxx[j, a] += r * t * t
+                o = obs[a]
+                t = (xz[a] - means[j, a]) * o
+                nko[j, a] += r * o
+                sx[j, a] += r * t
+                # a missing coordinate adds its conditional variance
+                sxx[j, a] += r * t * t + r * (1.0 - o) * var[j, a]
 
 
 @parallel
@@ -1668,28 +1689,69 @@ def _estep_coordinate_missing(X, sample_weight, means, precision, log_norm, hard
                               chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
                               obj):
     n = X.shape[0]
+    log_prec = np.log(precision)
+    var = 1.0 / precision
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_norm,
-                                        hard, start, min(n, start + chunk_size), labels,
+        _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_prec, var,
+                                        log_norm, hard, start, min(n, start + chunk_size),
+                                        labels,
                                         log_prob, imputed, nk[c], nko[c], sx[c], sxx[c],
                                         obj[c])
 
 
+def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
+                        labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    """Diagonal / spherical E-step with NaN; ``precision`` (k, d) is 1 / variance.
+
+    The soft E-step without imputation is the tiled soft path with the
+    features (o x', o x'^2, o), o the observed-entry indicator and
+    x' = x - c: with mu' = mu - c and h = log(2 pi) / 2, the log-density of
+    the observed coordinates is
+        log_norm_j + d h - 1/2 sum_a log p_ja
+        + sum_a [o x']_a p_ja mu'_ja - 1/2 [o x'^2]_a p_ja
+        + o_a (log p_ja / 2 - p_ja mu'_ja^2 / 2 - h),
+    and the moments about c give nko, sx and sxx (a missing coordinate adds
+    its variance 1 / p_ja to sxx).
+    """
+    if hard or imputed.shape[0] == X.shape[0]:
+        _estep_coordinate_missing(X, sample_weight, means, precision, log_norm, hard,
+                                  chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
+                                  obj)
+        return
+    k, d = means.shape
+    c = means.mean(axis=0)
+    shifted = means - c
+    log_p = np.log(precision)
+    h = 0.5 * np.log(2.0 * np.pi)
+    G = np.concatenate([(precision * shifted).T, -0.5 * precision.T,
+                        (0.5 * log_p - 0.5 * precision * shifted ** 2 - h).T])
+    A = log_norm + d * h - 0.5 * log_p.sum(axis=1)
+    M = _soft_tiled(X, sample_weight, c, _OBSERVED, G, A, chunk_size, labels, log_prob, nk,
+                    obj)
+    s1 = M[:, :, :d]
+    s2 = M[:, :, d:2 * d]
+    so = M[:, :, 2 * d:]
+    nko[:] = so
+    # moments about mu_j of the observed entries, from moments about c
+    sx[:] = s1 - so * shifted
+    sxx[:] = (s2 - 2.0 * shifted * s1 + so * shifted ** 2
+              + (nk[:, :, None] - so) / precision)
+    obj[:, 1] = 0.0
+
+
 def estep_diag_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                        chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
-    _estep_coordinate_missing(X, sample_weight, means, prec_chol ** 2, log_norm, hard,
-                              chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
-                              obj)
+    _coordinate_missing(X, sample_weight, means, prec_chol ** 2, log_norm, hard,
+                        chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
 
 def estep_spherical_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                             chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
                             obj):
     precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
-    _estep_coordinate_missing(X, sample_weight, means, precision, log_norm, hard,
-                              chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
-                              obj)
+    _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
+                        labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
 
 @serial
