@@ -297,13 +297,17 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 # --------------------------------------------------------------- tied
 @serial
-def _estep_tied_chunk(X, sample_weight, means, prec_chol, cwT, log_norm, center, hard,
+def _estep_tied_chunk(X, sample_weight, means, U, cwT, log_norm, center, hard,
                       start, stop, labels, log_prob, nk, sx, sxx, obj):
+    """``U`` is the shared Cholesky factor of the precision, (d, dp) flattened."""
     k, d = means.shape
+    dp = U.shape[0] // d
     want_lp = log_prob.shape[0] == X.shape[0]
     xb = np.empty((_BLOCK, d))
     xc = np.empty((_BLOCK, d))
-    y = np.empty((_BLOCK, d))
+    yb = np.empty(_BLOCK * dp)
+    no_a = np.zeros(dp)
+    no_half = np.zeros(_BLOCK)
     lp = np.empty((_BLOCK, k))
     maha = np.empty((_BLOCK, k))
     wr = np.empty((_BLOCK, k))
@@ -319,25 +323,15 @@ def _estep_tied_chunk(X, sample_weight, means, prec_chol, cwT, log_norm, center,
         for r in range(_BLOCK):
             for a in range(d):
                 xc[r, a] = xb[r, a] - center[a]
-                y[r, a] = 0.0
-        for a in range(d):
-            x0 = xc[0, a]
-            x1 = xc[1, a]
-            x2 = xc[2, a]
-            x3 = xc[3, a]
-            for b in range(a, d):
-                u = prec_chol[a, b]
-                y[0, b] += x0 * u
-                y[1, b] += x1 * u
-                y[2, b] += x2 * u
-                y[3, b] += x3 * u
+        # (x - c) U for the block's four rows by the register tile
+        _score_tile(xc, U, no_a, no_a, dp, no_half, yb)
         # (x - mu_j) U = (x - c) U - (mu_j - c) U
         maha[:, :] = 0.0
         for b in range(d):
-            y0 = y[0, b]
-            y1 = y[1, b]
-            y2 = y[2, b]
-            y3 = y[3, b]
+            y0 = yb[b]
+            y1 = yb[dp + b]
+            y2 = yb[2 * dp + b]
+            y3 = yb[3 * dp + b]
             for j in range(k):
                 c = cwT[b, j]
                 maha[0, j] += (y0 - c) * (y0 - c)
@@ -382,9 +376,15 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
             ma = means[j, a] - center[a]
             for b in range(a, d):
                 cwT[b, j] += ma * prec_chol[a, b]
+    dp = -(-d // 8) * 8  # U zero-padded to whole pairs of vectors for the tile
+    U = np.zeros((d, dp))
+    for a in range(d):
+        for b in range(a, d):
+            U[a, b] = prec_chol[a, b]
+    U = U.ravel()
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_tied_chunk(X, sample_weight, means, prec_chol, cwT, log_norm, center,
+        _estep_tied_chunk(X, sample_weight, means, U, cwT, log_norm, center,
                           hard, start, min(n, start + chunk_size), labels, log_prob,
                           nk[c], sx[c], sxx[c], obj[c])
 
