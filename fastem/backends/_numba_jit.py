@@ -13,6 +13,7 @@ import os
 import warnings
 
 import numba
+import numba.core.cpu
 
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
@@ -44,6 +45,11 @@ def serial(func):
     return _decorate(func)
 
 
+# numba's compiler option that turns reference counting off (no public spelling)
+_NO_NRT = {"_nrt": False} if hasattr(getattr(numba.core.cpu, "CPUTargetOptions", None),
+                                     "_nrt") else {}
+
+
 def leaf(func):
     """Compile a helper that allocates nothing, without reference counting.
 
@@ -52,14 +58,17 @@ def leaf(func):
     per array per call.  For helpers called once per row with several arrays
     that cost several times the helper's arithmetic (an ablation of the hard
     K-means row update, d = 2: 108 ns per row with counting, 41 without).
-    A leaf must not create arrays (views included) or return one.
+    A leaf must not allocate an array or return one; views of its arguments
+    used within the call are fine (they are not counted either).  ``_nrt`` is
+    a numba compiler option without a public spelling: if a numba release
+    drops it, ``leaf`` falls back to ``serial`` (same results, slower).
     """
-    return _decorate(func, _nrt=False)
+    return _decorate(func, **_NO_NRT)
 
 
 def inline_leaf(func):
     """``leaf``, and inlined into its callers by numba (for the smallest helpers)."""
-    return _decorate(func, _nrt=False, inline="always")
+    return _decorate(func, inline="always", **_NO_NRT)
 
 
 def ordered(func):
@@ -80,7 +89,7 @@ def ordered_parallel(func):
 
 def ordered_leaf(func):
     """``ordered`` and ``leaf`` at once."""
-    return _decorate(func, fastmath=set(FASTMATH) - {"reassoc"}, _nrt=False)
+    return _decorate(func, fastmath=set(FASTMATH) - {"reassoc"}, **_NO_NRT)
 
 
 def strict(func):
