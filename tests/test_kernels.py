@@ -772,6 +772,26 @@ def test_hard_spherical_labels_are_exact_distance_argmin(backend, dtype, offset,
     np.testing.assert_array_equal(_hard_spherical_labels(X, means, precision, log_norm), expected)
 
 
+@pytest.mark.parametrize("scale, precision_scale", [
+    (1e-21, 1.0),    # squared norms are float32 subnormals
+    (1e-30, 1e60),   # the scores are O(1), their float32 parts are subnormal
+    (1e30, 1.0),     # squared norms overflow float32
+    (1.0, 1e45),     # precisions beyond float32's range: the screen runs in float64
+], ids=["tiny", "tiny-precise", "huge", "huge-precision"])
+def test_hard_spherical_labels_are_exact_at_extreme_scales(backend, scale, precision_scale):
+    # The screen of the K-means kernel runs in float32 for float64 data; its
+    # error bound must hold where float32 underflows or overflows.
+    rng = np.random.default_rng(11)
+    n, k, d = 1500, 9, 12
+    means = rng.normal(size=(k, d)) * scale
+    X = means[rng.integers(0, k, n)] + 0.8 * scale * rng.normal(size=(n, d))
+    precision = rng.uniform(0.5, 2.0, size=k) * precision_scale
+    log_norm = np.zeros(k)  # equal weights; a constant would swamp scores of 1e-42
+    expected = _exact_hard_labels(X, means, precision, log_norm)
+    assert len(np.unique(expected)) == k                # a real clustering, not a tie
+    np.testing.assert_array_equal(_hard_spherical_labels(X, means, precision, log_norm), expected)
+
+
 def test_hard_spherical_ties_go_to_the_lowest_index(backend):
     # duplicated centres: every point is equally close to 1 and 3; label 1
     means = np.array([[10.0, 10.0], [0.0, 0.0], [5.0, -5.0], [0.0, 0.0]])

@@ -538,19 +538,30 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 #     lp_j = log_norm_j - p_j / 2 * ||x - mu_j||^2
 #          = A_j + p_j x' . mu_j' - p_j ||x'||^2 / 2,  A_j = log_norm_j - p_j / 2 ||mu_j'||^2.
 # For a block of four rows, the scores of every component come out of one
-# register tile of SIMD vectors (``_score_tile``) in the data's dtype: one
-# multiply-add per (row, component, feature) instead of the subtract, multiply
-# and add of a difference.  The expansion loses precision to cancellation, so
-# it only *screens*.  With u the unit roundoff of the tile's dtype, every
-# computed score of a row is within
-#     E = (d + 4) u (max_j |A_j| + ||x'|| max_j p_j ||mu_j'|| + max_j p_j ||x'||^2 / 2)
-# (+ float64 rounding) of the exact one.  When another component scores within
-# 4 E of the best (2 E would do), the row is decided on exact scores formed
-# from differences, as the other kernels do; the assigned component's distance
-# (the objective) is always formed from differences.  The labels are therefore
-# those of exact distances, whatever the dtype.
+# register tile of SIMD vectors (``_score_tile``) in float32, whatever the
+# data's dtype (in float64 if a component's |A_j|, p_j ||mu_j'|| or p_j
+# reaches 2^100, and then with the float64 u and t below): one multiply-add per (row, component, feature) instead of the
+# subtract, multiply and add of a difference, eight lanes to a vector.  The
+# expansion in float32 loses precision, so it only *screens*.  With u = 2^-24
+# the unit roundoff of float32 and
+#     S = max_j |A_j| + ||x'|| max_j p_j ||mu_j'|| + max_j p_j ||x'||^2 / 2,
+# every computed score of a row is within
+#     E = (d + 4) u S + (d + 3 + sqrt(d) (||x'|| + max_j p_j ||mu_j'||)
+#         + max_j p_j + ||x'||^2 / 2) t
+# (+ float64 rounding) of the exact one, where t = 2^-149 is float32's
+# smallest subnormal (the absolute error of a result that underflows).  When
+# another component scores within 4 E of the best (2 E would do), or S is
+# too large for float32 (S >= 2^100, so nothing can overflow), the row is
+# decided on exact scores formed from differences in float64, as the other
+# kernels do; the assigned component's distance (the objective) is always
+# formed from differences.  The labels are therefore those of exact
+# distances, whatever the dtype.  (Screening float64 data in float64 halves
+# the lanes and doubles the tile's cost; a close call needs a score gap
+# below about 1e-5 S at d = 16, so the exact path is rarely taken.)
 _TILE_ROWS = 4
 _SMALL_D = 4  # up to this many features, exact differences (no screening) are as fast
+# rows whose S reaches this are decided exactly (see above), so the tile cannot overflow
+_SCREEN_MAX_32, _SCREEN_MAX_64 = 2.0 ** 100, 2.0 ** 1000
 _ADD_BLOCK = 64  # rows labelled before their statistics are added in one call
 
 
@@ -731,10 +742,12 @@ def _exact_score(X, i, means, j, precision, log_norm):
 
 @serial
 def _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm, c, CT, A,
-                                P, kp, unit, a_max, pn_max, p_max, start, stop, labels,
+                                P, kp, unit, tiny, screen_max, a_max, pn_max, p_max, start,
+                                stop, labels,
                                 nk, sx, sxx, obj):
     k, d = means.shape
     u64 = 2.0 ** -53
+    root_d = np.sqrt(d)
     scores = np.empty(_TILE_ROWS * kp, dtype=CT.dtype)
     xb = np.zeros((_TILE_ROWS, d), dtype=CT.dtype)
     cut_c = np.empty(1, dtype=CT.dtype)
@@ -767,17 +780,20 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm,
             top = _row_top(scores, o, kp)
             nx = np.sqrt(2.0 * half[r])
             # bound on the screening error of every score of this row (see above)
-            err = ((d + 4) * unit + 8.0 * u64) * (a_max + nx * pn_max + p_max * half[r])
+            size = a_max + nx * pn_max + p_max * half[r]
+            err = (((d + 4) * unit + 8.0 * u64) * size
+                   + (d + 3 + root_d * (nx + pn_max) + p_max + half[r]) * tiny)
             cut = np.float64(top) - 4.0 * err
             # compared in the scores' dtype: rounding moves cut by far less than 2 err
             cut_c[0] = cut
             count, best = _count_at_least(scores, o, kp, vsplat(scores, cut))
-            if count != 1 or not np.isfinite(cut):
+            screened = size < screen_max and np.isfinite(cut)
+            if count != 1 or not screened:
                 # a close call, or scores out of range: exact scores decide
                 best = 0
                 v_best = _exact_score(X, i, means, 0, precision, log_norm)
                 for j in range(1, k):
-                    if not np.isfinite(cut) or scores[o + j] >= cut_c[0]:
+                    if not screened or scores[o + j] >= cut_c[0]:
                         v = _exact_score(X, i, means, j, precision, log_norm)
                         if v > v_best:
                             v_best = v
@@ -860,14 +876,14 @@ def _estep_spherical_hard_small_run(X, sample_weight, means, M, precision, log_n
 
 @parallel
 def _estep_spherical_hard_run(X, sample_weight, means, M, precision, log_norm, c, CT, A, P,
-                              kp, unit, a_max, pn_max, p_max, chunk_size, labels,
-                              nk, sx, sxx, obj):
+                              kp, unit, tiny, screen_max, a_max, pn_max, p_max, chunk_size,
+                              labels, nk, sx, sxx, obj):
     n = X.shape[0]
     for ch in prange(nk.shape[0]):
         start = ch * chunk_size
         _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm, c, CT,
-                                    A, P, kp, unit, a_max, pn_max, p_max, start,
-                                    min(n, start + chunk_size), labels,
+                                    A, P, kp, unit, tiny, screen_max, a_max, pn_max, p_max,
+                                    start, min(n, start + chunk_size), labels,
                                     nk[ch], sx[ch], sxx[ch], obj[ch])
 
 
@@ -890,25 +906,31 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
                                         MT.ravel(), LN, NHP, kp, chunk_size, labels, nk, sx,
                                         sxx, obj)
         return
-    dtype = np.float32 if X.dtype == np.float32 else np.float64
-    lane_count = 32 // np.dtype(dtype).itemsize
-    kp = -(-k // lane_count) * lane_count
-    c = means.mean(axis=0).astype(dtype)           # exactly representable in dtype
+    c = means.mean(axis=0).astype(X.dtype)         # exactly representable in X's dtype
     shifted = means - c.astype(np.float64)
     norms = np.sqrt(np.einsum("ij,ij->i", shifted, shifted))
     A64 = log_norm - 0.5 * precision * norms ** 2
+    finite = np.isfinite(A64)
+    a_max = float(np.max(np.abs(A64[finite]))) if finite.any() else 0.0
+    pn_max = float(np.max(precision * norms))
+    p_max = float(np.max(precision))
+    # the tile's dtype (see above): float32 unless the components' constants
+    # are out of its range
+    dtype = np.float32 if max(a_max, pn_max, p_max) < _SCREEN_MAX_32 else np.float64
+    fi = np.finfo(dtype)
+    screen_max = _SCREEN_MAX_32 if dtype == np.float32 else _SCREEN_MAX_64
+    lane_count = 32 // fi.dtype.itemsize
+    kp = -(-k // lane_count) * lane_count
     CT = np.zeros((d, kp), dtype=dtype)
     CT[:, :k] = (precision[:, None] * shifted).T
     A = np.full(kp, -np.inf, dtype=dtype)
     A[:k] = A64
     P = np.zeros(kp, dtype=dtype)
     P[:k] = precision
-    finite = np.isfinite(A64)
-    a_max = float(np.max(np.abs(A64[finite]))) if finite.any() else 0.0
     _estep_spherical_hard_run(
         X, sample_weight, means, M, precision, log_norm, c, CT.ravel(), A, P, kp,
-        float(np.finfo(dtype).eps) / 2, a_max, float(np.max(precision * norms)),
-        float(np.max(precision)), chunk_size, labels, nk, sx, sxx, obj)
+        float(fi.eps) / 2, float(fi.smallest_subnormal), screen_max, a_max, pn_max, p_max,
+        chunk_size, labels, nk, sx, sxx, obj)
 
 
 # ------------------------------------------------ soft E-steps through tiles
