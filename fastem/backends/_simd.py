@@ -17,6 +17,7 @@ register-tiled product needs:
 * ``vmax(a, b)``           lane-wise maximum (inputs must not be NaN)
 * ``vhmax(v)``             the largest lane, as a scalar
 * ``vmask_ge(v, w)``       bit l set where lane l of v >= lane l of w (an int)
+* ``vselect_ge(a, b, x, y)`` lane-wise ``x if a >= b else y``
 * ``vexp_nonpositive(v)``  exp of every lane of a float64 vector whose lanes
                            are <= 0 (or -inf), as ``numba_backend._exp_nonpositive``
 * ``vadd(a, b)``, ``vsub(a, b)``, ``vmul(a, b)``  lane-wise sum, difference, product
@@ -167,6 +168,16 @@ def vmask_ge(typingctx, v, w):
         mask = builder.bitcast(bits, ir.IntType(v.lanes))
         return builder.zext(mask, context.get_value_type(types.intp))
     return types.intp(v, w), codegen
+
+
+@intrinsic
+def vselect_ge(typingctx, a, b, x, y):
+    if not (isinstance(a, Vec) and a == b == x == y):
+        raise TypeError(f"vselect_ge: expected four Vec of one dtype, got {a}, {b}, {x}, {y}")
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">=", args[0], args[1]), args[2], args[3])
+    return a(a, b, x, y), codegen
 
 
 def _int_unary(name, llvm_name, extra_false=False):

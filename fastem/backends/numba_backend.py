@@ -21,7 +21,7 @@ from numba import prange
 
 from ._numba_jit import inline_leaf, leaf, ordered, ordered_leaf, ordered_parallel, parallel, serial, strict
 from ._simd import (exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vexp_nonpositive, vfma,
-                    vhmax, vhsum, vload, vmask_ge, vmax, vmul, vsplat, vstore, vsub, vzero)
+                    vhmax, vhsum, vload, vmask_ge, vselect_ge, vmax, vmul, vsplat, vstore, vsub, vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -1028,17 +1028,12 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
             top = vmax(top, vload(ST, base + j * _RB))
         vstore(lane, 0, top)
         rows = min(4, n_rows - h)
-        # labels: the first component reaching the maximum, four rows at once
-        found = 0
-        for j in range(kp):
-            new = vmask_ge(vload(ST, base + j * _RB), top) & ~found
-            if new != 0:
-                for r in range(4):
-                    if (new >> r) & 1:
-                        lane[12 + r] = j
-                found |= new
-                if found == 15:
-                    break
+        # labels: the first component reaching the maximum, four rows at once,
+        # without branches (their outcome follows the data and is mispredicted)
+        first = vsplat(ST, 0.0)
+        for j in range(kp - 1, -1, -1):
+            first = vselect_ge(vload(ST, base + j * _RB), top, vsplat(ST, j), first)
+        vstore(lane, 12, first)
         for r in range(rows):
             i = i0 + h + r
             best = np.int64(lane[12 + r])
