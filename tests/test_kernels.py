@@ -800,6 +800,38 @@ def test_hard_spherical_ties_go_to_the_lowest_index(backend):
     np.testing.assert_array_equal(labels, [1, 1, 1, 1, 1])
 
 
+@pytest.mark.parametrize("kernel", ["estep_diag", "estep_spherical", "estep_bernoulli"])
+def test_soft_labels_of_tied_scores_go_to_the_lowest_index(backend, kernel):
+    # components 1, 3 and 6 are copies: every row closest to them gets label 1;
+    # 9 components, so that the ties span two vectors and a padded one
+    rng = np.random.default_rng(5)
+    n, d, k = 300, 3, 9
+    means = rng.normal(scale=4.0, size=(k, d))
+    means[3] = means[1]
+    means[6] = means[1]
+    X = means[rng.integers(0, k, n)] + 0.3 * rng.normal(size=(n, d))
+    if kernel == "estep_bernoulli":
+        X = (X > 0).astype(np.float64)
+        params = (np.clip(means, -3, 3), np.zeros(k))           # logit, log_norm
+    elif kernel == "estep_diag":
+        params = (np.ones((k, d)), np.zeros(k), np.zeros(d))     # prec_chol, log_norm, center
+    else:
+        params = (np.ones(k), np.zeros(k), np.zeros(d))
+    chunk_size = 64
+    n_chunks = -(-n // chunk_size)
+    labels = np.full(n, -1, dtype=np.int64)
+    log_prob = np.empty((n, k))
+    args = [X, np.ones(n), *(() if kernel == "estep_bernoulli" else (means,)), *params, False,
+            chunk_size, labels, log_prob, np.zeros((n_chunks, k)), np.zeros((n_chunks, k, d))]
+    if kernel != "estep_bernoulli":
+        args.append(np.zeros((n_chunks, k, d)))
+    getattr(fastem.backends.get_kernels(), kernel)(*args, np.zeros((n_chunks, 3)))
+    expected = np.argmax(log_prob, axis=1)  # numpy's argmax: the first maximum
+    assert np.any(log_prob[:, 1] == log_prob.max(axis=1))
+    assert not np.any(np.isin(labels, [3, 6]))
+    np.testing.assert_array_equal(labels, expected)
+
+
 @pytest.mark.parametrize("d", [2, 5])
 def test_hard_spherical_with_unequal_precisions_and_weights(backend, d):
     # the hard spherical GMM: per-component variances and weights, one of them 0
