@@ -19,7 +19,7 @@ from . import _config
 from ._base import BaseEstimator
 from ._em import fit_em
 from ._gaussian import GaussianFamily, GaussianParams
-from ._utils import column_mean, column_variance, has_nan, row_blocks
+from ._utils import column_mean, column_variance, has_nan, row_blocks, weighted_sum
 from ._validation import (check_array, check_float, check_int, check_is_fitted,
                           check_observed_columns,
                           check_n_features, check_param_array, check_random_state,
@@ -182,7 +182,7 @@ def _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials):
     potential = 0.0
     for start, stop, dist in sqdist_blocks(rows_as_centers(indices[:1])):
         closest[start:stop] = dist[:, 0]
-        potential += closest[start:stop] @ w[start:stop]
+        potential += weighted_sum(w[start:stop], closest[start:stop])
     for c in range(1, n_clusters):
         targets = rs.uniform(size=n_local_trials) * potential
         # np.searchsorted(np.cumsum(w * closest), targets), clipped to the last row
@@ -199,7 +199,7 @@ def _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials):
         potentials = np.zeros(n_local_trials)
         for start, stop, dist in sqdist_blocks(centers):
             np.minimum(closest[start:stop, None], dist, out=dist)
-            potentials += w[start:stop] @ dist
+            potentials += weighted_sum(w[start:stop], dist)
         best = int(np.argmin(potentials))
         potential = potentials[best]
         indices[c] = candidates[best]

@@ -9,6 +9,7 @@ import numbers
 
 import numpy as np
 
+from ._utils import weighted_sum
 from .exceptions import NotFittedError
 
 # rows per block when scanning X for NaN or infinity (masks of 128 KB for 16 features)
@@ -87,7 +88,7 @@ def check_observed_columns(X, sample_weight):
     observed = np.zeros(X.shape[1])
     for start in range(0, X.shape[0], _ROWS):
         part = ~np.isnan(X[start:start + _ROWS])
-        observed += sample_weight[start:start + _ROWS] @ part
+        observed += weighted_sum(sample_weight[start:start + _ROWS], part.astype(np.float64))
     empty = np.flatnonzero(observed == 0)
     if empty.size:
         raise ValueError(
