@@ -381,6 +381,20 @@ def describe_machine(info):
 
 
 # ---------------------------------------------------------------- timing
+# Before every timed run on more than SETTLE_MIN_BYTES of data, a pause of
+# SETTLE_S: the worker threads of the previous library (OpenBLAS spins for up
+# to about 0.1 s after a call) go idle, so that no run pays for the one before
+# it, whichever library that was.  Runs on less data are too short to time
+# meaningfully, and pausing them would only slow the tests.
+SETTLE_S = 0.3
+SETTLE_MIN_BYTES = 1 << 20
+
+
+def settle(X):
+    if X.nbytes >= SETTLE_MIN_BYTES:
+        time.sleep(SETTLE_S)
+
+
 def per_iteration(make, X, repeats):
     """Best seconds per iteration over ``repeats`` fits of ``make()``, and n_iter_."""
     best, iters = math.inf, 0
@@ -388,6 +402,7 @@ def per_iteration(make, X, repeats):
         model = make()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tol=0 never converges: by design
+            settle(X)
             start = time.perf_counter()
             model.fit(X)
             elapsed = time.perf_counter() - start
@@ -413,6 +428,7 @@ def multiply_seconds(X, logit, repeats):
     np.matmul(X[:WARM_UP_ROWS], logit_t)
     best = math.inf
     for _ in range(max(repeats, MULTIPLY_REPEATS)):
+        settle(X)
         start = time.perf_counter()
         np.matmul(X, logit_t, out=out)
         best = min(best, time.perf_counter() - start)
@@ -441,6 +457,7 @@ def faiss_per_iteration(faiss, X, init, max_iter, repeats, threads):
     best = math.inf
     for _ in range(repeats):
         km = make(max_iter, n)
+        settle(X)
         start = time.perf_counter()
         km.train(X, init_centroids=init)
         elapsed = time.perf_counter() - start

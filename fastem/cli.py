@@ -150,7 +150,8 @@ diag and spherical at (1e5,16,16), (2e5,2,8), (5e4,64,8); BernoulliMixture at
 diag at (1e5,16,8) with 10 % NaN against the complete data. Same data, same
 initial parameters, tol=0, a fixed number of iterations; time per iteration
 is the fit time over n_iter_, best of --repeats fits, after an untimed
-warm-up fit (numba compilation). scikit-learn's BLAS/OpenMP threads are
+warm-up fit (numba compilation), each after a 0.3 s pause in which the other
+library's idle threads stop spinning. scikit-learn's BLAS/OpenMP threads are
 limited to fastem's thread count with threadpoolctl. The full run takes a
 few minutes; --quick about one minute."""
 
