@@ -8,16 +8,28 @@ from ._bernoulli import BernoulliFamily, BernoulliParams
 from ._mixture_base import BaseMixture
 from ._validation import check_array, check_float, check_n_features, check_param_array
 
+_ROWS = 65536
+
 
 def check_binary(X):
-    """Raise unless every entry of X is 0, 1 or NaN (bool input is accepted)."""
-    bad = (X != 0) & (X != 1) & ~np.isnan(X)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(
-            f"X must contain only 0 and 1 values for BernoulliMixture, got "
-            f"{float(X[row, col])!r} at row {row}, column {col}"
-        )
+    """Raise unless every entry of X is 0, 1 or NaN (bool input is accepted).
+
+    Blocks of ``_ROWS`` rows: the boolean temporaries stay small, and the NaN
+    test runs only on a block that holds something other than 0 and 1.
+    """
+    for start in range(0, X.shape[0], _ROWS):
+        block = X[start:start + _ROWS]
+        bad = block != 0
+        bad &= block != 1
+        if not bad.any():
+            continue
+        bad &= ~np.isnan(block)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(
+                f"X must contain only 0 and 1 values for BernoulliMixture, got "
+                f"{float(block[row, col])!r} at row {start + row}, column {col}"
+            )
 
 
 class BernoulliMixture(BaseMixture):

@@ -232,6 +232,15 @@ def test_non_binary_values_are_rejected(backend, value):
             method(X)
 
 
+def test_non_binary_value_far_down_is_reported_at_its_row():
+    # the check runs a block of rows at a time: the row number must be global
+    X = np.tile(np.eye(3), (30000, 1))
+    X[:, 0][5::7] = np.nan
+    X[70001, 1] = 0.25
+    with pytest.raises(ValueError, match=r"got 0.25 at row 70001, column 1"):
+        BernoulliMixture(2).fit(X)
+
+
 def test_infinity_is_rejected_and_nan_is_missing(backend):
     X = np.eye(3)[[0, 1, 2, 0, 1, 2]]
     X[3, 1] = np.inf
