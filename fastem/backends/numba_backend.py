@@ -818,8 +818,8 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm,
 
 
 @serial
-def _estep_spherical_hard_small_chunk(X, sample_weight, means, M, precision, log_norm, MT,
-                                      LN, NHP, kp, start, stop, labels, nk, sx, sxx, obj):
+def _estep_spherical_hard_small_chunk(X, sample_weight, means, M, precision, log_norm, LN,
+                                      NHP, start, stop, labels, nk, sx, sxx, obj):
     """Hard spherical E-step for few features: exact scores, rows in lanes.
 
     With d small the expansion saves little, so every score is formed from
@@ -882,13 +882,13 @@ def _estep_spherical_hard_small_chunk(X, sample_weight, means, M, precision, log
 
 
 @parallel
-def _estep_spherical_hard_small_run(X, sample_weight, means, M, precision, log_norm, MT, LN,
-                                    NHP, kp, chunk_size, labels, nk, sx, sxx, obj):
+def _estep_spherical_hard_small_run(X, sample_weight, means, M, precision, log_norm, LN,
+                                    NHP, chunk_size, labels, nk, sx, sxx, obj):
     n = X.shape[0]
     for ch in prange(nk.shape[0]):
         start = ch * chunk_size
         _estep_spherical_hard_small_chunk(X, sample_weight, means, M, precision, log_norm,
-                                          MT, LN, NHP, kp, start, min(n, start + chunk_size),
+                                          LN, NHP, start, min(n, start + chunk_size),
                                           labels, nk[ch], sx[ch], sxx[ch], obj[ch])
 
 
@@ -913,16 +913,9 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
     M[:, :d] = means
     M = M.ravel()
     if d <= _SMALL_D:
-        kp = _padded(k, 4)
-        MT = np.zeros((d, kp))
-        MT[:, :k] = means.T
-        LN = np.full(kp, -np.inf)
-        LN[:k] = log_norm
-        NHP = np.zeros(kp)
-        NHP[:k] = -0.5 * precision
         _estep_spherical_hard_small_run(X, sample_weight, means, M, precision, log_norm,
-                                        MT.ravel(), LN, NHP, kp, chunk_size, labels, nk, sx,
-                                        sxx, obj)
+                                        np.ascontiguousarray(log_norm, dtype=np.float64),
+                                        -0.5 * precision, chunk_size, labels, nk, sx, sxx, obj)
         return
     c = means.mean(axis=0).astype(X.dtype)         # exactly representable in X's dtype
     shifted = means - c.astype(np.float64)
