@@ -411,3 +411,28 @@ def test_set_params_rejects_unknown_names():
     for model in (GaussianMixture(), BernoulliMixture(), KMeans()):
         with pytest.raises(ValueError, match=re.escape("invalid parameter 'colour'")):
             model.set_params(colour="red")
+
+
+def test_weighted_sum_is_the_weighted_column_sum_of_a_block():
+    # fastem._utils.weighted_sum replaces `w @ x` in the row reductions (column
+    # means, observed counts, k-means++ potentials) so that they do not wake
+    # BLAS threads; it must compute the same sums and leave its inputs alone.
+    from fastem._utils import column_mean, weighted_sum
+    rng = np.random.default_rng(4)
+    w = rng.uniform(0.0, 2.0, size=5000)
+    x = rng.normal(size=(5000, 7))
+    w0, x0 = w.copy(), x.copy()
+    np.testing.assert_allclose(weighted_sum(w, x), w @ x, rtol=1e-12)
+    np.testing.assert_allclose(weighted_sum(w, x[:, 3]), w @ x[:, 3], rtol=1e-12)
+    np.testing.assert_allclose(weighted_sum(w, np.asfortranarray(x)), w @ x, rtol=1e-12)
+    np.testing.assert_array_equal(w, w0)
+    np.testing.assert_array_equal(x, x0)
+    X = np.tile(x, (30, 1))  # more than one block of column_mean
+    W = np.tile(w, 30)
+    np.testing.assert_allclose(column_mean(X, W), np.average(X, axis=0, weights=W),
+                               rtol=1e-12, atol=1e-15)
+    X[::3, 2] = np.nan
+    expected = np.array([np.average(X[~np.isnan(X[:, a]), a], weights=W[~np.isnan(X[:, a])])
+                         for a in range(7)])
+    np.testing.assert_allclose(column_mean(X, W, missing=True), expected, rtol=1e-12,
+                               atol=1e-15)
