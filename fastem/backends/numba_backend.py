@@ -297,15 +297,26 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 # --------------------------------------------------------------- tied
 @serial
-def _estep_tied_chunk(X, sample_weight, means, U, cwT, log_norm, center, hard,
+def _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, center, hard,
                       start, stop, labels, log_prob, nk, sx, sxx, obj):
-    """``U`` is the shared Cholesky factor of the precision, (d, dp) flattened."""
+    """``U`` is the shared Cholesky factor of the precision, (d, dp) flattened.
+
+    With y = (x - c) U and b_j = (mu_j - c) U (``cwT``), the soft E-step takes
+    log_norm_j - |y - b_j|^2 / 2 = A_j + y . b_j - |y|^2 / 2 from a second
+    register tile (``CT`` = b transposed, padded to kp columns; ``A``, ``P``
+    as ``_score_tile`` wants them), as the diagonal path expands its scores;
+    the hard E-step forms |y - b_j|^2 from differences.
+    """
     k, d = means.shape
     dp = U.shape[0] // d
+    kp = A.shape[0]
     want_lp = log_prob.shape[0] == X.shape[0]
     xb = np.empty((_BLOCK, d))
     xc = np.empty((_BLOCK, d))
     yb = np.empty(_BLOCK * dp)
+    y2 = np.empty((_BLOCK, d))
+    nhalf = np.empty(_BLOCK)
+    sc = np.empty(_BLOCK * kp)
     no_a = np.zeros(dp)
     no_half = np.zeros(_BLOCK)
     lp = np.empty((_BLOCK, k))
@@ -325,20 +336,33 @@ def _estep_tied_chunk(X, sample_weight, means, U, cwT, log_norm, center, hard,
                 xc[r, a] = xb[r, a] - center[a]
         # (x - c) U for the block's four rows by the register tile
         _score_tile(xc, U, no_a, no_a, dp, no_half, yb)
-        # (x - mu_j) U = (x - c) U - (mu_j - c) U
-        maha[:, :] = 0.0
-        for b in range(d):
-            y0 = yb[b]
-            y1 = yb[dp + b]
-            y2 = yb[2 * dp + b]
-            y3 = yb[3 * dp + b]
-            for j in range(k):
-                c = cwT[b, j]
-                maha[0, j] += (y0 - c) * (y0 - c)
-                maha[1, j] += (y1 - c) * (y1 - c)
-                maha[2, j] += (y2 - c) * (y2 - c)
-                maha[3, j] += (y3 - c) * (y3 - c)
-        _gaussian_log_prob(maha, log_norm, lp)
+        if hard:
+            # (x - mu_j) U = (x - c) U - (mu_j - c) U, from differences
+            maha[:, :] = 0.0
+            for b in range(d):
+                y0 = yb[b]
+                y1 = yb[dp + b]
+                y2_ = yb[2 * dp + b]
+                y3 = yb[3 * dp + b]
+                for j in range(k):
+                    c = cwT[b, j]
+                    maha[0, j] += (y0 - c) * (y0 - c)
+                    maha[1, j] += (y1 - c) * (y1 - c)
+                    maha[2, j] += (y2_ - c) * (y2_ - c)
+                    maha[3, j] += (y3 - c) * (y3 - c)
+            _gaussian_log_prob(maha, log_norm, lp)
+        else:
+            for r in range(_BLOCK):
+                ss = 0.0
+                for b in range(d):
+                    v = yb[r * dp + b]
+                    y2[r, b] = v
+                    ss += v * v
+                nhalf[r] = -0.5 * ss
+            _score_tile(y2, CT, A, P, kp, nhalf, sc)
+            for r in range(_BLOCK):
+                for j in range(k):
+                    lp[r, j] = sc[r * kp + j]
         _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
                       want_lp, wr, best_of, obj)
         for r in range(_BLOCK):
@@ -382,9 +406,20 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
         for b in range(a, d):
             U[a, b] = prec_chol[a, b]
     U = U.ravel()
+    kp = -(-k // 4) * 4
+    CT = np.zeros(d * kp)
+    A = np.full(kp, -np.inf)
+    P = np.zeros(kp)
+    for j in range(k):
+        bb = 0.0
+        for b in range(d):
+            CT[b * kp + j] = cwT[b, j]
+            bb += cwT[b, j] * cwT[b, j]
+        A[j] = log_norm[j] - 0.5 * bb
+        P[j] = 1.0
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_tied_chunk(X, sample_weight, means, U, cwT, log_norm, center,
+        _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, center,
                           hard, start, min(n, start + chunk_size), labels, log_prob,
                           nk[c], sx[c], sxx[c], obj[c])
 
