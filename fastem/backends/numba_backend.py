@@ -204,6 +204,7 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, st
                       stop, labels, log_prob, nk, sx, sxx, obj):
     k, d = means.shape
     kdp = cw.shape[0]
+    L = lanes(cw)
     want_lp = log_prob.shape[0] == X.shape[0]
     xb = np.empty((_BLOCK, d))
     xc = np.empty((_BLOCK, d))
@@ -230,9 +231,19 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, st
         _score_tile(xc, W, cw, no_p, kdp, no_half, y)
         for r in range(_BLOCK):
             for j in range(k):
-                m = 0.0
-                for b in range(r * kdp + j * d, r * kdp + (j + 1) * d):
-                    m += y[b] * y[b]
+                # |y_j|^2, a vector of coordinates at a time (a chain of d
+                # dependent adds as a scalar loop)
+                o = r * kdp + j * d
+                acc = vzero(y)
+                b = 0
+                while b + L <= d:
+                    v = vload(y, o + b)
+                    acc = vfma(v, v, acc)
+                    b += L
+                m = vhsum(acc)
+                while b < d:
+                    m += y[o + b] * y[o + b]
+                    b += 1
                 maha[r, j] = m
         _gaussian_log_prob(maha, log_norm, lp)
         _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
