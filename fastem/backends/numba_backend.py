@@ -198,6 +198,25 @@ def _accumulate_first(xb, wr, means, j, nk, sx):
         sx[j, a] += r0 * (xb[0, a] - m) + r1 * (xb[1, a] - m) + r2 * (xb[2, a] - m) + r3 * (xb[3, a] - m)
 
 
+@inline_leaf
+def _block_sqdist(xb, centersT, acc):
+    """acc[r, j] = |xb[r] - centersT[:, j]|^2 for the four rows of a block,
+    from differences, the components of a feature at a time."""
+    d, m = centersT.shape
+    acc[:, :] = 0.0
+    for a in range(d):
+        x0 = xb[0, a]
+        x1 = xb[1, a]
+        x2 = xb[2, a]
+        x3 = xb[3, a]
+        for j in range(m):
+            c = centersT[a, j]
+            acc[0, j] += (x0 - c) * (x0 - c)
+            acc[1, j] += (x1 - c) * (x1 - c)
+            acc[2, j] += (x2 - c) * (x2 - c)
+            acc[3, j] += (x3 - c) * (x3 - c)
+
+
 # --------------------------------------------------------------- full
 @serial
 def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, start,
@@ -347,29 +366,18 @@ def _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, cente
                 xc[r, a] = xb[r, a] - center[a]
         # (x - c) U for the block's four rows by the register tile
         _score_tile(xc, U, no_a, no_a, dp, no_half, yb)
-        if hard:
-            # (x - mu_j) U = (x - c) U - (mu_j - c) U, from differences
-            maha[:, :] = 0.0
+        for r in range(_BLOCK):
+            ss = 0.0
             for b in range(d):
-                y0 = yb[b]
-                y1 = yb[dp + b]
-                y2_ = yb[2 * dp + b]
-                y3 = yb[3 * dp + b]
-                for j in range(k):
-                    c = cwT[b, j]
-                    maha[0, j] += (y0 - c) * (y0 - c)
-                    maha[1, j] += (y1 - c) * (y1 - c)
-                    maha[2, j] += (y2_ - c) * (y2_ - c)
-                    maha[3, j] += (y3 - c) * (y3 - c)
+                v = yb[r * dp + b]
+                y2[r, b] = v
+                ss += v * v
+            nhalf[r] = -0.5 * ss
+        if hard:
+            # |(x - mu_j) U|^2 = |(x - c) U - (mu_j - c) U|^2, from differences
+            _block_sqdist(y2, cwT, maha)
             _gaussian_log_prob(maha, log_norm, lp)
         else:
-            for r in range(_BLOCK):
-                ss = 0.0
-                for b in range(d):
-                    v = yb[r * dp + b]
-                    y2[r, b] = v
-                    ss += v * v
-                nhalf[r] = -0.5 * ss
             _score_tile(y2, CT, A, P, kp, nhalf, sc)
             for r in range(_BLOCK):
                 for j in range(k):
@@ -586,8 +594,9 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 # For a block of four rows, the scores of every component come out of one
 # register tile of SIMD vectors (``_score_tile``) in float32, whatever the
 # data's dtype (in float64 if a component's |A_j|, p_j ||mu_j'|| or p_j
-# reaches 2^100, and then with the float64 u and t below): one multiply-add per (row, component, feature) instead of the
-# subtract, multiply and add of a difference, eight lanes to a vector.  The
+# reaches 2^100, and then with the float64 u and t below): one multiply-add
+# per (row, component, feature) instead of the subtract, multiply and add of
+# a difference, eight lanes to a vector.  The
 # expansion in float32 loses precision, so it only *screens*.  With u = 2^-24
 # the unit roundoff of float32 and
 #     S = max_j |A_j| + ||x'|| max_j p_j ||mu_j'|| + max_j p_j ||x'||^2 / 2,
@@ -791,8 +800,7 @@ def _exact_score(X, i, means, j, precision, log_norm):
 @serial
 def _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm, c, CT, A,
                                 P, kp, unit, tiny, screen_max, a_max, pn_max, p_max, start,
-                                stop, labels,
-                                nk, sx, sxx, obj):
+                                stop, labels, nk, sx, sxx, obj):
     k, d = means.shape
     u64 = 2.0 ** -53
     # The bound E of a row (see above) without its square root: with
@@ -836,7 +844,7 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm,
             top = _row_top(scores, o, kp)
             # 4 x the bound on the screening error of every score of this row
             cut = np.float64(top) - 4.0 * (e0 + e1 * half[r])
-            # compared in the scores' dtype: rounding moves cut by far less than 2 err
+            # compared in the scores' dtype: rounding moves cut by far less than 2 E
             cut_c[0] = cut
             count, best = _count_at_least(scores, o, kp, vsplat(scores, cut))
             screened = half[r] < h_max and np.isfinite(cut)
@@ -1368,18 +1376,7 @@ def _sqdist_chunk(X, centersT, start, stop, out):
     for i0 in range(start, stop, _BLOCK):
         n_rows = min(_BLOCK, stop - i0)
         _load_block(X, i0, n_rows, xb)
-        acc[:, :] = 0.0
-        for a in range(d):
-            x0 = xb[0, a]
-            x1 = xb[1, a]
-            x2 = xb[2, a]
-            x3 = xb[3, a]
-            for j in range(m):
-                c = centersT[a, j]
-                acc[0, j] += (x0 - c) * (x0 - c)
-                acc[1, j] += (x1 - c) * (x1 - c)
-                acc[2, j] += (x2 - c) * (x2 - c)
-                acc[3, j] += (x3 - c) * (x3 - c)
+        _block_sqdist(xb, centersT, acc)
         for r in range(n_rows):
             for j in range(m):
                 out[i0 + r, j] = acc[r, j]
