@@ -6,9 +6,8 @@ import numpy as np
 
 from ._bernoulli import BernoulliFamily, BernoulliParams
 from ._mixture_base import BaseMixture
+from ._utils import _ROWS
 from ._validation import check_array, check_float, check_n_features, check_param_array
-
-_ROWS = 65536
 
 
 def check_binary(X):
