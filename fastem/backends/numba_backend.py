@@ -218,9 +218,88 @@ def _block_sqdist(xb, centersT, acc):
 
 
 # --------------------------------------------------------------- full
+_MOMENT_ROWS = 64  # rows whose second moments one pass of the moment tile adds
+
+
+@leaf
+def _lower_moment_tile(D, Z, rows, dp, d, S, so):
+    """S[so + a * dp + b] += sum_{i < rows} D[i * dp + a] Z[i * dp + b]
+    over the 4 x 8 blocks of (a, b) that meet the lower triangle b <= a < d.
+
+    ``D`` and ``Z`` hold ``rows`` rows of ``dp`` floats (a multiple of 8,
+    zero past d).  A block keeps its 32 sums in eight registers while the
+    rows stream past: each value loaded feeds four or eight multiply-adds,
+    and ``S`` is read and written once per call instead of once per row.
+    """
+    for a0 in range(0, d, 4):
+        for b0 in range(0, a0 + 4, 8):
+            s00 = vzero(Z)
+            s01 = s00
+            s10 = s00
+            s11 = s00
+            s20 = s00
+            s21 = s00
+            s30 = s00
+            s31 = s00
+            for i in range(rows):
+                o = i * dp
+                z0 = vload(Z, o + b0)
+                z1 = vload(Z, o + b0 + 4)
+                x = vsplat(Z, D[o + a0])
+                s00 = vfma(x, z0, s00)
+                s01 = vfma(x, z1, s01)
+                x = vsplat(Z, D[o + a0 + 1])
+                s10 = vfma(x, z0, s10)
+                s11 = vfma(x, z1, s11)
+                x = vsplat(Z, D[o + a0 + 2])
+                s20 = vfma(x, z0, s20)
+                s21 = vfma(x, z1, s21)
+                x = vsplat(Z, D[o + a0 + 3])
+                s30 = vfma(x, z0, s30)
+                s31 = vfma(x, z1, s31)
+            t = so + a0 * dp + b0
+            vstore(S, t, vadd(vload(S, t), s00))
+            vstore(S, t + 4, vadd(vload(S, t + 4), s01))
+            t += dp
+            vstore(S, t, vadd(vload(S, t), s10))
+            vstore(S, t + 4, vadd(vload(S, t + 4), s11))
+            t += dp
+            vstore(S, t, vadd(vload(S, t), s20))
+            vstore(S, t + 4, vadd(vload(S, t + 4), s21))
+            t += dp
+            vstore(S, t, vadd(vload(S, t), s30))
+            vstore(S, t + 4, vadd(vload(S, t + 4), s31))
+
+
+@leaf
+def _add_component_moments(XS, WRS, rows, j, MP, dp, d, D, Z, nk, SX, SA):
+    """Moments about mu_j (``MP[j]``) of ``rows`` staged rows weighted by WRS[:, j]:
+    nk[j], SX[j] (first) and, through the moment tile, SA[j] (second)."""
+    mo = j * dp
+    total = 0.0
+    for i in range(rows):
+        total += WRS[i, j]
+    if total == 0.0:  # no weight here (the weights are never negative)
+        return
+    nk[j] += total
+    for i in range(rows):
+        o = i * dp
+        r = vsplat(Z, WRS[i, j])
+        for a in range(0, dp, 4):
+            v = vsub(vload(XS, o + a), vload(MP, mo + a))
+            vstore(D, o + a, v)
+            z = vmul(r, v)
+            vstore(Z, o + a, z)
+            vstore(SX, mo + a, vadd(vload(SX, mo + a), z))
+    _lower_moment_tile(D, Z, rows, dp, d, SA, j * dp * dp)
+
+
 @serial
-def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, start,
+def _estep_full_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, hard, start,
                       stop, labels, log_prob, nk, sx, sxx, obj):
+    """Hard E-steps add each row to its component at once; soft E-steps stage
+    ``_MOMENT_ROWS`` rows and their responsibilities, then add their moments
+    about each mean through the moment tile."""
     k, d = means.shape
     kdp = cw.shape[0]
     L = lanes(cw)
@@ -235,10 +314,23 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, st
     maha = np.empty((_BLOCK, k))
     wr = np.empty((_BLOCK, k))
     best_of = np.empty(_BLOCK, dtype=np.int64)
+    dp = -(-d // 8) * 8
+    R = 0 if hard else _MOMENT_ROWS
+    XS = np.zeros(R * dp)
+    D = np.zeros(R * dp)
+    Z = np.zeros(R * dp)
+    WRS = np.zeros((R, k))
+    MP = np.zeros(k * dp)
+    SX = np.zeros(k * dp)
+    SA = np.zeros(k * dp * dp if R > 0 else 0)
+    for j in range(k):
+        for a in range(d):
+            MP[j * dp + a] = means[j, a]
     nk[:] = 0.0
     sx[:] = 0.0
     sxx[:] = 0.0
     obj[:] = 0.0
+    staged = 0
     for i0 in range(start, stop, _BLOCK):
         n_rows = min(_BLOCK, stop - i0)
         _load_block(X, i0, n_rows, xb)
@@ -247,7 +339,7 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, st
         for r in range(_BLOCK):
             for a in range(d):
                 xc[r, a] = xb[r, a] - center[a]
-        _score_tile(xc, W, cw, no_p, kdp, no_half, y)
+        _score_tile(xc, W, cw, no_p, kdp, no_half, depth, y)
         for r in range(_BLOCK):
             for j in range(k):
                 # |y_j|^2, a vector of coordinates at a time (a chain of d
@@ -282,25 +374,24 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, st
                     for b in range(a + 1):
                         sxx[j, a, b] += u * diff[0, b]
             continue
-        for j in range(k):
-            r0 = wr[0, j]
-            r1 = wr[1, j]
-            r2 = wr[2, j]
-            r3 = wr[3, j]
-            if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
-                continue
-            _accumulate_first(xb, wr, means, j, nk, sx)
-            for r in range(_BLOCK):
-                for a in range(d):
-                    diff[r, a] = xb[r, a] - means[j, a]
+        # stage the block (padding rows have zero responsibilities)
+        for r in range(_BLOCK):
+            o = (staged + r) * dp
             for a in range(d):
-                u0 = r0 * diff[0, a]
-                u1 = r1 * diff[1, a]
-                u2 = r2 * diff[2, a]
-                u3 = r3 * diff[3, a]
+                XS[o + a] = xb[r, a]
+            for j in range(k):
+                WRS[staged + r, j] = wr[r, j]
+        staged += _BLOCK
+        if staged == R or i0 + _BLOCK >= stop:
+            for j in range(k):
+                _add_component_moments(XS, WRS, staged, j, MP, dp, d, D, Z, nk, SX, SA)
+            staged = 0
+    if not hard:
+        for j in range(k):
+            for a in range(d):
+                sx[j, a] = SX[j * dp + a]
                 for b in range(a + 1):  # the lower triangle: the M-step reads no more
-                    sxx[j, a, b] += (u0 * diff[0, b] + u1 * diff[1, b]
-                                     + u2 * diff[2, b] + u3 * diff[3, b])
+                    sxx[j, a, b] = SA[(j * dp + a) * dp + b]
 
 
 @parallel
@@ -318,9 +409,15 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
                 W[a, j * d + b] = prec_chol[j, a, b]
                 cw[j * d + b] -= ma * prec_chol[j, a, b]
     W = W.ravel()
+    # column block t of the tile (columns 8t .. 8t + 7) reads rows a <= b of U_j
+    # only, b its columns' largest index within their component
+    depth = np.zeros(kdp // 8, dtype=np.int64)
+    for col in range(k * d):
+        t = col // 8
+        depth[t] = max(depth[t], col % d + 1)
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_full_chunk(X, sample_weight, means, W, cw, log_norm, center, hard, start,
+        _estep_full_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, hard, start,
                           min(n, start + chunk_size), labels, log_prob, nk[c], sx[c],
                           sxx[c], obj[c])
 
@@ -349,11 +446,21 @@ def _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, cente
     sc = np.empty(_BLOCK * kp)
     no_a = np.zeros(dp)
     no_half = np.zeros(_BLOCK)
+    # U is upper triangular: columns b < 8t + 8 of block t need rows a <= b only
+    u_depth = np.empty(dp // 8, dtype=np.int64)
+    for t in range(dp // 8):
+        u_depth[t] = min(d, 8 * t + 8)
+    c_depth = np.full(kp, d, dtype=np.int64)
     lp = np.empty((_BLOCK, k))
     maha = np.empty((_BLOCK, k))
     wr = np.empty((_BLOCK, k))
     wrow = np.empty(_BLOCK)
     best_of = np.empty(_BLOCK, dtype=np.int64)
+    # rows x - c and w (x - c) staged for the moment tile (zero past d)
+    XS = np.zeros(_MOMENT_ROWS * dp)
+    ZS = np.zeros(_MOMENT_ROWS * dp)
+    SA = np.zeros(dp * dp)
+    staged = 0
     nk[:] = 0.0
     sx[:] = 0.0
     sxx[:] = 0.0
@@ -365,7 +472,7 @@ def _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, cente
             for a in range(d):
                 xc[r, a] = xb[r, a] - center[a]
         # (x - c) U for the block's four rows by the register tile
-        _score_tile(xc, U, no_a, no_a, dp, no_half, yb)
+        _score_tile(xc, U, no_a, no_a, dp, no_half, u_depth, yb)
         for r in range(_BLOCK):
             ss = 0.0
             for b in range(d):
@@ -378,7 +485,7 @@ def _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, cente
             _block_sqdist(y2, cwT, maha)
             _gaussian_log_prob(maha, log_norm, lp)
         else:
-            _score_tile(y2, CT, A, P, kp, nhalf, sc)
+            _score_tile(y2, CT, A, P, kp, nhalf, c_depth, sc)
             for r in range(_BLOCK):
                 for j in range(k):
                     lp[r, j] = sc[r * kp + j]
@@ -399,13 +506,18 @@ def _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, cente
                     continue
                 _accumulate_first(xb, wr, means, j, nk, sx)
         # the tied scatter about the fixed center needs no responsibilities
-        for a in range(d):
-            u0 = wrow[0] * xc[0, a]
-            u1 = wrow[1] * xc[1, a]
-            u2 = wrow[2] * xc[2, a]
-            u3 = wrow[3] * xc[3, a]
-            for b in range(a + 1):  # the lower triangle: the M-step reads no more
-                sxx[a, b] += u0 * xc[0, b] + u1 * xc[1, b] + u2 * xc[2, b] + u3 * xc[3, b]
+        for r in range(_BLOCK):
+            o = (staged + r) * dp
+            for a in range(d):
+                XS[o + a] = xc[r, a]
+                ZS[o + a] = wrow[r] * xc[r, a]
+        staged += _BLOCK
+        if staged == _MOMENT_ROWS or i0 + _BLOCK >= stop:
+            _lower_moment_tile(XS, ZS, staged, dp, d, SA, 0)
+            staged = 0
+    for a in range(d):
+        for b in range(a + 1):  # the lower triangle: the M-step reads no more
+            sxx[a, b] = SA[a * dp + b]
 
 
 @parallel
@@ -621,16 +733,18 @@ _ADD_BLOCK = 64  # rows labelled before their statistics are added in one call
 
 
 @leaf
-def _score_tile(xb, CT, A, P, kp, nhalf, scores):
+def _score_tile(xb, CT, A, P, kp, nhalf, depth, scores):
     """Scores of the four rows of ``xb`` (shifted rows x - c) against every component.
 
     scores[r * kp + j] = A[j] + sum_a xb[r, a] CT[a * kp + j] + P[j] * nhalf[r].
 
     ``CT`` holds p_j mu_j' transposed and ``A``, ``P`` the components'
     constants, all zero-padded to ``kp`` columns (a multiple of one vector;
-    padding has A = -inf); the arithmetic is in ``CT``'s dtype.
+    padding has A = -inf); the arithmetic is in ``CT``'s dtype.  Column block
+    t (columns t * 2L .. t * 2L + 2L - 1, L lanes a vector) reads only rows
+    a < depth[t] of CT, which must be zero below: triangular factors skip
+    their zeros.
     """
-    d = xb.shape[1]
     L = lanes(CT)
     h0 = vsplat(CT, nhalf[0])
     h1 = vsplat(CT, nhalf[1])
@@ -647,7 +761,7 @@ def _score_tile(xb, CT, A, P, kp, nhalf, scores):
             a21 = a01
             a30 = a00
             a31 = a01
-            for a in range(d):
+            for a in range(depth[jt // (2 * L)]):
                 c0 = vload(CT, a * kp + jt)
                 c1 = vload(CT, a * kp + jt + L)
                 x = vsplat(CT, xb[0, a])
@@ -686,7 +800,7 @@ def _score_tile(xb, CT, A, P, kp, nhalf, scores):
             a10 = a00
             a20 = a00
             a30 = a00
-            for a in range(d):
+            for a in range(depth[jt // (2 * L)]):
                 c0 = vload(CT, a * kp + jt)
                 a00 = vfma(vsplat(CT, xb[0, a]), c0, a00)
                 a10 = vfma(vsplat(CT, xb[1, a]), c0, a10)
@@ -817,6 +931,7 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm,
     cut_c = np.empty(1, dtype=CT.dtype)
     half = np.zeros(_TILE_ROWS)
     nhalf = np.zeros(_TILE_ROWS, dtype=CT.dtype)
+    depth = np.full(kp, d, dtype=np.int64)  # every row of CT
     dp = M.shape[0] // k
     xr = np.zeros(_TILE_ROWS * dp)
     SX = np.zeros(k * dp)
@@ -837,7 +952,7 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm,
                 xx += np.float64(v) * np.float64(v)
             half[r] = 0.5 * xx
             nhalf[r] = -half[r]
-        _score_tile(xb, CT, A, P, kp, nhalf, scores)
+        _score_tile(xb, CT, A, P, kp, nhalf, depth, scores)
         for r in range(n_rows):
             i = i0 + r
             o = r * kp
