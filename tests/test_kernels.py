@@ -261,9 +261,10 @@ def test_kernel_table_is_consistent():
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cov_type", COV_TYPES)
-def test_gaussian_estep_matches_reference(backend, cov_type, dtype, hard, want_log_prob):
-    rng = np.random.default_rng(10 * COV_TYPES.index(cov_type) + hard)
-    case = make_gaussian_case(cov_type, n=701, d=5, k=4, dtype=dtype, rng=rng)
+@pytest.mark.parametrize("d", [5, 11])  # numba: rows in lanes up to 6 features, tiles above
+def test_gaussian_estep_matches_reference(backend, cov_type, d, dtype, hard, want_log_prob):
+    rng = np.random.default_rng(10 * COV_TYPES.index(cov_type) + hard + d)
+    case = make_gaussian_case(cov_type, n=701, d=d, k=4, dtype=dtype, rng=rng)
     kernel = getattr(backends.get_kernels(), "estep_" + cov_type)
     out = run_gaussian_kernel(kernel, case, cov_type, hard, 128, want_log_prob)
     ref = run_gaussian_kernel(getattr(numpy_backend, "estep_" + cov_type), case,

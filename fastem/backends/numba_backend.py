@@ -395,8 +395,8 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, h
 
 
 @parallel
-def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
-               chunk_size, labels, log_prob, nk, sx, sxx, obj):
+def _estep_full_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                    chunk_size, labels, log_prob, nk, sx, sxx, obj):
     n = X.shape[0]
     k, d = means.shape
     kdp = -(-(k * d) // 8) * 8  # whole pairs of vectors for the tile
@@ -521,8 +521,8 @@ def _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, cente
 
 
 @parallel
-def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
-               chunk_size, labels, log_prob, nk, sx, sxx, obj):
+def _estep_tied_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                    chunk_size, labels, log_prob, nk, sx, sxx, obj):
     n = X.shape[0]
     k, d = means.shape
     cwT = np.zeros((d, k))
@@ -1402,6 +1402,160 @@ def _estep_coordinate_soft(X, sample_weight, means, precision, log_norm, chunk_s
     sx[:] = s1 - total * shifted
     sxx[:] = s2 - 2.0 * shifted * s1 + total * shifted ** 2
     obj[:, 1] = 0.0
+
+
+# --------------------------------------------------------------- full and tied, few features
+_SMALL_DENSE_D = 6  # soft full and tied E-steps of up to this many features: rows in lanes
+
+
+@leaf
+def _small_dense_scores(FT, fo, means, U, log_norm, k, kp, DX, ST, so):
+    """ST[so + j * _RB + r] = log_norm_j - |(x_r - mu_j) U_j|^2 / 2 for the
+    ``_RB`` rows of a block held feature-major in FT (rows in lanes); -inf for
+    the padding components j >= k.  ``DX`` is scratch of 4 * d floats."""
+    d = means.shape[1]
+    for h in range(0, _RB, 4):
+        for j in range(k):
+            for a in range(d):
+                vstore(DX, 4 * a, vsub(vload(FT, fo + a * _RB + h), vsplat(FT, means[j, a])))
+            maha = vzero(FT)
+            for b in range(d):
+                y = vzero(FT)
+                for a in range(b + 1):
+                    y = vfma(vload(DX, 4 * a), vsplat(FT, U[j, a, b]), y)
+                maha = vfma(y, y, maha)
+            vstore(ST, so + j * _RB + h, vfma(maha, vsplat(FT, -0.5), vsplat(FT, log_norm[j])))
+        for j in range(k, kp):
+            vstore(ST, so + j * _RB + h, vsplat(FT, -np.inf))
+
+
+@leaf
+def _small_dense_moments(FT, fo, ST, so, WV, means, center, tied, k, DX, ACC, TACC):
+    """Add a block's moments: per component j, sum w r (x - mu_j) and, unless
+    ``tied``, sum w r (x - mu_j)(x - mu_j)^T (lower triangle) into ACC; when
+    ``tied``, sum w (x - c)(x - c)^T into TACC.  ST holds w r, WV the rows'
+    weights w (0 for padding rows); sums are kept per lane."""
+    d = means.shape[1]
+    per = d + d * (d + 1) // 2
+    for h in range(0, _RB, 4):
+        for j in range(k):
+            r = vload(ST, so + j * _RB + h)
+            o = j * per * 4
+            for a in range(d):
+                v = vsub(vload(FT, fo + a * _RB + h), vsplat(FT, means[j, a]))
+                vstore(DX, 4 * a, v)
+                vstore(ACC, o + 4 * a, vfma(r, v, vload(ACC, o + 4 * a)))
+            if not tied:
+                q = o + 4 * d
+                for a in range(d):
+                    z = vmul(r, vload(DX, 4 * a))
+                    for b in range(a + 1):
+                        vstore(ACC, q, vfma(z, vload(DX, 4 * b), vload(ACC, q)))
+                        q += 4
+        if tied:
+            w = vload(WV, h)
+            for a in range(d):
+                vstore(DX, 4 * a, vsub(vload(FT, fo + a * _RB + h), vsplat(FT, center[a])))
+            q = 0
+            for a in range(d):
+                z = vmul(w, vload(DX, 4 * a))
+                for b in range(a + 1):
+                    vstore(TACC, q, vfma(z, vload(DX, 4 * b), vload(TACC, q)))
+                    q += 4
+
+
+@serial
+def _estep_small_dense_chunk(X, sample_weight, means, U, log_norm, center, tied, start, stop,
+                             labels, log_prob, nk, sx, sxx, obj):
+    """Soft full (``tied`` False) or tied E-step of rows start .. stop - 1 for few
+    features.  Blocks of ``_RB`` rows are held feature-major with rows in vector
+    lanes, like the diagonal path's, and every quantity is formed from
+    differences: the whitened distances (x - mu_j) U_j, the moments about each
+    mean and the tied scatter about the center.  ``U`` is (k, d, d), upper
+    triangular (the tied factor repeated); ``sxx`` is (k, d, d), or (1, d, d)
+    for the tied scatter."""
+    k, d = means.shape
+    kp = -(-k // 4) * 4
+    want_lp = log_prob.shape[0] == X.shape[0]
+    per = d + d * (d + 1) // 2
+    FT = np.zeros(d * _RB)
+    ST = np.empty(kp * _RB)
+    WV = np.zeros(_RB)
+    DX = np.empty(4 * d)
+    NKV = np.zeros(kp * 4)
+    ACC = np.zeros(k * per * 4)
+    TACC = np.zeros(d * (d + 1) // 2 * 4)
+    lane = np.zeros(16)
+    obj[:] = 0.0
+    for i0 in range(start, stop, _RB):
+        rows = min(_RB, stop - i0)
+        for r in range(_RB):
+            if r < rows:
+                WV[r] = sample_weight[i0 + r]
+                for a in range(d):
+                    FT[a * _RB + r] = X[i0 + r, a]
+            else:
+                WV[r] = 0.0
+                for a in range(d):
+                    FT[a * _RB + r] = 0.0
+        _small_dense_scores(FT, 0, means, U, log_norm, k, kp, DX, ST, 0)
+        _softmax_lanes(ST, 0, k, kp, i0, rows, sample_weight, labels, log_prob, want_lp,
+                       lane, NKV, obj)
+        _small_dense_moments(FT, 0, ST, 0, WV, means, center, tied, k, DX, ACC, TACC)
+    for j in range(k):
+        nk[j] = vhsum(vload(NKV, j * 4))
+        o = j * per * 4
+        for a in range(d):
+            sx[j, a] = vhsum(vload(ACC, o + 4 * a))
+    # the lower triangle: the M-step reads no more
+    sxx[:] = 0.0
+    if tied:
+        q = 0
+        for a in range(d):
+            for b in range(a + 1):
+                sxx[0, a, b] = vhsum(vload(TACC, 4 * q))
+                q += 1
+    else:
+        for j in range(k):
+            q = (j * per + d) * 4
+            for a in range(d):
+                for b in range(a + 1):
+                    sxx[j, a, b] = vhsum(vload(ACC, q))
+                    q += 4
+
+
+@parallel
+def _estep_small_dense(X, sample_weight, means, U, log_norm, center, tied, chunk_size, labels,
+                       log_prob, nk, sx, sxx, obj):
+    n = X.shape[0]
+    for ch in prange(nk.shape[0]):
+        start = ch * chunk_size
+        _estep_small_dense_chunk(X, sample_weight, means, U, log_norm, center, tied, start,
+                                 min(n, start + chunk_size), labels, log_prob, nk[ch],
+                                 sx[ch], sxx[ch], obj[ch])
+
+
+def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
+               chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    if not hard and means.shape[1] <= _SMALL_DENSE_D:
+        _estep_small_dense(X, sample_weight, means, prec_chol, log_norm, center, False,
+                           chunk_size, labels, log_prob, nk, sx, sxx, obj)
+        return
+    _estep_full_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                    chunk_size, labels, log_prob, nk, sx, sxx, obj)
+
+
+def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
+               chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    k, d = means.shape
+    if not hard and d <= _SMALL_DENSE_D:
+        U = np.ascontiguousarray(np.broadcast_to(prec_chol, (k, d, d)))
+        # one (d, d) scatter per chunk, seen as (1, d, d) like the full model's
+        _estep_small_dense(X, sample_weight, means, U, log_norm, center, True, chunk_size,
+                           labels, log_prob, nk, sx, sxx.reshape(-1, 1, d, d), obj)
+        return
+    _estep_tied_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                    chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
 
 # --------------------------------------------------------------- Bernoulli
