@@ -297,9 +297,11 @@ def _add_component_moments(XS, WRS, rows, j, MP, dp, d, D, Z, nk, SX, SA):
 @serial
 def _estep_full_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, hard, start,
                       stop, labels, log_prob, nk, sx, sxx, obj):
-    """Hard E-steps add each row to its component at once; soft E-steps stage
-    ``_MOMENT_ROWS`` rows and their responsibilities, then add their moments
-    about each mean through the moment tile."""
+    """Rows are whitened four at a time by the register tile.  Hard E-steps
+    add each row to its component at once; soft E-steps take the softmax of
+    eight rows at once (rows in vector lanes), stage ``_MOMENT_ROWS`` rows
+    and their responsibilities, then add their moments about each mean
+    through the moment tile."""
     k, d = means.shape
     kdp = cw.shape[0]
     L = lanes(cw)
@@ -330,41 +332,57 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, h
     sx[:] = 0.0
     sxx[:] = 0.0
     obj[:] = 0.0
+    kp = -(-k // 4) * 4
+    ST = np.empty(kp * _RB)  # a soft block's scores, rows in lanes (_softmax_lanes)
+    NKV = np.zeros(kp * 4)  # not read: nk comes with the moments
+    lane = np.zeros(16)
     staged = 0
-    for i0 in range(start, stop, _BLOCK):
-        n_rows = min(_BLOCK, stop - i0)
-        _load_block(X, i0, n_rows, xb)
-        # y_j = (x - c) U_j - (mu_j - c) U_j, all components at once, by the
-        # register tile (W and -cw zero-padded to kdp columns)
-        for r in range(_BLOCK):
-            for a in range(d):
-                xc[r, a] = xb[r, a] - center[a]
-        _score_tile(xc, W, cw, no_p, kdp, no_half, depth, y)
-        for r in range(_BLOCK):
-            for j in range(k):
-                # |y_j|^2, a vector of coordinates at a time (a chain of d
-                # dependent adds as a scalar loop)
-                o = r * kdp + j * d
-                acc = vzero(y)
-                b = 0
-                while b + L <= d:
-                    v = vload(y, o + b)
-                    acc = vfma(v, v, acc)
-                    b += L
-                m = vhsum(acc)
-                while b < d:
-                    m += y[o + b] * y[o + b]
-                    b += 1
-                maha[r, j] = m
-        _gaussian_log_prob(maha, log_norm, lp)
-        _finish_block(i0, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
-                      want_lp, wr, best_of, obj)
-        if hard:
+    for i0 in range(start, stop, _RB):
+        for h in range(0, _RB, _BLOCK):
+            i1 = i0 + h
+            n_rows = max(0, min(_BLOCK, stop - i1))
+            _load_block(X, i1, n_rows, xb)
+            # y_j = (x - c) U_j - (mu_j - c) U_j, all components at once, by the
+            # register tile (W and -cw zero-padded to kdp columns)
+            for r in range(_BLOCK):
+                for a in range(d):
+                    xc[r, a] = xb[r, a] - center[a]
+            _score_tile(xc, W, cw, no_p, kdp, no_half, depth, y)
+            for r in range(_BLOCK):
+                for j in range(k):
+                    # |y_j|^2, a vector of coordinates at a time (a chain of d
+                    # dependent adds as a scalar loop)
+                    o = r * kdp + j * d
+                    acc = vzero(y)
+                    b = 0
+                    while b + L <= d:
+                        v = vload(y, o + b)
+                        acc = vfma(v, v, acc)
+                        b += L
+                    m = vhsum(acc)
+                    while b < d:
+                        m += y[o + b] * y[o + b]
+                        b += 1
+                    maha[r, j] = m
+            if not hard:
+                for j in range(k):
+                    for r in range(_BLOCK):
+                        ST[j * _RB + h + r] = log_norm[j] - 0.5 * maha[r, j]
+                for r in range(_BLOCK):
+                    o = (staged + h + r) * dp
+                    for a in range(d):
+                        XS[o + a] = xb[r, a]
+                continue
+            if n_rows == 0:
+                continue
+            _gaussian_log_prob(maha, log_norm, lp)
+            _finish_block(i1, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
+                          want_lp, wr, best_of, obj)
             for r in range(n_rows):
                 j = best_of[r]
                 if j < 0:
                     continue
-                w = sample_weight[i0 + r]
+                w = sample_weight[i1 + r]
                 nk[j] += w
                 for a in range(d):
                     diff[0, a] = xb[r, a] - means[j, a]
@@ -373,16 +391,20 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, h
                     u = w * diff[0, a]
                     for b in range(a + 1):
                         sxx[j, a, b] += u * diff[0, b]
+        if hard:
             continue
-        # stage the block (padding rows have zero responsibilities)
-        for r in range(_BLOCK):
-            o = (staged + r) * dp
-            for a in range(d):
-                XS[o + a] = xb[r, a]
+        # the softmax of eight rows at once, then stage their w r (0 for padding
+        # rows); the softmax overwrote the padding components' -inf
+        for j in range(k, kp):
+            for r in range(_RB):
+                ST[j * _RB + r] = -np.inf
+        _softmax_lanes(ST, 0, k, kp, i0, min(_RB, stop - i0), sample_weight, labels,
+                       log_prob, want_lp, lane, NKV, obj)
+        for r in range(_RB):
             for j in range(k):
-                WRS[staged + r, j] = wr[r, j]
-        staged += _BLOCK
-        if staged == R or i0 + _BLOCK >= stop:
+                WRS[staged + r, j] = ST[j * _RB + r]
+        staged += _RB
+        if staged == R or i0 + _RB >= stop:
             for j in range(k):
                 _add_component_moments(XS, WRS, staged, j, MP, dp, d, D, Z, nk, SX, SA)
             staged = 0
