@@ -87,9 +87,10 @@ def ordered_parallel(func):
     return _decorate(func, parallel=True, fastmath=set(FASTMATH) - {"reassoc"})
 
 
-def ordered_leaf(func):
-    """``ordered`` and ``leaf`` at once."""
-    return _decorate(func, fastmath=set(FASTMATH) - {"reassoc"}, **_NO_NRT)
+def ordered_inline_leaf(func):
+    """``ordered`` and ``leaf`` at once, inlined into its callers (which must be
+    ``ordered`` too: inlined code takes its caller's flags)."""
+    return _decorate(func, inline="always", fastmath=set(FASTMATH) - {"reassoc"}, **_NO_NRT)
 
 
 def strict(func):

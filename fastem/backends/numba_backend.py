@@ -19,7 +19,8 @@ to cancellation.
 import numpy as np
 from numba import prange
 
-from ._numba_jit import inline_leaf, leaf, ordered, ordered_leaf, ordered_parallel, parallel, serial, strict
+from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, ordered_parallel,
+                          parallel, serial, strict)
 from ._simd import (exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vexp_nonpositive, vfma,
                     vhmax, vhsum, vload, vmask_ge, vselect_ge, vmax, vmul, vsplat, vstore, vsub, vzero)
 
@@ -1687,43 +1688,45 @@ def sqdist(X, centers, chunk_size, out):
 # Row by row: each row has its own set m of missing coordinates.  See the
 # numpy backend for the formulas (Schur complement of the precision).
 
-@ordered_leaf
-def _cholesky_inplace(A, q):
-    """Lower Cholesky factor of A[:q, :q], in place (A is positive definite)."""
+@ordered_inline_leaf
+def _cholesky_inplace(A, q, rdiag):
+    """Lower Cholesky factor of A[:q, :q], in place (A is positive definite);
+    rdiag[:q] receives the reciprocals of its diagonal."""
     for j in range(q):
         s = A[j, j]
         for t in range(j):
             s -= A[j, t] * A[j, t]
         A[j, j] = np.sqrt(s)
+        rdiag[j] = 1.0 / A[j, j]
         for i in range(j + 1, q):
             s = A[i, j]
             for t in range(j):
                 s -= A[i, t] * A[j, t]
-            A[i, j] = s / A[j, j]
+            A[i, j] = s * rdiag[j]
 
 
-@ordered_leaf
-def _cholesky_solve(L, q, g, z):
+@ordered_inline_leaf
+def _cholesky_solve(L, rdiag, q, g, z):
     """z = (L L^T)^-1 g for the leading q x q block of L."""
     for i in range(q):
         s = g[i]
         for t in range(i):
             s -= L[i, t] * z[t]
-        z[i] = s / L[i, i]
+        z[i] = s * rdiag[i]
     for i in range(q - 1, -1, -1):
         s = z[i]
         for t in range(i + 1, q):
             s -= L[t, i] * z[t]
-        z[i] = s / L[i, i]
+        z[i] = s * rdiag[i]
 
 
-@ordered_leaf
-def _cholesky_inverse(L, q, inv, col):
+@ordered_inline_leaf
+def _cholesky_inverse(L, rdiag, q, inv, col):
     """inv[:q, :q] = (L L^T)^-1, one column at a time."""
     for c in range(q):
         for i in range(q):
             col[i] = 1.0 if i == c else 0.0
-        _cholesky_solve(L, q, col, col)
+        _cholesky_solve(L, rdiag, q, col, col)
         for i in range(q):
             inv[i, c] = col[i]
 
@@ -1739,28 +1742,6 @@ def _missing_index(xi, miss_idx):
     return q
 
 
-@ordered_leaf
-def _add_staged_moments(stage, stage_w, tied, sxx):
-    """sxx_j += sum_r w_rj s_rj s_rj^T over four staged rows (into sxx_0 if tied)."""
-    k, d = stage.shape[1], stage.shape[2]
-    for j in range(k):
-        r0 = stage_w[0, j]
-        r1 = stage_w[1, j]
-        r2 = stage_w[2, j]
-        r3 = stage_w[3, j]
-        if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
-            continue
-        target = 0 if tied else j
-        for a in range(d):
-            u0 = r0 * stage[0, j, a]
-            u1 = r1 * stage[1, j, a]
-            u2 = r2 * stage[2, j, a]
-            u3 = r3 * stage[3, j, a]
-            for b in range(a + 1):  # the lower triangle: the M-step reads no more
-                sxx[target, a, b] += (u0 * stage[0, j, b] + u1 * stage[1, j, b]
-                                      + u2 * stage[2, j, b] + u3 * stage[3, j, b])
-
-
 @ordered
 def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, cw,
                                log_norm, center, tied, hard, start, stop, labels,
@@ -1770,7 +1751,8 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
     The whitening of all components is one row-times-matrix product with the
     missing coordinates set to ``center`` (``W``, ``cw`` as in ``estep_full``),
     corrected by the q rows of U_j that belong to the missing coordinates.
-    Second moments are added four staged rows at a time.
+    Second moments are staged, ``_MOMENT_ROWS`` rows a component, and added
+    through the moment tile.
     """
     k, d = means.shape
     kd = k * d
@@ -1786,11 +1768,20 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
     col = np.empty(d)
     miss_idx = np.empty(d, dtype=np.int64)
     dhat = np.empty((k, d))
-    stage = np.zeros((_BLOCK, k, d))
-    stage_w = np.zeros((_BLOCK, k))
+    dp = -(-d // 8) * 8
+    stage = np.zeros((k, _MOMENT_ROWS * dp))    # rows of (x^ - mu_j), or about c if tied
+    stage_z = np.zeros((k, _MOMENT_ROWS * dp))  # the same times w r_j
+    staged_w = np.zeros(k)                      # their weight, to skip empty components
+    SA = np.zeros((1 if tied else k, dp * dp))
     slot = 0
     chol = np.empty((d, d))
+    rdiag = np.empty(d)
     cond = np.empty((k, d, d))
+    # one missing coordinate m: Lambda_mm is a number, log and inverse per (j, m)
+    half_log_lam = np.empty((k, d))
+    for j in range(k):
+        for a in range(d):
+            half_log_lam[j, a] = 0.5 * np.log(precisions[j, a, a])
     lp = np.empty(k)
     maha = np.empty(k)
     nk[:] = 0.0
@@ -1845,7 +1836,7 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
                     acc += precisions[j, ms, a] * delta[a]
                 lam = precisions[j, ms, ms]
                 quad -= acc * acc / lam
-                half_log_det_mm = 0.5 * np.log(lam)
+                half_log_det_mm = half_log_lam[j, ms]
                 delta[ms] = -acc / lam
                 cond[j, 0, 0] = 1.0 / lam
             elif q > 1:
@@ -1860,9 +1851,9 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
                     for s in range(q):
                         for t in range(q):
                             chol[s, t] = precisions[j, miss_idx[s], miss_idx[t]]
-                    _cholesky_inplace(chol, q)
-                    _cholesky_inverse(chol, q, cond[j], col)
-                _cholesky_solve(chol, q, g, z)
+                    _cholesky_inplace(chol, q, rdiag)
+                    _cholesky_inverse(chol, rdiag, q, cond[j], col)
+                _cholesky_solve(chol, rdiag, q, g, z)
                 # log det of the factor from one product (rescaled against over/underflow)
                 prod = 1.0
                 for s in range(q):
@@ -1897,18 +1888,23 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
             obj[0] += w * ll
             if hard:
                 obj[1] += w * maha[best]
+            o = slot * dp
             for j in range(k):
                 r = w * lp[j] if not hard else (w if j == best else 0.0)
-                stage_w[slot, j] = r
                 if r == 0.0:
+                    for a in range(d):
+                        stage_z[j, o + a] = 0.0
                     continue
+                staged_w[j] += r
                 nk[j] += r
                 for a in range(d):
                     if not np.isnan(xi[a]):
                         nko[j, a] += r
                     sx[j, a] += r * dhat[j, a]
                     # tied: the scatter is taken about the common center
-                    stage[slot, j, a] = dhat[j, a] + (means[j, a] - center[a] if tied else 0.0)
+                    v = dhat[j, a] + (means[j, a] - center[a] if tied else 0.0)
+                    stage[j, o + a] = v
+                    stage_z[j, o + a] = r * v
                 if not tied:
                     for s in range(q):
                         for t in range(q):
@@ -1919,12 +1915,17 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
                     for t in range(q):
                         sxx[0, miss_idx[s], miss_idx[t]] += w * cond[0, s, t]
             slot += 1
-        if slot == _BLOCK or (i == stop - 1 and slot > 0):
-            for r in range(slot, _BLOCK):
-                for j in range(k):
-                    stage_w[r, j] = 0.0
-            _add_staged_moments(stage, stage_w, tied, sxx)
+        if slot == _MOMENT_ROWS or (i == stop - 1 and slot > 0):
+            for j in range(k):
+                if staged_w[j] != 0.0:
+                    _lower_moment_tile(stage[j], stage_z[j], slot, dp, d,
+                                       SA[0 if tied else j], 0)
+                staged_w[j] = 0.0
             slot = 0
+    for t in range(SA.shape[0]):
+        for a in range(d):
+            for b in range(a + 1):  # the lower triangle: the M-step reads no more
+                sxx[t, a, b] += SA[t, a * dp + b]
 
 
 @ordered_parallel
