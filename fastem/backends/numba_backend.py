@@ -1743,14 +1743,16 @@ def _missing_index(xi, miss_idx):
 
 
 @ordered
-def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, cw,
-                               log_norm, center, tied, hard, start, stop, labels,
+def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP, ncw,
+                               depth, cw, log_norm, center, tied, hard, start, stop, labels,
                                log_prob, imputed, nk, nko, sx, sxx, obj):
     """Full (tied=False) or tied (tied=True) covariances with NaN entries.
 
-    The whitening of all components is one row-times-matrix product with the
-    missing coordinates set to ``center`` (``W``, ``cw`` as in ``estep_full``),
-    corrected by the q rows of U_j that belong to the missing coordinates.
+    The whitening of all components is the register tile of ``estep_full``
+    over four rows at a time (``WP`` = [U_1 | ... | U_k] and ``ncw`` = -cw,
+    padded to whole pairs of vectors) with the missing coordinates set to
+    ``center``, corrected by the q rows of U_j that belong to the missing
+    coordinates.
     Second moments are staged, ``_MOMENT_ROWS`` rows a component, and added
     through the moment tile.
     """
@@ -1784,12 +1786,25 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
             half_log_lam[j, a] = 0.5 * np.log(precisions[j, a, a])
     lp = np.empty(k)
     maha = np.empty(k)
+    kdp = ncw.shape[0]
+    xc4 = np.zeros((_BLOCK, d))
+    y4 = np.empty(_BLOCK * kdp)
+    no_p = np.zeros(kdp)
+    no_half = np.zeros(_BLOCK)
     nk[:] = 0.0
     nko[:] = 0.0
     sx[:] = 0.0
     sxx[:] = 0.0
     obj[:] = 0.0
     for i in range(start, stop):
+        r4 = (i - start) % _BLOCK
+        if r4 == 0 and not tied:
+            # (x~ - c) U_j - (mu_j - c) U_j for the next four rows at once
+            for r in range(_BLOCK):
+                for a in range(d):
+                    v = X[i + r, a] - center[a] if i + r < stop else 0.0
+                    xc4[r, a] = 0.0 if np.isnan(v) else v
+            _score_tile(xc4, WP, ncw, no_p, kdp, no_half, depth, y4)
         for a in range(d):
             xi[a] = X[i, a]
         q = _missing_index(xi, miss_idx)
@@ -1808,12 +1823,7 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, 
                     yall[j * d + b] = ybase[b] - cw[j * d + b]
         else:
             for e in range(kd):
-                yall[e] = -cw[e]
-            for a in range(d):
-                if not np.isnan(xi[a]):
-                    xa = xi[a] - center[a]
-                    for e in range(kd):
-                        yall[e] += xa * W[a, e]
+                yall[e] = y4[r4 * kdp + e]
         for j in range(k):
             for a in range(d):
                 delta[a] = 0.0 if np.isnan(xi[a]) else xi[a] - means[j, a]
@@ -1942,18 +1952,26 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
                 for t in range(max(a, b), d):
                     s += factors[j, a, t] * factors[j, b, t]
                 precisions[j, a, b] = s
-    W = np.zeros((d, k * d))
+    kdp = -(-(k * d) // 8) * 8  # whole pairs of vectors for the tile
+    WP = np.zeros((d, kdp))
     cw = np.zeros(k * d)
+    ncw = np.zeros(kdp)
     for j in range(k):
         for a in range(d):
             ma = means[j, a] - center[a]
             for b in range(a, d):
-                W[a, j * d + b] = factors[j, a, b]
+                WP[a, j * d + b] = factors[j, a, b]
                 cw[j * d + b] += ma * factors[j, a, b]
+    for e in range(k * d):
+        ncw[e] = -cw[e]
+    WP = WP.ravel()
+    depth = np.zeros(kdp // 8, dtype=np.int64)  # as in estep_full
+    for col in range(k * d):
+        depth[col // 8] = max(depth[col // 8], col % d + 1)
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, W, cw,
-                                   log_norm, center, tied, hard, start,
+        _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP, ncw,
+                                   depth, cw, log_norm, center, tied, hard, start,
                                    min(n, start + chunk_size), labels, log_prob, imputed,
                                    nk[c], nko[c], sx[c], sxx[c], obj[c])
 
