@@ -1731,6 +1731,24 @@ def _cholesky_inverse(L, rdiag, q, inv, col):
             inv[i, c] = col[i]
 
 
+@inline_leaf
+def _dot_lanes(a, ao, b, bo, n):
+    """sum_t a[ao + t] b[bo + t] for t < n, by vectors: four independent
+    chains of multiply-adds in a fixed order (the callers are ``ordered``, so
+    a scalar loop would be one chain of n dependent steps)."""
+    L = lanes(a)
+    acc = vzero(a)
+    t = 0
+    while t + L <= n:
+        acc = vfma(vload(a, ao + t), vload(b, bo + t), acc)
+        t += L
+    total = vhsum(acc)
+    while t < n:
+        total += a[ao + t] * b[bo + t]
+        t += 1
+    return total
+
+
 @leaf
 def _missing_index(xi, miss_idx):
     """Write the indices of NaN entries of xi into miss_idx; return their count."""
@@ -1786,6 +1804,7 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
             half_log_lam[j, a] = 0.5 * np.log(precisions[j, a, a])
     lp = np.empty(k)
     maha = np.empty(k)
+    prec_flat = precisions.ravel()
     kdp = ncw.shape[0]
     xc4 = np.zeros((_BLOCK, d))
     y4 = np.empty(_BLOCK * kdp)
@@ -1834,16 +1853,12 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
                 v = means[j, a] - center[a]
                 for b in range(a, d):
                     yall[j * d + b] += v * factors[j, a, b]
-            quad = 0.0
-            for b in range(j * d, (j + 1) * d):
-                quad += yall[b] * yall[b]
+            quad = _dot_lanes(yall, j * d, yall, j * d, d)
             half_log_det_mm = 0.0
             if q == 1:
                 # one missing coordinate: Lambda_mm is a number
                 ms = miss_idx[0]
-                acc = 0.0
-                for a in range(d):
-                    acc += precisions[j, ms, a] * delta[a]
+                acc = _dot_lanes(prec_flat, (j * d + ms) * d, delta, 0, d)
                 lam = precisions[j, ms, ms]
                 quad -= acc * acc / lam
                 half_log_det_mm = half_log_lam[j, ms]
@@ -1851,11 +1866,7 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
                 cond[j, 0, 0] = 1.0 / lam
             elif q > 1:
                 for s in range(q):
-                    ms = miss_idx[s]
-                    acc = 0.0
-                    for a in range(d):
-                        acc += precisions[j, ms, a] * delta[a]
-                    g[s] = acc
+                    g[s] = _dot_lanes(prec_flat, (j * d + miss_idx[s]) * d, delta, 0, d)
                 # tied: Lambda_mm, its factor and inverse are those of component 0
                 if not tied or j == 0:
                     for s in range(q):
