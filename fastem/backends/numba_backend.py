@@ -1787,11 +1787,24 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
     z = np.empty(d)
     col = np.empty(d)
     miss_idx = np.empty(d, dtype=np.int64)
-    dhat = np.empty((k, d))
     dp = -(-d // 8) * 8
+    # per component, padded to dp: x^ - mu_j (missing: its conditional mean),
+    # the tied scatter's shift mu_j - c, and the sums of r and r (x^ - mu_j)
+    dhat = np.zeros(k * dp)
+    shift = np.zeros(k * dp)
+    if tied:
+        for j in range(k):
+            for a in range(d):
+                shift[j * dp + a] = means[j, a] - center[a]
+    observed = np.zeros(dp)
+    nko_p = np.zeros(k * dp)
+    sx_p = np.zeros(k * dp)
     stage = np.zeros((k, _MOMENT_ROWS * dp))    # rows of (x^ - mu_j), or about c if tied
     stage_z = np.zeros((k, _MOMENT_ROWS * dp))  # the same times w r_j
     staged_w = np.zeros(k)                      # their weight, to skip empty components
+    stage_len = _MOMENT_ROWS * dp
+    stage_flat = stage.ravel()
+    stage_z_flat = stage_z.ravel()
     SA = np.zeros((1 if tied else k, dp * dp))
     slot = 0
     chol = np.empty((d, d))
@@ -1826,6 +1839,7 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
             _score_tile(xc4, WP, ncw, no_p, kdp, no_half, depth, y4)
         for a in range(d):
             xi[a] = X[i, a]
+            observed[a] = 0.0 if np.isnan(xi[a]) else 1.0
         q = _missing_index(xi, miss_idx)
         # (x~ - mu_j) U_j for all j, with x~ = x and x~_m = center_m
         if tied:
@@ -1886,7 +1900,7 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
                         prod = 1.0
                 half_log_det_mm += np.log(prod)
             for a in range(d):
-                dhat[j, a] = delta[a]
+                dhat[j * dp + a] = delta[a]
             maha[j] = quad
             lp[j] = log_norm[j] + q * half_log_2pi - half_log_det_mm - 0.5 * quad
         if want_imp:
@@ -1897,11 +1911,11 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
             for s in range(q):
                 ms = miss_idx[s]
                 if hard:
-                    imputed[i, ms] = means[best, ms] + dhat[best, ms]
+                    imputed[i, ms] = means[best, ms] + dhat[best * dp + ms]
                     continue
                 acc = 0.0
                 for j in range(k):
-                    acc += lp[j] * (means[j, ms] + dhat[j, ms])
+                    acc += lp[j] * (means[j, ms] + dhat[j * dp + ms])
                 imputed[i, ms] = acc
         obj[2] += changed
         w = sample_weight[i]
@@ -1918,14 +1932,16 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
                     continue
                 staged_w[j] += r
                 nk[j] += r
-                for a in range(d):
-                    if not np.isnan(xi[a]):
-                        nko[j, a] += r
-                    sx[j, a] += r * dhat[j, a]
+                rv = vsplat(dhat, r)
+                for a in range(0, dp, 4):
+                    e = j * dp + a
+                    dh = vload(dhat, e)
+                    vstore(nko_p, e, vfma(rv, vload(observed, a), vload(nko_p, e)))
+                    vstore(sx_p, e, vfma(rv, dh, vload(sx_p, e)))
                     # tied: the scatter is taken about the common center
-                    v = dhat[j, a] + (means[j, a] - center[a] if tied else 0.0)
-                    stage[j, o + a] = v
-                    stage_z[j, o + a] = r * v
+                    v = vadd(dh, vload(shift, e))
+                    vstore(stage_flat, j * stage_len + o + a, v)
+                    vstore(stage_z_flat, j * stage_len + o + a, vmul(rv, v))
                 if not tied:
                     for s in range(q):
                         for t in range(q):
@@ -1947,6 +1963,10 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
         for a in range(d):
             for b in range(a + 1):  # the lower triangle: the M-step reads no more
                 sxx[t, a, b] += SA[t, a * dp + b]
+    for j in range(k):
+        for a in range(d):
+            nko[j, a] = nko_p[j * dp + a]
+            sx[j, a] = sx_p[j * dp + a]
 
 
 @ordered_parallel
