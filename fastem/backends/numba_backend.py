@@ -295,37 +295,64 @@ def _add_component_moments(XS, WRS, rows, j, MP, dp, d, D, Z, nk, SX, SA):
     _lower_moment_tile(D, Z, rows, dp, d, SA, j * dp * dp)
 
 
-@serial
-def _estep_full_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, hard, start,
-                      stop, labels, log_prob, nk, sx, sxx, obj):
-    """Rows are whitened four at a time by the register tile.  Hard E-steps
-    add each row to its component at once; soft E-steps take the softmax of
-    eight rows at once (rows in vector lanes), stage ``_MOMENT_ROWS`` rows
-    and their responsibilities, then add their moments about each mean
-    through the moment tile."""
-    k, d = means.shape
+@leaf
+def _full_block_maha(X, i1, n_rows, center, W, cw, depth, xb, xc, y, no_p, no_half, maha):
+    """Load rows i1 .. i1 + n_rows - 1 into xb (zero rows past them) and set
+    maha[r, j] = |(x_r - mu_j) U_j|^2: y_j = (x - c) U_j - (mu_j - c) U_j for
+    all components at once by the register tile (W and -cw zero-padded to
+    kdp columns), then |y_j|^2."""
+    k = maha.shape[1]
+    d = xb.shape[1]
     kdp = cw.shape[0]
     L = lanes(cw)
+    _load_block(X, i1, n_rows, xb)
+    for r in range(_BLOCK):
+        for a in range(d):
+            xc[r, a] = xb[r, a] - center[a]
+    _score_tile(xc, W, cw, no_p, kdp, no_half, depth, y)
+    for r in range(_BLOCK):
+        for j in range(k):
+            # a vector of coordinates at a time (a chain of d dependent adds
+            # as a scalar loop)
+            o = r * kdp + j * d
+            acc = vzero(y)
+            b = 0
+            while b + L <= d:
+                v = vload(y, o + b)
+                acc = vfma(v, v, acc)
+                b += L
+            m = vhsum(acc)
+            while b < d:
+                m += y[o + b] * y[o + b]
+                b += 1
+            maha[r, j] = m
+
+
+@serial
+def _estep_full_soft_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, start,
+                           stop, labels, log_prob, nk, sx, sxx, obj):
+    """Rows are whitened four at a time by the register tile, their softmax
+    taken eight at a time (rows in vector lanes); ``_MOMENT_ROWS`` rows and
+    their responsibilities are staged, then their moments about each mean
+    added through the moment tile."""
+    k, d = means.shape
+    kdp = cw.shape[0]
     want_lp = log_prob.shape[0] == X.shape[0]
     xb = np.empty((_BLOCK, d))
     xc = np.empty((_BLOCK, d))
     y = np.empty(_BLOCK * kdp)
     no_p = np.zeros(kdp)
     no_half = np.zeros(_BLOCK)
-    diff = np.empty((_BLOCK, d))
-    lp = np.empty((_BLOCK, k))
     maha = np.empty((_BLOCK, k))
-    wr = np.empty((_BLOCK, k))
-    best_of = np.empty(_BLOCK, dtype=np.int64)
     dp = -(-d // 8) * 8
-    R = 0 if hard else _MOMENT_ROWS
+    R = _MOMENT_ROWS
     XS = np.zeros(R * dp)
     D = np.zeros(R * dp)
     Z = np.zeros(R * dp)
     WRS = np.zeros((R, k))
     MP = np.zeros(k * dp)
     SX = np.zeros(k * dp)
-    SA = np.zeros(k * dp * dp if R > 0 else 0)
+    SA = np.zeros(k * dp * dp)
     for j in range(k):
         for a in range(d):
             MP[j * dp + a] = means[j, a]
@@ -334,73 +361,28 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, h
     sxx[:] = 0.0
     obj[:] = 0.0
     kp = -(-k // 4) * 4
-    ST = np.empty(kp * _RB)  # a soft block's scores, rows in lanes (_softmax_lanes)
+    ST = np.empty(kp * _RB)  # a block's scores, rows in lanes (_softmax_lanes)
     NKV = np.zeros(kp * 4)  # not read: nk comes with the moments
     lane = np.zeros(16)
     staged = 0
     for i0 in range(start, stop, _RB):
         for h in range(0, _RB, _BLOCK):
-            i1 = i0 + h
-            n_rows = max(0, min(_BLOCK, stop - i1))
-            _load_block(X, i1, n_rows, xb)
-            # y_j = (x - c) U_j - (mu_j - c) U_j, all components at once, by the
-            # register tile (W and -cw zero-padded to kdp columns)
-            for r in range(_BLOCK):
-                for a in range(d):
-                    xc[r, a] = xb[r, a] - center[a]
-            _score_tile(xc, W, cw, no_p, kdp, no_half, depth, y)
-            for r in range(_BLOCK):
-                for j in range(k):
-                    # |y_j|^2, a vector of coordinates at a time (a chain of d
-                    # dependent adds as a scalar loop)
-                    o = r * kdp + j * d
-                    acc = vzero(y)
-                    b = 0
-                    while b + L <= d:
-                        v = vload(y, o + b)
-                        acc = vfma(v, v, acc)
-                        b += L
-                    m = vhsum(acc)
-                    while b < d:
-                        m += y[o + b] * y[o + b]
-                        b += 1
-                    maha[r, j] = m
-            if not hard:
-                for j in range(k):
-                    for r in range(_BLOCK):
-                        ST[j * _RB + h + r] = log_norm[j] - 0.5 * maha[r, j]
+            _full_block_maha(X, i0 + h, max(0, min(_BLOCK, stop - i0 - h)), center, W, cw,
+                             depth, xb, xc, y, no_p, no_half, maha)
+            for j in range(k):
                 for r in range(_BLOCK):
-                    o = (staged + h + r) * dp
-                    for a in range(d):
-                        XS[o + a] = xb[r, a]
-                continue
-            if n_rows == 0:
-                continue
-            _gaussian_log_prob(maha, log_norm, lp)
-            _finish_block(i1, n_rows, lp, maha, hard, sample_weight, labels, log_prob,
-                          want_lp, wr, best_of, obj)
-            for r in range(n_rows):
-                j = best_of[r]
-                if j < 0:
-                    continue
-                w = sample_weight[i1 + r]
-                nk[j] += w
+                    ST[j * _RB + h + r] = log_norm[j] - 0.5 * maha[r, j]
+            for r in range(_BLOCK):
+                o = (staged + h + r) * dp
                 for a in range(d):
-                    diff[0, a] = xb[r, a] - means[j, a]
-                    sx[j, a] += w * diff[0, a]
-                for a in range(d):
-                    u = w * diff[0, a]
-                    for b in range(a + 1):
-                        sxx[j, a, b] += u * diff[0, b]
-        if hard:
-            continue
-        # the softmax of eight rows at once, then stage their w r (0 for padding
-        # rows); the softmax overwrote the padding components' -inf
+                    XS[o + a] = xb[r, a]
+        # the softmax overwrites the padding components' -inf
         for j in range(k, kp):
             for r in range(_RB):
                 ST[j * _RB + r] = -np.inf
         _softmax_lanes(ST, 0, k, kp, i0, min(_RB, stop - i0), sample_weight, labels,
                        log_prob, want_lp, lane, NKV, obj)
+        # stage w r (0 for padding rows)
         for r in range(_RB):
             for j in range(k):
                 WRS[staged + r, j] = ST[j * _RB + r]
@@ -409,18 +391,64 @@ def _estep_full_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, h
             for j in range(k):
                 _add_component_moments(XS, WRS, staged, j, MP, dp, d, D, Z, nk, SX, SA)
             staged = 0
-    if not hard:
-        for j in range(k):
+    for j in range(k):
+        for a in range(d):
+            sx[j, a] = SX[j * dp + a]
+            for b in range(a + 1):  # the lower triangle: the M-step reads no more
+                sxx[j, a, b] = SA[(j * dp + a) * dp + b]
+
+
+@serial
+def _estep_full_hard_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, start,
+                           stop, labels, log_prob, nk, sx, sxx, obj):
+    """Rows are whitened four at a time by the register tile and each added
+    to its component at once."""
+    k, d = means.shape
+    kdp = cw.shape[0]
+    want_lp = log_prob.shape[0] == X.shape[0]
+    xb = np.empty((_BLOCK, d))
+    xc = np.empty((_BLOCK, d))
+    y = np.empty(_BLOCK * kdp)
+    no_p = np.zeros(kdp)
+    no_half = np.zeros(_BLOCK)
+    diff = np.empty(d)
+    lp = np.empty((_BLOCK, k))
+    maha = np.empty((_BLOCK, k))
+    wr = np.empty((_BLOCK, k))
+    best_of = np.empty(_BLOCK, dtype=np.int64)
+    nk[:] = 0.0
+    sx[:] = 0.0
+    sxx[:] = 0.0
+    obj[:] = 0.0
+    for i0 in range(start, stop, _BLOCK):
+        n_rows = min(_BLOCK, stop - i0)
+        _full_block_maha(X, i0, n_rows, center, W, cw, depth, xb, xc, y, no_p, no_half, maha)
+        _gaussian_log_prob(maha, log_norm, lp)
+        _finish_block(i0, n_rows, lp, maha, True, sample_weight, labels, log_prob,
+                      want_lp, wr, best_of, obj)
+        for r in range(n_rows):
+            j = best_of[r]
+            if j < 0:
+                continue
+            w = sample_weight[i0 + r]
+            nk[j] += w
             for a in range(d):
-                sx[j, a] = SX[j * dp + a]
-                for b in range(a + 1):  # the lower triangle: the M-step reads no more
-                    sxx[j, a, b] = SA[(j * dp + a) * dp + b]
+                diff[a] = xb[r, a] - means[j, a]
+                sx[j, a] += w * diff[a]
+            for a in range(d):
+                u = w * diff[a]
+                for b in range(a + 1):
+                    sxx[j, a, b] += u * diff[b]
 
 
-@parallel
-def _estep_full_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
-                    chunk_size, labels, log_prob, nk, sx, sxx, obj):
-    n = X.shape[0]
+@serial
+def _full_tile_operands(means, prec_chol, center):
+    """W = [U_1 | ... | U_k] (d, kdp) flattened, cw = -[(mu_j - c) U_j] (kdp)
+    and the tile's row count per column block, for ``_score_tile``.
+
+    Kept out of the parallel drivers: numba would turn their array
+    allocations into parallel loops of their own, each compiled apart.
+    """
     k, d = means.shape
     kdp = -(-(k * d) // 8) * 8  # whole pairs of vectors for the tile
     W = np.zeros((d, kdp))
@@ -431,18 +459,38 @@ def _estep_full_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
             for b in range(a, d):
                 W[a, j * d + b] = prec_chol[j, a, b]
                 cw[j * d + b] -= ma * prec_chol[j, a, b]
-    W = W.ravel()
     # column block t of the tile (columns 8t .. 8t + 7) reads rows a <= b of U_j
     # only, b its columns' largest index within their component
     depth = np.zeros(kdp // 8, dtype=np.int64)
     for col in range(k * d):
         t = col // 8
         depth[t] = max(depth[t], col % d + 1)
+    return W.ravel(), cw, depth
+
+
+@parallel
+def _estep_full_soft_run(X, sample_weight, means, prec_chol, log_norm, center, chunk_size,
+                         labels, log_prob, nk, sx, sxx, obj):
+    n = X.shape[0]
+    W, cw, depth = _full_tile_operands(means, prec_chol, center)
     for c in prange(nk.shape[0]):
         start = c * chunk_size
-        _estep_full_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, hard, start,
-                          min(n, start + chunk_size), labels, log_prob, nk[c], sx[c],
-                          sxx[c], obj[c])
+        _estep_full_soft_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, start,
+                               min(n, start + chunk_size), labels, log_prob, nk[c], sx[c],
+                               sxx[c], obj[c])
+
+
+@parallel
+def _estep_full_hard_run(X, sample_weight, means, prec_chol, log_norm, center, chunk_size,
+                         labels, log_prob, nk, sx, sxx, obj):
+    # a driver of its own, so that soft fits never compile the hard E-step
+    n = X.shape[0]
+    W, cw, depth = _full_tile_operands(means, prec_chol, center)
+    for c in prange(nk.shape[0]):
+        start = c * chunk_size
+        _estep_full_hard_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, start,
+                               min(n, start + chunk_size), labels, log_prob, nk[c], sx[c],
+                               sxx[c], obj[c])
 
 
 # --------------------------------------------------------------- tied
@@ -543,10 +591,11 @@ def _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, cente
             sxx[a, b] = SA[a * dp + b]
 
 
-@parallel
-def _estep_tied_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
-                    chunk_size, labels, log_prob, nk, sx, sxx, obj):
-    n = X.shape[0]
+@serial
+def _tied_tile_operands(means, prec_chol, log_norm, center):
+    """U (d, dp) flattened, cwT = [(mu_j - c) U] transposed (d, k), and the
+    second tile's CT, A, P (see ``_estep_tied_chunk``); serial, as
+    ``_full_tile_operands``."""
     k, d = means.shape
     cwT = np.zeros((d, k))
     for j in range(k):
@@ -559,7 +608,6 @@ def _estep_tied_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
     for a in range(d):
         for b in range(a, d):
             U[a, b] = prec_chol[a, b]
-    U = U.ravel()
     kp = -(-k // 4) * 4
     CT = np.zeros(d * kp)
     A = np.full(kp, -np.inf)
@@ -571,6 +619,14 @@ def _estep_tied_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
             bb += cwT[b, j] * cwT[b, j]
         A[j] = log_norm[j] - 0.5 * bb
         P[j] = 1.0
+    return U.ravel(), cwT, CT, A, P
+
+
+@parallel
+def _estep_tied_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
+                    chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    n = X.shape[0]
+    U, cwT, CT, A, P = _tied_tile_operands(means, prec_chol, log_norm, center)
     for c in prange(nk.shape[0]):
         start = c * chunk_size
         _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, center,
@@ -1564,8 +1620,9 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
         _estep_small_dense(X, sample_weight, means, prec_chol, log_norm, center, False,
                            chunk_size, labels, log_prob, nk, sx, sxx, obj)
         return
-    _estep_full_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
-                    chunk_size, labels, log_prob, nk, sx, sxx, obj)
+    run = _estep_full_hard_run if hard else _estep_full_soft_run
+    run(X, sample_weight, means, prec_chol, log_norm, center, chunk_size, labels, log_prob,
+        nk, sx, sxx, obj)
 
 
 def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -1762,7 +1819,7 @@ def _missing_index(xi, miss_idx):
 
 @ordered
 def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP, ncw,
-                               depth, cw, log_norm, center, tied, hard, start, stop, labels,
+                               depth, log_norm, center, tied, hard, start, stop, labels,
                                log_prob, imputed, nk, nko, sx, sxx, obj):
     """Full (tied=False) or tied (tied=True) covariances with NaN entries.
 
@@ -1853,7 +1910,7 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
                         ybase[b] += xa * factors[0, a, b]
             for j in range(k):
                 for b in range(d):
-                    yall[j * d + b] = ybase[b] - cw[j * d + b]
+                    yall[j * d + b] = ybase[b] + ncw[j * d + b]
         else:
             for e in range(kd):
                 yall[e] = y4[r4 * kdp + e]
@@ -1969,12 +2026,10 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
             sx[j, a] = sx_p[j * dp + a]
 
 
-@ordered_parallel
-def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tied,
-                         hard, chunk_size, labels, log_prob, imputed, nk, nko, sx,
-                         sxx, obj):
-    n = X.shape[0]
-    k, d = means.shape
+@serial
+def _precisions_from_factors(factors):
+    """U_j U_j^T for each upper-triangular factor U_j."""
+    k, d = factors.shape[0], factors.shape[1]
     precisions = np.zeros((k, d, d))
     for j in range(k):
         for a in range(d):
@@ -1983,26 +2038,20 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
                 for t in range(max(a, b), d):
                     s += factors[j, a, t] * factors[j, b, t]
                 precisions[j, a, b] = s
-    kdp = -(-(k * d) // 8) * 8  # whole pairs of vectors for the tile
-    WP = np.zeros((d, kdp))
-    cw = np.zeros(k * d)
-    ncw = np.zeros(kdp)
-    for j in range(k):
-        for a in range(d):
-            ma = means[j, a] - center[a]
-            for b in range(a, d):
-                WP[a, j * d + b] = factors[j, a, b]
-                cw[j * d + b] += ma * factors[j, a, b]
-    for e in range(k * d):
-        ncw[e] = -cw[e]
-    WP = WP.ravel()
-    depth = np.zeros(kdp // 8, dtype=np.int64)  # as in estep_full
-    for col in range(k * d):
-        depth[col // 8] = max(depth[col // 8], col % d + 1)
+    return precisions
+
+
+@ordered_parallel
+def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tied,
+                         hard, chunk_size, labels, log_prob, imputed, nk, nko, sx,
+                         sxx, obj):
+    n = X.shape[0]
+    precisions = _precisions_from_factors(factors)
+    WP, ncw, depth = _full_tile_operands(means, factors, center)
     for c in prange(nk.shape[0]):
         start = c * chunk_size
         _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP, ncw,
-                                   depth, cw, log_norm, center, tied, hard, start,
+                                   depth, log_norm, center, tied, hard, start,
                                    min(n, start + chunk_size), labels, log_prob, imputed,
                                    nk[c], nko[c], sx[c], sxx[c], obj[c])
 
@@ -2102,12 +2151,10 @@ def _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_prec
 
 
 @parallel
-def _estep_coordinate_missing(X, sample_weight, means, precision, log_norm, hard,
-                              chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
+def _estep_coordinate_missing(X, sample_weight, means, precision, log_prec, var, log_norm,
+                              hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
                               obj):
     n = X.shape[0]
-    log_prec = np.log(precision)
-    var = 1.0 / precision
     for c in prange(nk.shape[0]):
         start = c * chunk_size
         _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_prec, var,
@@ -2132,9 +2179,9 @@ def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chun
     its variance 1 / p_ja to sxx).
     """
     if hard or imputed.shape[0] == X.shape[0]:
-        _estep_coordinate_missing(X, sample_weight, means, precision, log_norm, hard,
-                                  chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
-                                  obj)
+        _estep_coordinate_missing(X, sample_weight, means, precision, np.log(precision),
+                                  1.0 / precision, log_norm, hard, chunk_size, labels,
+                                  log_prob, imputed, nk, nko, sx, sxx, obj)
         return
     k, d = means.shape
     c = means.mean(axis=0)
