@@ -162,3 +162,15 @@ def test_kmeans_plusplus(restore_config, compiled, data):
             seeds[threads] = fastem.kmeans_plusplus(X, 8, random_state=3)
     np.testing.assert_array_equal(seeds[1][0], seeds[many][0])
     np.testing.assert_array_equal(seeds[1][1], seeds[many][1])
+
+
+@DTYPES
+@pytest.mark.parametrize("cov_type", ["full", "tied"])
+def test_dense_gaussian_mixture_with_more_features(restore_config, compiled, dtype, cov_type):
+    """The data above have 5 features; numba's full and tied kernels take another
+    path (register tiles and staged moments) above 6, checked here with 11."""
+    rng = np.random.default_rng(11)
+    centers = rng.normal(scale=3.0, size=(K + 1, 11))
+    X = (centers[rng.integers(K + 1, size=N)] + rng.normal(size=(N, 11))).astype(dtype)
+    _check(compiled, lambda: fastem.GaussianMixture(
+        K + 1, covariance_type=cov_type, n_init=2, max_iter=40, random_state=0), X)
