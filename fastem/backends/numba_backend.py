@@ -1867,7 +1867,7 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
     chol = np.empty((d, d))
     rdiag = np.empty(d)
     cond = np.empty((k, d, d))
-    # one missing coordinate m: Lambda_mm is a number, log and inverse per (j, m)
+    # one missing coordinate m: Lambda_mm is a number, its half log per (j, m)
     half_log_lam = np.empty((k, d))
     for j in range(k):
         for a in range(d):
