@@ -732,6 +732,31 @@ def test_numba_kernels_in_a_process_pool(tmp_path):
     assert proc.stdout.strip() == "ok"
 
 
+@requires_numba
+def test_numba_chunk_kernels_are_called_through_one_driver():
+    """numba's kernels run their chunk kernels through ``run_chunks``: the
+    chunk kernel is compiled once per argument types, Fortran-ordered and
+    strided data share one compiled chunk kernel, and each layout gives the
+    squared distances."""
+    from fastem.backends import _numba_jit, numba_backend
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 3))
+    centers = rng.standard_normal((4, 3))
+    expected = ((X[:, None, :] - centers[None]) ** 2).sum(axis=2)
+    chunk = numba_backend._sqdist_chunk
+    addresses = {}
+    for layout, data in (("C", X), ("F", np.asfortranarray(X)),
+                         ("strided", np.repeat(X, 2, axis=0)[::2])):
+        out = np.full((300, 4), np.nan)
+        numba_backend.sqdist(data, centers, 64, out)
+        np.testing.assert_allclose(out, expected, rtol=1e-12)
+        addresses[layout] = _numba_jit.chunk_address(
+            chunk, (data, numba_backend._transpose(centers), 64, out))
+    assert addresses["F"] == addresses["strided"] != addresses["C"]
+    assert {sig[1].layout for sig in chunk.signatures} <= {"A", "C"}
+
+
 # ------------------------------------------------ the screened hard spherical path
 def _exact_hard_labels(X, means, precision, log_norm):
     """argmax_j log_norm_j - p_j / 2 ||x - mu_j||^2 from float64 differences."""

@@ -7,6 +7,9 @@
   fastem then compiles without a cache and warns once.
 * serial helpers and parallel drivers are always distinct Python functions,
   because two dispatchers built from one function share a cache entry.
+* one parallel driver for every kernel (``run_chunks``): it calls a chunk
+  kernel through its address, so that compiling the driver never compiles
+  the chunk kernel's code again (see ``run_chunks``).
 """
 
 import os
@@ -14,6 +17,10 @@ import warnings
 
 import numba
 import numba.core.cpu
+import numpy as np
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
@@ -82,11 +89,6 @@ def ordered(func):
     return _decorate(func, fastmath=set(FASTMATH) - {"reassoc"})
 
 
-def ordered_parallel(func):
-    """``parallel`` with the flags of ``ordered``."""
-    return _decorate(func, parallel=True, fastmath=set(FASTMATH) - {"reassoc"})
-
-
 def ordered_inline_leaf(func):
     """``ordered`` and ``leaf`` at once, inlined into its callers (which must be
     ``ordered`` too: inlined code takes its caller's flags)."""
@@ -106,3 +108,90 @@ def strict(func):
 def parallel(func):
     """Compile a kernel that spreads chunks over threads with ``prange``."""
     return _decorate(func, parallel=True)
+
+
+# ---------------------------------------------------------------- one driver
+# numba compiles a call from one jitted function to another by linking the
+# callee's LLVM module into the caller's and optimising the result again; a
+# ``prange`` loop is itself compiled as a separate function that is linked
+# into its caller.  A parallel driver that called a chunk kernel directly
+# therefore optimised and generated the kernel's code twice more (11.5-12.7 s
+# of a 31 s cold first fit, full covariances, d = 16: the driver of that one
+# kernel).  Here the driver receives the kernel's address at run time and
+# calls it through a pointer with numba's own calling convention: the driver
+# is compiled once per argument-type list (about a second), knows nothing of
+# the kernel, and so stays valid in numba's on-disk cache.
+
+
+@intrinsic
+def _call_chunk(typingctx, address, ci, args):
+    """Call the compiled function at ``address`` as ``f(ci, *args)``, which
+    returns nothing; numba's native calling convention, so the callee's
+    arguments are those of its own compiled signature (``chunk_address``)."""
+    callee_args = (types.int64,) + tuple(args.types)
+
+    def codegen(context, builder, signature, llargs):
+        address_v, ci_v, args_v = llargs
+        values = [context.cast(builder, ci_v, signature.args[1], types.int64)]
+        values += [builder.extract_value(args_v, i) for i in range(len(args.types))]
+        fn_type = context.call_conv.get_function_type(types.void, callee_args).as_pointer()
+        fn = builder.inttoptr(address_v, fn_type)
+        status, _ = context.call_conv.call_function(builder, fn, types.void, callee_args,
+                                                    values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return types.void(address, ci, args), codegen
+
+
+@parallel
+def _run_chunks(address, n_chunks, *args):
+    for ci in prange(n_chunks):
+        _call_chunk(address, ci, args)
+
+
+def _type_key(value):
+    """What ``_chunk_type(value)`` depends on, cheaply."""
+    if isinstance(value, np.ndarray):
+        flags = value.flags
+        return (value.dtype, value.ndim, flags.c_contiguous, flags.writeable, flags.aligned)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int, -2 ** 63 <= value < 2 ** 63
+    return type(value)
+
+
+def _chunk_type(value):
+    """numba's type of ``value``, except that every array that is not
+    C-contiguous is typed as of any layout ('A'): one compiled chunk kernel
+    serves Fortran-ordered and strided inputs alike (the array's native
+    representation is the same for every layout)."""
+    t = numba.typeof(value)
+    if isinstance(t, types.Array) and t.layout == "F":
+        t = t.copy(layout="A")
+    return t
+
+
+_addresses = {}
+
+
+def chunk_address(chunk, args):
+    """Address of ``chunk`` compiled for ``(int64, *types of args)``, compiled
+    (or loaded from the cache) on first use."""
+    key = (chunk,) + tuple(_type_key(a) for a in args)
+    address = _addresses.get(key)
+    if address is None:
+        signature = types.void(types.int64, *(_chunk_type(a) for a in args))
+        compiled = chunk.get_compile_result(signature)
+        address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+        _addresses[key] = address
+    return address
+
+
+def run_chunks(chunk, n_chunks, *args):
+    """``chunk(ci, *args)`` for ci in ``prange(n_chunks)``.
+
+    ``chunk`` is a ``serial`` (or ``ordered``) kernel whose first argument is
+    the chunk index; it writes only chunk ``ci``'s slots of its outputs.
+    """
+    _run_chunks(chunk_address(chunk, args), n_chunks, *args)

@@ -1,9 +1,10 @@
-"""The numba backend: the kernel table as ``@njit(parallel=True)`` kernels.
+"""The numba backend: the kernel table as numba kernels run in parallel over chunks.
 
-Each parallel kernel runs ``prange`` over chunks; a chunk is processed by a
-serial helper that writes only its own slot of the statistic buffers, so the
-result does not depend on the number of threads.  Data are read in their own
-dtype (float32 or float64); every sum is carried in float64.
+Each kernel of the table runs a chunk kernel through ``run_chunks``, the one
+``@njit(parallel=True)`` driver (``prange`` over chunks).  A chunk kernel
+processes the rows of its chunk and writes only its own slot of the statistic
+buffers, so the result does not depend on the number of threads.  Data are
+read in their own dtype (float32 or float64); every sum is carried in float64.
 
 Within a chunk, rows are taken four at a time (``_BLOCK``; a short last block
 is padded with zero rows of zero weight) and the innermost loops run over
@@ -17,10 +18,9 @@ to cancellation.
 """
 
 import numpy as np
-from numba import prange
 
-from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, ordered_parallel,
-                          parallel, serial, strict)
+from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
+                          strict)
 from ._simd import (exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vexp_nonpositive, vfma,
                     vhmax, vhsum, vload, vmask_ge, vselect_ge, vmax, vmul, vsplat, vstore, vsub, vzero)
 
@@ -329,12 +329,15 @@ def _full_block_maha(X, i1, n_rows, center, W, cw, depth, xb, xc, y, no_p, no_ha
 
 
 @serial
-def _estep_full_soft_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, start,
-                           stop, labels, log_prob, nk, sx, sxx, obj):
+def _estep_full_soft_chunk(ci, X, sample_weight, means, W, cw, depth, log_norm, center,
+                           chunk_size, labels, log_prob, nk_all, sx_all, sxx_all, obj_all):
     """Rows are whitened four at a time by the register tile, their softmax
     taken eight at a time (rows in vector lanes); ``_MOMENT_ROWS`` rows and
     their responsibilities are staged, then their moments about each mean
     added through the moment tile."""
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, sx, sxx, obj = nk_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
     k, d = means.shape
     kdp = cw.shape[0]
     want_lp = log_prob.shape[0] == X.shape[0]
@@ -399,10 +402,13 @@ def _estep_full_soft_chunk(X, sample_weight, means, W, cw, depth, log_norm, cent
 
 
 @serial
-def _estep_full_hard_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, start,
-                           stop, labels, log_prob, nk, sx, sxx, obj):
+def _estep_full_hard_chunk(ci, X, sample_weight, means, W, cw, depth, log_norm, center,
+                           chunk_size, labels, log_prob, nk_all, sx_all, sxx_all, obj_all):
     """Rows are whitened four at a time by the register tile and each added
     to its component at once."""
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, sx, sxx, obj = nk_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
     k, d = means.shape
     kdp = cw.shape[0]
     want_lp = log_prob.shape[0] == X.shape[0]
@@ -446,8 +452,7 @@ def _full_tile_operands(means, prec_chol, center):
     """W = [U_1 | ... | U_k] (d, kdp) flattened, cw = -[(mu_j - c) U_j] (kdp)
     and the tile's row count per column block, for ``_score_tile``.
 
-    Kept out of the parallel drivers: numba would turn their array
-    allocations into parallel loops of their own, each compiled apart.
+    Computed once per call, before the chunks run.
     """
     k, d = means.shape
     kdp = -(-(k * d) // 8) * 8  # whole pairs of vectors for the tile
@@ -468,35 +473,24 @@ def _full_tile_operands(means, prec_chol, center):
     return W.ravel(), cw, depth
 
 
-@parallel
 def _estep_full_soft_run(X, sample_weight, means, prec_chol, log_norm, center, chunk_size,
                          labels, log_prob, nk, sx, sxx, obj):
-    n = X.shape[0]
     W, cw, depth = _full_tile_operands(means, prec_chol, center)
-    for c in prange(nk.shape[0]):
-        start = c * chunk_size
-        _estep_full_soft_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, start,
-                               min(n, start + chunk_size), labels, log_prob, nk[c], sx[c],
-                               sxx[c], obj[c])
+    run_chunks(_estep_full_soft_chunk, nk.shape[0], X, sample_weight, means, W, cw, depth,
+               log_norm, center, chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
 
-@parallel
 def _estep_full_hard_run(X, sample_weight, means, prec_chol, log_norm, center, chunk_size,
                          labels, log_prob, nk, sx, sxx, obj):
-    # a driver of its own, so that soft fits never compile the hard E-step
-    n = X.shape[0]
     W, cw, depth = _full_tile_operands(means, prec_chol, center)
-    for c in prange(nk.shape[0]):
-        start = c * chunk_size
-        _estep_full_hard_chunk(X, sample_weight, means, W, cw, depth, log_norm, center, start,
-                               min(n, start + chunk_size), labels, log_prob, nk[c], sx[c],
-                               sxx[c], obj[c])
+    run_chunks(_estep_full_hard_chunk, nk.shape[0], X, sample_weight, means, W, cw, depth,
+               log_norm, center, chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
 
 # --------------------------------------------------------------- tied
 @serial
-def _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, center, hard,
-                      start, stop, labels, log_prob, nk, sx, sxx, obj):
+def _estep_tied_chunk(ci, X, sample_weight, means, U, cwT, CT, A, P, log_norm, center, hard,
+                      chunk_size, labels, log_prob, nk_all, sx_all, sxx_all, obj_all):
     """``U`` is the shared Cholesky factor of the precision, (d, dp) flattened.
 
     With y = (x - c) U and b_j = (mu_j - c) U (``cwT``), the soft E-step takes
@@ -505,6 +499,9 @@ def _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, cente
     as ``_score_tile`` wants them), as the diagonal path expands its scores;
     the hard E-step forms |y - b_j|^2 from differences.
     """
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, sx, sxx, obj = nk_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
     k, d = means.shape
     dp = U.shape[0] // d
     kp = A.shape[0]
@@ -622,16 +619,11 @@ def _tied_tile_operands(means, prec_chol, log_norm, center):
     return U.ravel(), cwT, CT, A, P
 
 
-@parallel
 def _estep_tied_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
-    n = X.shape[0]
     U, cwT, CT, A, P = _tied_tile_operands(means, prec_chol, log_norm, center)
-    for c in prange(nk.shape[0]):
-        start = c * chunk_size
-        _estep_tied_chunk(X, sample_weight, means, U, cwT, CT, A, P, log_norm, center,
-                          hard, start, min(n, start + chunk_size), labels, log_prob,
-                          nk[c], sx[c], sxx[c], obj[c])
+    run_chunks(_estep_tied_chunk, nk.shape[0], X, sample_weight, means, U, cwT, CT, A, P,
+               log_norm, center, hard, chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
 
 # --------------------------------------------------------------- diag / spherical
@@ -671,9 +663,12 @@ def _hard_coordinate_block(i0, n_rows, xb, maha, log_norm, means, sample_weight,
 
 
 @serial
-def _estep_coordinate_chunk(X, sample_weight, means, meansT, precT, log_norm, hard,
-                            start, stop, labels, log_prob, nk, sx, sxx, obj):
+def _estep_coordinate_chunk(ci, X, sample_weight, means, meansT, precT, log_norm, hard,
+                            chunk_size, labels, log_prob, nk_all, sx_all, sxx_all, obj_all):
     """Diagonal covariances; ``precT`` (d, k) holds 1 / variance, transposed."""
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, sx, sxx, obj = nk_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
     k, d = means.shape
     want_lp = log_prob.shape[0] == X.shape[0]
     xb = np.empty((_BLOCK, d))
@@ -738,17 +733,11 @@ def _estep_coordinate_chunk(X, sample_weight, means, meansT, precT, log_norm, ha
                 sxx[j, a] += r0 * t0 * t0 + r1 * t1 * t1 + r2 * t2 * t2 + r3 * t3 * t3
 
 
-@parallel
 def _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
                       chunk_size, labels, log_prob, nk, sx, sxx, obj):
-    n = X.shape[0]
-    meansT = _transpose(means)
-    precT = _transpose(precision)
-    for c in prange(nk.shape[0]):
-        start = c * chunk_size
-        _estep_coordinate_chunk(X, sample_weight, means, meansT, precT, log_norm, hard,
-                                start, min(n, start + chunk_size), labels, log_prob,
-                                nk[c], sx[c], sxx[c], obj[c])
+    run_chunks(_estep_coordinate_chunk, nk.shape[0], X, sample_weight, means,
+               _transpose(means), _transpose(precision), log_norm, hard, chunk_size, labels,
+               log_prob, nk, sx, sxx, obj)
 
 
 def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -991,9 +980,12 @@ def _exact_score(X, i, means, j, precision, log_norm):
 
 
 @serial
-def _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm, c, CT, A,
-                                P, kp, unit, tiny, screen_max, a_max, pn_max, p_max, start,
-                                stop, labels, nk, sx, sxx, obj):
+def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, CT, A,
+                                P, kp, unit, tiny, screen_max, a_max, pn_max, p_max, chunk_size,
+                                labels, nk_all, sx_all, sxx_all, obj_all):
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, sx, sxx, obj = nk_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
     k, d = means.shape
     u64 = 2.0 ** -53
     # The bound E of a row (see above) without its square root: with
@@ -1066,8 +1058,9 @@ def _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm,
 
 
 @serial
-def _estep_spherical_hard_small_chunk(X, sample_weight, means, M, precision, log_norm, LN,
-                                      NHP, start, stop, labels, nk, sx, sxx, obj):
+def _estep_spherical_hard_small_chunk(ci, X, sample_weight, means, M, precision, log_norm, LN,
+                                      NHP, chunk_size, labels, nk_all, sx_all, sxx_all,
+                                      obj_all):
     """Hard spherical E-step for few features: exact scores, rows in lanes.
 
     With d small the expansion saves little, so every score is formed from
@@ -1078,6 +1071,9 @@ def _estep_spherical_hard_small_chunk(X, sample_weight, means, M, precision, log
     a chain of dependent steps per row: 22-23 ns a row at (2e5, 2, 8), one
     thread.)
     """
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, sx, sxx, obj = nk_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
     k, d = means.shape
     L = lanes(LN)
     xt = np.zeros(d * L)             # four rows, feature-major: xt[a * L + l]
@@ -1129,28 +1125,18 @@ def _estep_spherical_hard_small_chunk(X, sample_weight, means, M, precision, log
     obj[2] = changed
 
 
-@parallel
 def _estep_spherical_hard_small_run(X, sample_weight, means, M, precision, log_norm, LN,
                                     NHP, chunk_size, labels, nk, sx, sxx, obj):
-    n = X.shape[0]
-    for ch in prange(nk.shape[0]):
-        start = ch * chunk_size
-        _estep_spherical_hard_small_chunk(X, sample_weight, means, M, precision, log_norm,
-                                          LN, NHP, start, min(n, start + chunk_size),
-                                          labels, nk[ch], sx[ch], sxx[ch], obj[ch])
+    run_chunks(_estep_spherical_hard_small_chunk, nk.shape[0], X, sample_weight, means, M,
+               precision, log_norm, LN, NHP, chunk_size, labels, nk, sx, sxx, obj)
 
 
-@parallel
 def _estep_spherical_hard_run(X, sample_weight, means, M, precision, log_norm, c, CT, A, P,
                               kp, unit, tiny, screen_max, a_max, pn_max, p_max, chunk_size,
                               labels, nk, sx, sxx, obj):
-    n = X.shape[0]
-    for ch in prange(nk.shape[0]):
-        start = ch * chunk_size
-        _estep_spherical_hard_chunk(X, sample_weight, means, M, precision, log_norm, c, CT,
-                                    A, P, kp, unit, tiny, screen_max, a_max, pn_max, p_max,
-                                    start, min(n, start + chunk_size), labels,
-                                    nk[ch], sx[ch], sxx[ch], obj[ch])
+    run_chunks(_estep_spherical_hard_chunk, nk.shape[0], X, sample_weight, means, M,
+               precision, log_norm, c, CT, A, P, kp, unit, tiny, screen_max, a_max, pn_max,
+               p_max, chunk_size, labels, nk, sx, sxx, obj)
 
 
 def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
@@ -1382,8 +1368,8 @@ def _moment_tile_lanes(FT, ST, n_blocks, m, kp, mp, M):
 
 
 @serial
-def _soft_tiled_chunk(X, sample_weight, c, features, G, A, kp, mp, start, stop, labels,
-                      log_prob, nk, M, obj):
+def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_size, labels,
+                      log_prob, nk_all, M_all, obj_all):
     """Soft E-step of rows start .. stop - 1; M (kp * mp) receives the moments.
 
     Features (zero-padded to mp): ``_LINEAR`` x - c; ``_QUADRATIC`` x - c
@@ -1393,6 +1379,9 @@ def _soft_tiled_chunk(X, sample_weight, c, features, G, A, kp, mp, start, stop, 
     so that the maximum, the exps and the normalisation of the softmax run
     on four rows at once.
     """
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, M, obj = nk_all[ci], M_all[ci], obj_all[ci]
     k = nk.shape[0]
     d = X.shape[1]
     m = d if features == _LINEAR else (2 * d if features == _QUADRATIC else 3 * d)
@@ -1434,15 +1423,10 @@ def _soft_tiled_chunk(X, sample_weight, c, features, G, A, kp, mp, start, stop, 
         nk[j] = vhsum(vload(NKV, j * 4))
 
 
-@parallel
 def _soft_tiled_run(X, sample_weight, c, features, G, A, kp, mp, chunk_size, labels,
                     log_prob, nk, M, obj):
-    n = X.shape[0]
-    for ch in prange(nk.shape[0]):
-        start = ch * chunk_size
-        _soft_tiled_chunk(X, sample_weight, c, features, G, A, kp, mp, start,
-                          min(n, start + chunk_size), labels, log_prob, nk[ch], M[ch],
-                          obj[ch])
+    run_chunks(_soft_tiled_chunk, nk.shape[0], X, sample_weight, c, features, G, A, kp, mp,
+               chunk_size, labels, log_prob, nk, M, obj)
 
 
 def _padded(size, multiple):
@@ -1544,8 +1528,8 @@ def _small_dense_moments(FT, fo, ST, so, WV, means, center, tied, k, DX, ACC, TA
 
 
 @serial
-def _estep_small_dense_chunk(X, sample_weight, means, U, log_norm, center, tied, start, stop,
-                             labels, log_prob, nk, sx, sxx, obj):
+def _estep_small_dense_chunk(ci, X, sample_weight, means, U, log_norm, center, tied, chunk_size,
+                             labels, log_prob, nk_all, sx_all, sxx_all, obj_all):
     """Soft full (``tied`` False) or tied E-step of rows start .. stop - 1 for few
     features.  Blocks of ``_RB`` rows are held feature-major with rows in vector
     lanes, like the diagonal path's, and every quantity is formed from
@@ -1553,6 +1537,9 @@ def _estep_small_dense_chunk(X, sample_weight, means, U, log_norm, center, tied,
     mean and the tied scatter about the center.  ``U`` is (k, d, d), upper
     triangular (the tied factor repeated); ``sxx`` is (k, d, d), or (1, d, d)
     for the tied scatter."""
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, sx, sxx, obj = nk_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
     k, d = means.shape
     kp = -(-k // 4) * 4
     want_lp = log_prob.shape[0] == X.shape[0]
@@ -1603,15 +1590,10 @@ def _estep_small_dense_chunk(X, sample_weight, means, U, log_norm, center, tied,
                     q += 4
 
 
-@parallel
 def _estep_small_dense(X, sample_weight, means, U, log_norm, center, tied, chunk_size, labels,
                        log_prob, nk, sx, sxx, obj):
-    n = X.shape[0]
-    for ch in prange(nk.shape[0]):
-        start = ch * chunk_size
-        _estep_small_dense_chunk(X, sample_weight, means, U, log_norm, center, tied, start,
-                                 min(n, start + chunk_size), labels, log_prob, nk[ch],
-                                 sx[ch], sxx[ch], obj[ch])
+    run_chunks(_estep_small_dense_chunk, nk.shape[0], X, sample_weight, means, U, log_norm,
+               center, tied, chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
 
 def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -1640,8 +1622,11 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 # --------------------------------------------------------------- Bernoulli
 @serial
-def _estep_bernoulli_chunk(X, sample_weight, logitT, log_norm, hard, start, stop,
-                           labels, log_prob, nk, sx, obj):
+def _estep_bernoulli_chunk(ci, X, sample_weight, logitT, log_norm, hard, chunk_size, labels,
+                           log_prob, nk_all, sx_all, obj_all):
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, sx, obj = nk_all[ci], sx_all[ci], obj_all[ci]
     d, k = logitT.shape
     want_lp = log_prob.shape[0] == X.shape[0]
     xb = np.empty((_BLOCK, d))
@@ -1704,21 +1689,17 @@ def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
                              log_prob, nk, sx, obj)
 
 
-@parallel
 def _estep_bernoulli_blocked(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
                              log_prob, nk, sx, obj):
-    n = X.shape[0]
-    logitT = _transpose(logit)
-    for c in prange(nk.shape[0]):
-        start = c * chunk_size
-        _estep_bernoulli_chunk(X, sample_weight, logitT, log_norm, hard, start,
-                               min(n, start + chunk_size), labels, log_prob, nk[c],
-                               sx[c], obj[c])
+    run_chunks(_estep_bernoulli_chunk, nk.shape[0], X, sample_weight, _transpose(logit),
+               log_norm, hard, chunk_size, labels, log_prob, nk, sx, obj)
 
 
 # --------------------------------------------------------------- distances
 @serial
-def _sqdist_chunk(X, centersT, start, stop, out):
+def _sqdist_chunk(ci, X, centersT, chunk_size, out):
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
     d, m = centersT.shape
     xb = np.empty((_BLOCK, d))
     acc = np.empty((_BLOCK, m))
@@ -1731,14 +1712,9 @@ def _sqdist_chunk(X, centersT, start, stop, out):
                 out[i0 + r, j] = acc[r, j]
 
 
-@parallel
 def sqdist(X, centers, chunk_size, out):
-    n = X.shape[0]
-    centersT = _transpose(centers)
-    n_chunks = (n + chunk_size - 1) // chunk_size
-    for c in prange(n_chunks):
-        start = c * chunk_size
-        _sqdist_chunk(X, centersT, start, min(n, start + chunk_size), out)
+    run_chunks(_sqdist_chunk, -(-X.shape[0] // chunk_size), X, _transpose(centers),
+               chunk_size, out)
 
 
 # =============================================================== missing values
@@ -1818,9 +1794,9 @@ def _missing_index(xi, miss_idx):
 
 
 @ordered
-def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP, ncw,
-                               depth, log_norm, center, tied, hard, start, stop, labels,
-                               log_prob, imputed, nk, nko, sx, sxx, obj):
+def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions, WP, ncw, depth,
+                               log_norm, center, tied, hard, chunk_size, labels, log_prob,
+                               imputed, nk_all, nko_all, sx_all, sxx_all, obj_all):
     """Full (tied=False) or tied (tied=True) covariances with NaN entries.
 
     The whitening of all components is the register tile of ``estep_full``
@@ -1831,6 +1807,9 @@ def _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP,
     Second moments are staged, ``_MOMENT_ROWS`` rows a component, and added
     through the moment tile.
     """
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, nko, sx, sxx, obj = nk_all[ci], nko_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
     k, d = means.shape
     kd = k * d
     want_lp = log_prob.shape[0] == X.shape[0]
@@ -2041,19 +2020,13 @@ def _precisions_from_factors(factors):
     return precisions
 
 
-@ordered_parallel
 def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tied,
                          hard, chunk_size, labels, log_prob, imputed, nk, nko, sx,
                          sxx, obj):
-    n = X.shape[0]
-    precisions = _precisions_from_factors(factors)
     WP, ncw, depth = _full_tile_operands(means, factors, center)
-    for c in prange(nk.shape[0]):
-        start = c * chunk_size
-        _estep_dense_missing_chunk(X, sample_weight, means, factors, precisions, WP, ncw,
-                                   depth, log_norm, center, tied, hard, start,
-                                   min(n, start + chunk_size), labels, log_prob, imputed,
-                                   nk[c], nko[c], sx[c], sxx[c], obj[c])
+    run_chunks(_estep_dense_missing_chunk, nk.shape[0], X, sample_weight, means, factors,
+               _precisions_from_factors(factors), WP, ncw, depth, log_norm, center, tied,
+               hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
 
 def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -2073,9 +2046,9 @@ def estep_tied_missing(X, sample_weight, means, prec_chol, log_norm, center, har
 
 
 @serial
-def _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_prec, var,
-                                    log_norm, hard, start, stop, labels, log_prob, imputed,
-                                    nk, nko, sx, sxx, obj):
+def _estep_coordinate_missing_chunk(ci, X, sample_weight, means, precision, log_prec, var,
+                                    log_norm, hard, chunk_size, labels, log_prob, imputed,
+                                    nk_all, nko_all, sx_all, sxx_all, obj_all):
     """Diagonal and spherical covariances with NaN entries.
 
     Branch-free over the features: with o_a = 1 for an observed entry and 0
@@ -2083,6 +2056,9 @@ def _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_prec
     multiplied by o_a or 1 - o_a, so the loops over features vectorize.
     ``log_prec`` = log(precision), ``var`` = 1 / precision.
     """
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, nko, sx, sxx, obj = nk_all[ci], nko_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
     k, d = means.shape
     want_lp = log_prob.shape[0] == X.shape[0]
     want_imp = imputed.shape[0] == X.shape[0]
@@ -2150,18 +2126,12 @@ def _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_prec
                 sxx[j, a] += r * t * t + r * (1.0 - o) * var[j, a]
 
 
-@parallel
 def _estep_coordinate_missing(X, sample_weight, means, precision, log_prec, var, log_norm,
                               hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
                               obj):
-    n = X.shape[0]
-    for c in prange(nk.shape[0]):
-        start = c * chunk_size
-        _estep_coordinate_missing_chunk(X, sample_weight, means, precision, log_prec, var,
-                                        log_norm, hard, start, min(n, start + chunk_size),
-                                        labels,
-                                        log_prob, imputed, nk[c], nko[c], sx[c], sxx[c],
-                                        obj[c])
+    run_chunks(_estep_coordinate_missing_chunk, nk.shape[0], X, sample_weight, means,
+               precision, log_prec, var, log_norm, hard, chunk_size, labels, log_prob,
+               imputed, nk, nko, sx, sxx, obj)
 
 
 def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
@@ -2219,8 +2189,12 @@ def estep_spherical_missing(X, sample_weight, means, prec_chol, log_norm, center
 
 
 @serial
-def _estep_bernoulli_missing_chunk(X, sample_weight, logit, log_norm, log_q, hard, start,
-                                   stop, labels, log_prob, nk, nko, sx, obj):
+def _estep_bernoulli_missing_chunk(ci, X, sample_weight, logit, log_norm, log_q, hard,
+                                   chunk_size, labels, log_prob, nk_all, nko_all, sx_all,
+                                   obj_all):
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, nko, sx, obj = nk_all[ci], nko_all[ci], sx_all[ci], obj_all[ci]
     k, d = logit.shape
     want_lp = log_prob.shape[0] == X.shape[0]
     xi = np.empty(d)
@@ -2257,19 +2231,16 @@ def _estep_bernoulli_missing_chunk(X, sample_weight, logit, log_norm, log_q, har
                     sx[j, a] += r * xi[a]
 
 
-@parallel
 def estep_bernoulli_missing(X, sample_weight, logit, log_norm, log_q, hard, chunk_size,
                             labels, log_prob, nk, nko, sx, obj):
-    n = X.shape[0]
-    for c in prange(nk.shape[0]):
-        start = c * chunk_size
-        _estep_bernoulli_missing_chunk(X, sample_weight, logit, log_norm, log_q, hard,
-                                       start, min(n, start + chunk_size), labels,
-                                       log_prob, nk[c], nko[c], sx[c], obj[c])
+    run_chunks(_estep_bernoulli_missing_chunk, nk.shape[0], X, sample_weight, logit,
+               log_norm, log_q, hard, chunk_size, labels, log_prob, nk, nko, sx, obj)
 
 
 @serial
-def _sqdist_missing_chunk(X, centers, start, stop, out):
+def _sqdist_missing_chunk(ci, X, centers, chunk_size, out):
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
     m, d = centers.shape
     for i in range(start, stop):
         for j in range(m):
@@ -2282,10 +2253,6 @@ def _sqdist_missing_chunk(X, centers, start, stop, out):
             out[i, j] = s
 
 
-@parallel
 def sqdist_missing(X, centers, chunk_size, out):
-    n = X.shape[0]
-    n_chunks = (n + chunk_size - 1) // chunk_size
-    for c in prange(n_chunks):
-        start = c * chunk_size
-        _sqdist_missing_chunk(X, centers, start, min(n, start + chunk_size), out)
+    run_chunks(_sqdist_missing_chunk, -(-X.shape[0] // chunk_size), X, centers, chunk_size,
+               out)
