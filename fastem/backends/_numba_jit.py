@@ -193,5 +193,15 @@ def run_chunks(chunk, n_chunks, *args):
 
     ``chunk`` is a ``serial`` (or ``ordered``) kernel whose first argument is
     the chunk index; it writes only chunk ``ci``'s slots of its outputs.
+    Chunks are handed to the threads one at a time as they become free
+    (numba's parallel chunk size 1), not split in equal halves in advance:
+    chunks differ in cost (rows with NaN, K-means rows that need exact
+    scores) and a thread of a shared machine may be held up.  Which thread
+    runs a chunk does not change any result.
     """
-    _run_chunks(chunk_address(chunk, args), n_chunks, *args)
+    address = chunk_address(chunk, args)
+    previous = numba.set_parallel_chunksize(1)
+    try:
+        _run_chunks(address, n_chunks, *args)
+    finally:
+        numba.set_parallel_chunksize(previous)
