@@ -25,6 +25,10 @@ What is compared
 * Missing values: ``GaussianMixture`` with 10 % of the entries NaN
   (completely at random) against the same fit on the complete data.
   Target: NaN / complete <= 3.
+* Threads (group ``threads``, not run by default): fastem's own fits with
+  one thread against the same fits with all of its threads, on the KMeans,
+  GaussianMixture and BernoulliMixture shapes, the two alternating fit by
+  fit.  Target: one thread / two threads >= 1.8.
 
 Threads: fastem uses ``fastem.get_num_threads()`` (``--threads``), and
 scikit-learn's BLAS and OpenMP pools, numpy's BLAS (the dense multiply) and
@@ -80,12 +84,14 @@ GMM_SHAPES = ((100_000, 16, 16), (200_000, 2, 8), (50_000, 64, 8))
 BERNOULLI_SHAPES = ((1_000_000, 64, 32),)
 MISSING_SHAPES = ((100_000, 16, 8),)
 
-GROUPS = ("kmeans", "gmm", "bernoulli", "missing")
+GROUPS = ("kmeans", "gmm", "bernoulli", "missing", "threads")
+DEFAULT_GROUPS = ("kmeans", "gmm", "bernoulli", "missing")
 GROUP_ALIASES = {
     "kmeans": "kmeans", "k-means": "kmeans",
     "gmm": "gmm", "gaussianmixture": "gmm", "gaussian": "gmm",
     "bernoulli": "bernoulli", "bernoullimixture": "bernoulli",
     "missing": "missing", "nan": "missing",
+    "threads": "threads", "scaling": "threads",
 }
 # dtypes of each group under --dtype reference (the default)
 REFERENCE_DTYPES = {
@@ -93,6 +99,7 @@ REFERENCE_DTYPES = {
     "gmm": ("float64",),
     "bernoulli": ("float64",),
     "missing": ("float64",),
+    "threads": ("float64",),
 }
 DTYPE_CHOICES = ("reference", "float64", "float32", "both")
 
@@ -220,11 +227,13 @@ class Row:
     """One line of the report.
 
     section : "sklearn" (fastem vs scikit-learn), "multiply" (BernoulliMixture
-        vs X @ logit.T) or "missing" (NaN vs complete data, both fastem)
+        vs X @ logit.T), "missing" (NaN vs complete data, both fastem) or
+        "threads" (fastem with all its threads vs fastem with one)
     fastem_s : fastem's seconds per iteration
-    peer_s : the peer's seconds per iteration (per multiply for "multiply"),
-        None when the peer is not installed
-    ratio : sklearn/fastem, iteration/multiply or NaN/complete
+    peer_s : the peer's seconds per iteration (per multiply for "multiply",
+        with one thread for "threads"), None when the peer is not installed
+    ratio : sklearn/fastem, iteration/multiply, NaN/complete or
+        one thread/all threads
     gflops : fastem's nominal GFLOP/s (``model_flops``)
     """
 
@@ -470,7 +479,7 @@ def faiss_per_iteration(faiss, X, init, max_iter, repeats, threads):
 # ---------------------------------------------------------------- the run
 @dataclass
 class Settings:
-    groups: tuple = GROUPS
+    groups: tuple = DEFAULT_GROUPS
     dtype: str = "reference"
     scale: float = 1.0
     max_iter: int = MAX_ITER
@@ -516,7 +525,8 @@ class Bench:
         if section in self._header_printed:
             return
         self._header_printed.add(section)
-        first = "NaN ms/it" if section == "missing" else "fastem ms/it"
+        first = {"missing": "NaN ms/it", "threads": f"{effective_threads()}t ms/it"}.get(
+            section, "fastem ms/it")
         lead = f"{'model':<18}{'cov':<11}{'(n,d,k)':<16}{'dtype':<9}{first:>13}"
         if section == "sklearn":
             self.say("\nfastem vs scikit-learn: time per iteration (ratio > 1: fastem faster)")
@@ -528,6 +538,10 @@ class Bench:
             self.say("\nBernoulliMixture vs one dense multiply X @ logit.T "
                      "(target: iteration/multiply <= 2)")
             line = lead + f"{'multiply ms':>13}{'iter/multiply':>15}{'GFLOP/s':>9}{'iters':>7}"
+        elif section == "threads":
+            self.say(f"\nthreads: fastem with {effective_threads()} threads vs fastem with one, "
+                     f"fits alternating (target: 1t/2t >= 1.8)")
+            line = lead + f"{'1t ms/it':>16}{'speed-up':>14}{'GFLOP/s':>9}{'iters':>7}"
         else:
             self.say(f"\nmissing values: {MISSING_FRACTION:.0%} NaN completely at random vs "
                      f"the complete data, both fastem (target: NaN/complete <= 3)")
@@ -663,6 +677,68 @@ class Bench:
                     nan = self.time_fastem(make, X_nan)
                     self.row("missing", "GaussianMixture", cov, X_nan, k, dtype, nan,
                              "complete data", complete, ratio=nan[0] / complete[0])
+
+    def run_threads(self):
+        threads = effective_threads()
+        if threads < 2:
+            self.say(f"\nthreads: skipped, fastem has {threads} thread (--threads, "
+                     f"FASTEM_NUM_THREADS, NUMBA_NUM_THREADS)")
+            return
+        s = self.settings
+        cases = []
+        for shape in KMEANS_SHAPES:
+            cases.append(("KMeans", None, shape))
+        for shape in GMM_SHAPES:
+            cases.extend(("GaussianMixture", cov, shape) for cov in COVARIANCE_TYPES)
+        for shape in BERNOULLI_SHAPES:
+            cases.append(("BernoulliMixture", None, shape))
+        for model, cov, shape in cases:
+            n, d, k = self.shape(*shape)
+            for dtype in self.dtypes("threads"):
+                if model == "BernoulliMixture":
+                    X = binary_data(n, d, k, dtype)
+                    rng = np.random.default_rng((0, 23, n, d, k))
+                    weights, means = np.full(k, 1.0 / k), rng.uniform(0.25, 0.75, size=(k, d))
+
+                    def make():
+                        return fastem.BernoulliMixture(
+                            n_components=k, tol=0.0, max_iter=s.max_iter,
+                            weights_init=weights, means_init=means)
+                else:
+                    X64 = gaussian_blobs(n, d, k)
+                    start = GaussianStart.from_data(X64, k)
+                    X = X64 if dtype == "float64" else X64.astype(dtype)
+                    del X64
+                    if model == "KMeans":
+                        def make():
+                            return fastem.KMeans(n_clusters=k, init=start.means, n_init=1,
+                                                 max_iter=s.max_iter, tol=0.0)
+                    else:
+                        def make(cov=cov):
+                            return self._gaussian_fastem(start, cov)
+                one, many = self.time_threads(make, X, threads)
+                self.row("threads", model, cov, X, k, dtype, many, "1 thread", one,
+                         ratio=one[0] / many[0])
+                del X
+
+    def time_threads(self, make, X, threads):
+        """Best seconds per iteration with one thread and with ``threads``,
+        the two alternating fit by fit."""
+        start = time.perf_counter()
+        warm_up(make, X)
+        self.warm_up_s += time.perf_counter() - start
+        best = {}
+        previous = fastem.get_num_threads()
+        try:
+            for _ in range(self.settings.repeats):
+                for count in (1, threads):
+                    fastem.set_num_threads(count)
+                    seconds, iters = per_iteration(make, X, 1)
+                    if seconds < best.get(count, (math.inf, 0))[0]:
+                        best[count] = (seconds, iters)
+        finally:
+            fastem.set_num_threads(previous)
+        return best[1], best[threads]
 
 
 def run(settings, out=None, json_path=None):

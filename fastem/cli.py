@@ -192,7 +192,8 @@ def main(argv=None):
     p_bench.add_argument("--models", type=_model_groups, default=("kmeans", "gmm",
                          "bernoulli", "missing"), metavar="LIST",
                          help="comma-separated groups among kmeans, gmm, bernoulli, "
-                              "missing (default: all)")
+                              "missing, threads (one thread against all: not run by "
+                              "default), or all (default: all but threads)")
     p_bench.add_argument("--dtype", choices=("reference", "float64", "float32", "both"),
                          default="reference",
                          help="reference (default): KMeans in float32 and float64, the "

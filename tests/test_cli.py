@@ -68,6 +68,8 @@ def bench_rows(out):
             current = "multiply"
         elif line.startswith("missing values:"):
             current = "missing"
+        elif line.startswith("threads:"):
+            current = "threads"
         elif line.split() and line.split()[0] in BENCH_MODELS:
             sections.setdefault(current, []).append(line.split())
     return sections
@@ -132,6 +134,35 @@ def test_bench_runs_every_group(tmp_path):
     assert len(report["rows"]) == len(sklearn_rows) + 1 + len(missing)
     for row in report["rows"]:
         assert row["fastem_s"] > 0 and row["ratio"] > 0 and row["gflops"] > 0
+
+
+def test_bench_threads_group(tmp_path):
+    """``--models threads``: each KMeans, GaussianMixture and BernoulliMixture
+    shape with one thread and with two, and a skip with one thread only."""
+    json_path = tmp_path / "bench.json"
+    proc = run_fastem("bench", *TINY, "--models", "threads", "--threads", "2",
+                      "--json", str(json_path))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(json_path.read_text())
+    if report["machine"]["threads"] < 2:  # numba started with one thread
+        assert "threads: skipped" in proc.stdout
+    else:
+        rows = bench_rows(proc.stdout)["threads"]
+        assert [(row[0], row[1], row[2]) for row in rows] == (
+            [("KMeans", "-", shape) for shape in ("(512,16,16)", "(4352,32,128)", "(512,2,8)")]
+            + [("GaussianMixture", cov, shape)
+               for shape in ("(512,16,16)", "(512,2,8)", "(528,64,8)")
+               for cov in ("full", "tied", "diag", "spherical")]
+            + [("BernoulliMixture", "-", "(2112,64,32)")])
+        for row in rows:
+            # model cov (n,d,k) dtype 2t-ms 1t-ms speed-up GFLOP/s iters
+            assert row[3] == "float64" and len(row) == 9, row
+            assert all(positive_finite(value) for value in row[4:8]), row
+        assert [row["section"] for row in report["rows"]] == ["threads"] * len(rows)
+        assert all(row["peer"] == "1 thread" and row["ratio"] > 0 for row in report["rows"])
+    proc = run_fastem("bench", *TINY, "--models", "threads", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "threads: skipped, fastem has 1 thread" in proc.stdout
 
 
 def test_bench_help_and_bad_input():
