@@ -819,10 +819,13 @@ def test_hard_spherical_labels_are_exact_at_extreme_scales(backend, scale, preci
     np.testing.assert_array_equal(_hard_spherical_labels(X, means, precision, log_norm), expected)
 
 
-def test_hard_spherical_ties_go_to_the_lowest_index(backend):
+@pytest.mark.parametrize("d", [2, 8])  # exact differences, and the screened path
+def test_hard_spherical_ties_go_to_the_lowest_index(backend, d):
     # duplicated centres: every point is equally close to 1 and 3; label 1
     means = np.array([[10.0, 10.0], [0.0, 0.0], [5.0, -5.0], [0.0, 0.0]])
     X = np.array([[0.5, 0.25], [-1.0, 2.0], [0.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    means = np.pad(means, ((0, 0), (0, d - 2)))
+    X = np.pad(X, ((0, 0), (0, d - 2)))
     labels = _hard_spherical_labels(X, means, np.ones(4), np.full(4, -np.log(4)))
     np.testing.assert_array_equal(labels, [1, 1, 1, 1, 1])
 

@@ -22,6 +22,7 @@ distances.
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport int64_t
+from libc.math cimport isfinite
 
 import numpy as np
 
@@ -459,6 +460,167 @@ def estep_coordinate(const floating[:, :] X, const double[::1] sample_weight,
                                           start, chunk_stop(c, chunk_size, n), k, d,
                                           &labels[0], lpp, &nk[c * k], &sx[c * k * d],
                                           &sxx[c * k * d], &obj[c * 3])
+    _check(status)
+
+
+# ------------------------------------------------------------------ hard spherical (K-means)
+cdef inline double _exact_score(const floating* X, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t i,
+                                const double* means, Py_ssize_t j, Py_ssize_t d,
+                                const double* precision, const double* log_norm) noexcept nogil:
+    """log_norm_j - p_j / 2 * ||x_i - mu_j||^2 from differences, in float64."""
+    cdef Py_ssize_t a
+    cdef double t, ss = 0.0
+    for a in range(d):
+        t = <double> X[i * s0 + a * s1] - means[j * d + a]
+        ss += t * t
+    return log_norm[j] - 0.5 * precision[j] * ss
+
+
+cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                         const double* sample_weight, const double* means,
+                         const double* precision, const double* log_norm, const double* c,
+                         const float* CT, const float* A, const float* P, double e0,
+                         double e1, double h_max, Py_ssize_t start, Py_ssize_t stop,
+                         Py_ssize_t k, Py_ssize_t d, int64_t* labels, double* nk, double* sx,
+                         double* sxx, double* obj) noexcept nogil:
+    """Hard spherical E-step (K-means) of rows start .. stop - 1, scores screened in float32.
+
+    Four rows at a time: x' = x - c in float32 (``xb``) and, for every
+    component, the expanded score A_j + x' . CT[:, j] + P_j (-||x'||^2 / 2),
+    one multiply and one add per (row, component, feature).  A row whose best
+    screened score beats every other by more than 4 e(x) (e = e0 + e1 ||x'||^2 / 2,
+    the bound on the screening error, see ``cython_backend``) takes that
+    component; otherwise its label is the first maximum of the exact scores,
+    formed from differences in float64, of every component within 4 e(x) of
+    the best.  The statistics of the assigned component are formed from
+    differences, as in ``_coordinate_chunk``.
+    """
+    cdef Py_ssize_t ib, i0, n_rows, r, a, j, i, best, count
+    cdef double xx, v, top, cut, w, t, ss, maha, v_best
+    cdef float x0, x1, x2, x3, cut_f
+    cdef float* s0r
+    cdef float* s1r
+    cdef float* s2r
+    cdef float* s3r
+    cdef const float* ct
+    cdef bint screened
+    cdef double half[BLOCK]
+    cdef float* buf = <float*> malloc((BLOCK * d + BLOCK * k + 1) * sizeof(float))
+    if buf == NULL:
+        return -1
+    cdef float* xb = buf
+    cdef float* sc = xb + BLOCK * d
+    s0r = sc
+    s1r = sc + k
+    s2r = sc + 2 * k
+    s3r = sc + 3 * k
+    zero(nk, k)
+    zero(sx, k * d)
+    zero(sxx, k * d)
+    zero(obj, 3)
+    for ib in range((stop - start + BLOCK - 1) // BLOCK):
+        i0 = start + ib * BLOCK
+        n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
+        for r in range(BLOCK):
+            xx = 0.0
+            for a in range(d):
+                if r < n_rows:
+                    # in X's dtype, like the numba kernel; c is exact in it
+                    v = <double> (X[(i0 + r) * s0 + a * s1] - <floating> c[a])
+                else:
+                    v = 0.0
+                xb[r * d + a] = <float> v
+                xx += v * v
+            half[r] = 0.5 * xx
+        for j in range(k):
+            s0r[j] = A[j]
+            s1r[j] = A[j]
+            s2r[j] = A[j]
+            s3r[j] = A[j]
+        for a in range(d):
+            x0 = xb[a]
+            x1 = xb[d + a]
+            x2 = xb[2 * d + a]
+            x3 = xb[3 * d + a]
+            ct = CT + a * k
+            for j in range(k):
+                s0r[j] += x0 * ct[j]
+                s1r[j] += x1 * ct[j]
+                s2r[j] += x2 * ct[j]
+                s3r[j] += x3 * ct[j]
+        for r in range(n_rows):
+            x0 = <float> (-half[r])
+            for j in range(k):
+                sc[r * k + j] += P[j] * x0
+        for r in range(n_rows):
+            i = i0 + r
+            top = sc[r * k]
+            for j in range(1, k):
+                if sc[r * k + j] > top:
+                    top = sc[r * k + j]
+            cut = top - 4.0 * (e0 + e1 * half[r])
+            cut_f = <float> cut
+            count = 0
+            best = 0
+            for j in range(k):
+                if sc[r * k + j] >= cut_f:
+                    if count == 0:
+                        best = j
+                    count += 1
+            screened = half[r] < h_max and isfinite(cut)
+            if count != 1 or not screened:
+                # a close call, or scores out of float32's range: exact scores decide
+                best = 0
+                v_best = _exact_score(X, s0, s1, i, means, 0, d, precision, log_norm)
+                for j in range(1, k):
+                    if not screened or sc[r * k + j] >= cut_f:
+                        v = _exact_score(X, s0, s1, i, means, j, d, precision, log_norm)
+                        if v > v_best:
+                            v_best = v
+                            best = j
+            if labels[i] != best:
+                obj[2] += 1.0
+                labels[i] = best
+            w = sample_weight[i]
+            if w == 0.0:
+                continue
+            nk[best] += w
+            ss = 0.0
+            for a in range(d):
+                t = <double> X[i * s0 + a * s1] - means[best * d + a]
+                ss += t * t
+                sx[best * d + a] += w * t
+                sxx[best * d + a] += w * t * t
+            maha = precision[best] * ss
+            obj[0] += w * (log_norm[best] - 0.5 * maha)
+            obj[1] += w * maha
+    free(buf)
+    return 0
+
+
+def estep_spherical_screened(const floating[:, :] X, const double[::1] sample_weight,
+                             const double[::1] means, const double[::1] precision,
+                             const double[::1] log_norm, const double[::1] c,
+                             const float[::1] CT, const float[::1] A, const float[::1] P,
+                             double e0, double e1, double h_max, Py_ssize_t chunk_size,
+                             int64_t[::1] labels, double[::1] nk, double[::1] sx,
+                             double[::1] sxx, double[::1] obj, Py_ssize_t k,
+                             int num_threads):
+    """Hard spherical E-step with float32 screening (see ``_screened_chunk``)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, ch, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    with nogil:
+        for ch in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = ch * chunk_size
+            status[ch] = _screened_chunk(xp, s0, s1, &sample_weight[0], &means[0],
+                                         &precision[0], &log_norm[0], &c[0], &CT[0], &A[0],
+                                         &P[0], e0, e1, h_max, start,
+                                         chunk_stop(ch, chunk_size, n), k, d, &labels[0],
+                                         &nk[ch * k], &sx[ch * k * d], &sxx[ch * k * d],
+                                         &obj[ch * 3])
     _check(status)
 
 

@@ -137,9 +137,61 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
     # maha_j = p_j ||x - mu_j||^2: the scores of K-means, from differences
     spherical = _flat(np.asarray(prec_chol, dtype=np.float64) ** 2)
+    if hard and log_prob.shape[0] != np.shape(X)[0] and np.shape(means)[1] > _SCREEN_MIN_D:
+        screen = _screen_constants(X, means, spherical, _flat(log_norm))
+        if screen is not None:
+            with _Outputs(_labels(labels), nk, sx, sxx, obj) as out:
+                _ck.estep_spherical_screened(
+                    _data(X), _flat(sample_weight), _flat(means), spherical,
+                    _flat(log_norm), *screen, int(chunk_size), *out, np.shape(means)[0],
+                    _threads())
+            return
     precision = np.repeat(spherical[:, None], np.shape(means)[1], axis=1)
     _coordinate(X, sample_weight, means, precision, spherical, log_norm, hard,
                 chunk_size, labels, log_prob, nk, sx, sxx, obj)
+
+
+# The hard spherical E-step (K-means) screens its scores in float32 beyond
+# this many features, as the numba backend does (its comments derive the
+# bound); with fewer, differences cost about as much as the expansion.
+_SCREEN_MIN_D = 4
+_SCREEN_MAX = 2.0 ** 100  # constants of this size go to the exact kernel
+
+
+def _screen_constants(X, means, precision, log_norm):
+    """(c, CT, A, P, e0, e1, h_max) of the screened hard spherical E-step, or
+    None when the components' constants are out of float32's safe range.
+
+    With x' = x - c (c the mean of the means, rounded to X's dtype) the score
+    of component j is A_j + x' . CT[:, j] - P_j ||x'||^2 / 2, A_j = log_norm_j
+    - p_j ||mu_j - c||^2 / 2, CT[:, j] = p_j (mu_j - c), P_j = p_j.  The
+    float32 scores of a row are within e = e0 + e1 ||x'||^2 / 2 of the exact
+    ones: the bound of the numba kernel's float32 screen, doubled, because
+    the C code rounds products and sums apart (no fused multiply-add in the
+    generic build); a larger bound only sends more rows to the exact scores.
+    """
+    X = np.asarray(X)
+    means = np.asarray(means, dtype=np.float64)
+    k, d = means.shape
+    c = means.mean(axis=0).astype(X.dtype)
+    shifted = means - c.astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", shifted, shifted))
+    A = log_norm - 0.5 * precision * norms ** 2
+    finite = np.isfinite(A)
+    a_max = float(np.max(np.abs(A[finite]))) if finite.any() else 0.0
+    pn_max = float(np.max(precision * norms))
+    p_max = float(np.max(precision))
+    if max(a_max, pn_max, p_max) >= _SCREEN_MAX:
+        return None
+    unit, tiny, u64 = 2.0 ** -24, 2.0 ** -149, 2.0 ** -53
+    s0 = a_max + (pn_max * pn_max / (2.0 * p_max) if p_max > 0.0 else 0.0)
+    rel = (d + 4) * unit + 8.0 * u64
+    e0 = rel * s0 + (d + 3 + np.sqrt(d) * (1.0 + pn_max) + p_max) * tiny
+    e1 = rel * 2.0 * p_max + (np.sqrt(d) + 1.0) * tiny
+    h_max = (_SCREEN_MAX - s0) / (2.0 * p_max) if p_max > 0.0 else np.inf
+    CT = np.ascontiguousarray((precision[:, None] * shifted).T, dtype=np.float32)
+    return (_flat(c), CT.reshape(-1), np.ascontiguousarray(A, dtype=np.float32),
+            np.ascontiguousarray(precision, dtype=np.float32), 2.0 * e0, 2.0 * e1, h_max)
 
 
 def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size,
