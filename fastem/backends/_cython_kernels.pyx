@@ -22,7 +22,7 @@ distances.
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport int64_t
-from libc.math cimport isfinite
+from libc.math cimport isfinite, INFINITY
 
 import numpy as np
 
@@ -495,9 +495,9 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     the best.  The statistics of the assigned component are formed from
     differences, as in ``_coordinate_chunk``.
     """
-    cdef Py_ssize_t ib, i0, n_rows, r, a, j, i, best, count
-    cdef double xx, v, top, cut, w, t, ss, maha, v_best
-    cdef float x0, x1, x2, x3, cut_f
+    cdef Py_ssize_t ib, i0, n_rows, r, a, j, i, best
+    cdef double xx, v, cut, w, t, ss, maha, v_best
+    cdef float x0, x1, x2, x3, cut_f, top_f, second_f, v_f
     cdef float* s0r
     cdef float* s1r
     cdef float* s2r
@@ -554,21 +554,24 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 sc[r * k + j] += P[j] * x0
         for r in range(n_rows):
             i = i0 + r
-            top = sc[r * k]
-            for j in range(1, k):
-                if sc[r * k + j] > top:
-                    top = sc[r * k + j]
-            cut = top - 4.0 * (e0 + e1 * half[r])
-            cut_f = <float> cut
-            count = 0
+            # the best screened score (its first index) and the best of the others
+            top_f = sc[r * k]
+            second_f = -INFINITY
             best = 0
-            for j in range(k):
-                if sc[r * k + j] >= cut_f:
-                    if count == 0:
-                        best = j
-                    count += 1
+            for j in range(1, k):
+                v_f = sc[r * k + j]
+                if v_f > top_f:
+                    second_f = top_f
+                    top_f = v_f
+                    best = j
+                elif v_f > second_f:
+                    second_f = v_f
+            cut = top_f - 4.0 * (e0 + e1 * half[r])
+            cut_f = <float> cut
             screened = half[r] < h_max and isfinite(cut)
-            if count != 1 or not screened:
+            # cut_f <= top_f: the best is the only score at least cut_f unless
+            # the second is too (a tie included)
+            if second_f >= cut_f or not screened:
                 # a close call, or scores out of float32's range: exact scores decide
                 best = 0
                 v_best = _exact_score(X, s0, s1, i, means, 0, d, precision, log_norm)
