@@ -22,7 +22,7 @@ distances.
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport int64_t
-from libc.math cimport isfinite, INFINITY
+from libc.math cimport isfinite
 
 import numpy as np
 
@@ -496,8 +496,9 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     differences, as in ``_coordinate_chunk``.
     """
     cdef Py_ssize_t ib, i0, n_rows, r, a, j, i, best
-    cdef double xx, v, cut, w, t, ss, maha, v_best
-    cdef float x0, x1, x2, x3, cut_f, top_f, second_f, v_f
+    cdef double v, v0, v1, v2, v3, q0, q1, q2, q3, cut, w, maha, v_best
+    cdef float x0, x1, x2, x3, cut_f, top_f, v_f, m0, m1, m2, m3
+    cdef int count
     cdef float* s0r
     cdef float* s1r
     cdef float* s2r
@@ -522,16 +523,39 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         i0 = start + ib * BLOCK
         n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
         for r in range(BLOCK):
-            xx = 0.0
-            for a in range(d):
-                if r < n_rows:
-                    # in X's dtype, like the numba kernel; c is exact in it
-                    v = <double> (X[(i0 + r) * s0 + a * s1] - <floating> c[a])
-                else:
-                    v = 0.0
-                xb[r * d + a] = <float> v
-                xx += v * v
-            half[r] = 0.5 * xx
+            if r >= n_rows:
+                for a in range(d):
+                    xb[r * d + a] = 0.0
+                half[r] = 0.0
+                continue
+            # x - c in X's dtype, like the numba kernel (c is exact in it);
+            # ||x - c||^2 from four partial sums (one chain of dependent
+            # additions cost about as much as the row's scores)
+            q0 = 0.0
+            q1 = 0.0
+            q2 = 0.0
+            q3 = 0.0
+            a = 0
+            while a + 4 <= d:
+                v0 = <double> (X[(i0 + r) * s0 + a * s1] - <floating> c[a])
+                v1 = <double> (X[(i0 + r) * s0 + (a + 1) * s1] - <floating> c[a + 1])
+                v2 = <double> (X[(i0 + r) * s0 + (a + 2) * s1] - <floating> c[a + 2])
+                v3 = <double> (X[(i0 + r) * s0 + (a + 3) * s1] - <floating> c[a + 3])
+                xb[r * d + a] = <float> v0
+                xb[r * d + a + 1] = <float> v1
+                xb[r * d + a + 2] = <float> v2
+                xb[r * d + a + 3] = <float> v3
+                q0 += v0 * v0
+                q1 += v1 * v1
+                q2 += v2 * v2
+                q3 += v3 * v3
+                a += 4
+            while a < d:
+                v0 = <double> (X[(i0 + r) * s0 + a * s1] - <floating> c[a])
+                xb[r * d + a] = <float> v0
+                q0 += v0 * v0
+                a += 1
+            half[r] = 0.5 * ((q0 + q1) + (q2 + q3))
         for j in range(k):
             s0r[j] = A[j]
             s1r[j] = A[j]
@@ -554,24 +578,42 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 sc[r * k + j] += P[j] * x0
         for r in range(n_rows):
             i = i0 + r
-            # the best screened score (its first index) and the best of the others
-            top_f = sc[r * k]
-            second_f = -INFINITY
-            best = 0
-            for j in range(1, k):
+            # the best screened score, from four running maxima, then the
+            # number of scores at least cut_f, without branches (data-dependent
+            # branches here cost more than the row's scores)
+            m0 = sc[r * k]
+            m1 = m0
+            m2 = m0
+            m3 = m0
+            j = 1
+            while j + 4 <= k:
                 v_f = sc[r * k + j]
-                if v_f > top_f:
-                    second_f = top_f
-                    top_f = v_f
-                    best = j
-                elif v_f > second_f:
-                    second_f = v_f
+                m0 = v_f if v_f > m0 else m0
+                v_f = sc[r * k + j + 1]
+                m1 = v_f if v_f > m1 else m1
+                v_f = sc[r * k + j + 2]
+                m2 = v_f if v_f > m2 else m2
+                v_f = sc[r * k + j + 3]
+                m3 = v_f if v_f > m3 else m3
+                j += 4
+            while j < k:
+                v_f = sc[r * k + j]
+                m0 = v_f if v_f > m0 else m0
+                j += 1
+            m0 = m1 if m1 > m0 else m0
+            m2 = m3 if m3 > m2 else m2
+            top_f = m2 if m2 > m0 else m0
             cut = top_f - 4.0 * (e0 + e1 * half[r])
             cut_f = <float> cut
+            count = 0
+            for j in range(k):
+                count += sc[r * k + j] >= cut_f
             screened = half[r] < h_max and isfinite(cut)
-            # cut_f <= top_f: the best is the only score at least cut_f unless
-            # the second is too (a tie included)
-            if second_f >= cut_f or not screened:
+            best = 0
+            if count == 1 and screened:
+                while sc[r * k + best] < cut_f:
+                    best += 1
+            else:
                 # a close call, or scores out of float32's range: exact scores decide
                 best = 0
                 v_best = _exact_score(X, s0, s1, i, means, 0, d, precision, log_norm)
@@ -588,13 +630,36 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             if w == 0.0:
                 continue
             nk[best] += w
-            ss = 0.0
-            for a in range(d):
-                t = <double> X[i * s0 + a * s1] - means[best * d + a]
-                ss += t * t
-                sx[best * d + a] += w * t
-                sxx[best * d + a] += w * t * t
-            maha = precision[best] * ss
+            q0 = 0.0
+            q1 = 0.0
+            q2 = 0.0
+            q3 = 0.0
+            a = 0
+            while a + 4 <= d:
+                v0 = <double> X[i * s0 + a * s1] - means[best * d + a]
+                v1 = <double> X[i * s0 + (a + 1) * s1] - means[best * d + a + 1]
+                v2 = <double> X[i * s0 + (a + 2) * s1] - means[best * d + a + 2]
+                v3 = <double> X[i * s0 + (a + 3) * s1] - means[best * d + a + 3]
+                q0 += v0 * v0
+                q1 += v1 * v1
+                q2 += v2 * v2
+                q3 += v3 * v3
+                sx[best * d + a] += w * v0
+                sx[best * d + a + 1] += w * v1
+                sx[best * d + a + 2] += w * v2
+                sx[best * d + a + 3] += w * v3
+                sxx[best * d + a] += w * v0 * v0
+                sxx[best * d + a + 1] += w * v1 * v1
+                sxx[best * d + a + 2] += w * v2 * v2
+                sxx[best * d + a + 3] += w * v3 * v3
+                a += 4
+            while a < d:
+                v0 = <double> X[i * s0 + a * s1] - means[best * d + a]
+                q0 += v0 * v0
+                sx[best * d + a] += w * v0
+                sxx[best * d + a] += w * v0 * v0
+                a += 1
+            maha = precision[best] * ((q0 + q1) + (q2 + q3))
             obj[0] += w * (log_norm[best] - 0.5 * maha)
             obj[1] += w * maha
     free(buf)
