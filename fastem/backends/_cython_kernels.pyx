@@ -275,8 +275,9 @@ cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 m1[j] += (yv1 - cv) * (yv1 - cv)
                 m2[j] += (yv2 - cv) * (yv2 - cv)
                 m3[j] += (yv3 - cv) * (yv3 - cv)
-        for r in range(BLOCK * k):
-            lp[r] = log_norm[r % k] - 0.5 * maha[r]
+        for r in range(BLOCK):  # not r * k + j with j = that % k: see _coordinate_chunk
+            for j in range(k):
+                lp[r * k + j] = log_norm[j] - 0.5 * maha[r * k + j]
         finish_block(i0, n_rows, k, lp, maha, hard, sample_weight, labels, log_prob,
                      wr, best_of, obj)
         for r in range(BLOCK):
@@ -398,11 +399,13 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                     m1[j] += (x1 - m) * (x1 - m) * p
                     m2[j] += (x2 - m) * (x2 - m) * p
                     m3[j] += (x3 - m) * (x3 - m) * p
-        if spherical != NULL:
-            for r in range(BLOCK * k):
-                maha[r] = spherical[r % k] * maha[r]
-        for r in range(BLOCK * k):
-            lp[r] = log_norm[r % k] - 0.5 * maha[r]
+        # (r, j) loops, not one loop over r * k + j with j = that % k: an
+        # integer division per score cost more than the score
+        for r in range(BLOCK):
+            for j in range(k):
+                if spherical != NULL:
+                    maha[r * k + j] = spherical[j] * maha[r * k + j]
+                lp[r * k + j] = log_norm[j] - 0.5 * maha[r * k + j]
         finish_block(i0, n_rows, k, lp, maha, hard, sample_weight, labels, log_prob,
                      wr, best_of, obj)
         if hard:
