@@ -306,15 +306,29 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                            int64_t* labels, double* log_prob, double* imputed,
                            double* nk, double* nko, double* sx, double* sxx,
                            double* obj) noexcept nogil:
-    """Per-coordinate precisions ``precision`` (k, d) = 1 / variance, with NaN."""
+    """Per-coordinate precisions ``precision`` (k, d) = 1 / variance, with NaN.
+
+    A row is held as ``xz`` (x with 0 for NaN) and the indicators ``obs`` and
+    ``miss`` (1 or 0), so that the loops over the coordinates have no
+    branches: a missing coordinate adds exact zeros to the observed sums.
+    log p and 1 / p are computed once per chunk.
+    """
     cdef Py_ssize_t i, a, j, q, best
     cdef double m, corr, t, w, r, acc
-    cdef double* buf = <double*> malloc((d + 2 * k + 1) * sizeof(double))
+    cdef double* buf = <double*> malloc((4 * d + 2 * k + 2 * k * d + 1) * sizeof(double))
     if buf == NULL:
         return -1
     cdef double* xi = buf
-    cdef double* lp = xi + d
+    cdef double* xz = xi + d
+    cdef double* obs = xz + d
+    cdef double* miss = obs + d
+    cdef double* lp = miss + d
     cdef double* maha = lp + k
+    cdef double* log_p = maha + k
+    cdef double* var = log_p + k * d
+    for a in range(k * d):
+        log_p[a] = log(precision[a])
+        var[a] = 1.0 / precision[a]
     zero(nk, k)
     zero(nko, k * d)
     zero(sx, k * d)
@@ -322,17 +336,24 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     zero(obj, 3)
     for i in range(start, stop):
         load_row(X, s0, s1, i, d, xi)
+        q = 0
+        for a in range(d):
+            if isnan(xi[a]):
+                xz[a] = 0.0
+                obs[a] = 0.0
+                miss[a] = 1.0
+                q += 1
+            else:
+                xz[a] = xi[a]
+                obs[a] = 1.0
+                miss[a] = 0.0
         for j in range(k):
             m = 0.0
             corr = 0.0
-            q = 0
             for a in range(d):
-                if isnan(xi[a]):
-                    corr += log(precision[j * d + a])
-                    q += 1
-                else:
-                    t = xi[a] - means[j * d + a]
-                    m += t * t * precision[j * d + a]
+                t = (xz[a] - means[j * d + a]) * obs[a]
+                m += t * t * precision[j * d + a]
+                corr += miss[a] * log_p[j * d + a]
             maha[j] = m
             lp[j] = log_norm[j] + q * HALF_LOG_2PI - 0.5 * corr - 0.5 * m
         w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, obj)
@@ -361,13 +382,11 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 continue
             nk[j] += r
             for a in range(d):
-                if isnan(xi[a]):
-                    sxx[j * d + a] += r / precision[j * d + a]
-                else:
-                    t = xi[a] - means[j * d + a]
-                    nko[j * d + a] += r
-                    sx[j * d + a] += r * t
-                    sxx[j * d + a] += r * t * t
+                t = (xz[a] - means[j * d + a]) * obs[a]
+                nko[j * d + a] += r * obs[a]
+                sx[j * d + a] += r * t
+                # a missing coordinate adds its conditional variance 1 / p
+                sxx[j * d + a] += r * t * t + r * miss[a] * var[j * d + a]
     free(buf)
     return 0
 
