@@ -19,6 +19,7 @@ import numpy as np
 from .. import _config
 from . import _cython_kernels as _ck
 from . import _cython_missing as _cm
+from ._screen import screen_constants
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -170,27 +171,20 @@ def _screen_constants(X, means, precision, log_norm):
     the C code rounds products and sums apart (no fused multiply-add in the
     generic build); a larger bound only sends more rows to the exact scores.
     """
-    X = np.asarray(X)
     means = np.asarray(means, dtype=np.float64)
-    k, d = means.shape
-    c = means.mean(axis=0).astype(X.dtype)
-    shifted = means - c.astype(np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", shifted, shifted))
-    A = log_norm - 0.5 * precision * norms ** 2
-    finite = np.isfinite(A)
-    a_max = float(np.max(np.abs(A[finite]))) if finite.any() else 0.0
-    pn_max = float(np.max(precision * norms))
-    p_max = float(np.max(precision))
-    if max(a_max, pn_max, p_max) >= _SCREEN_MAX:
+    d = means.shape[1]
+    sc = screen_constants(X, means, precision, log_norm)
+    if sc.largest >= _SCREEN_MAX:
         return None
+    a_max, pn_max, p_max = sc.a_max, sc.pn_max, sc.p_max
     unit, tiny, u64 = 2.0 ** -24, 2.0 ** -149, 2.0 ** -53
     s0 = a_max + (pn_max * pn_max / (2.0 * p_max) if p_max > 0.0 else 0.0)
     rel = (d + 4) * unit + 8.0 * u64
     e0 = rel * s0 + (d + 3 + np.sqrt(d) * (1.0 + pn_max) + p_max) * tiny
     e1 = rel * 2.0 * p_max + (np.sqrt(d) + 1.0) * tiny
     h_max = (_SCREEN_MAX - s0) / (2.0 * p_max) if p_max > 0.0 else np.inf
-    CT = np.ascontiguousarray((precision[:, None] * shifted).T, dtype=np.float32)
-    return (_flat(c), CT.reshape(-1), np.ascontiguousarray(A, dtype=np.float32),
+    CT = np.ascontiguousarray(sc.CT(precision), dtype=np.float32)
+    return (_flat(sc.c), CT.reshape(-1), np.ascontiguousarray(sc.A, dtype=np.float32),
             np.ascontiguousarray(precision, dtype=np.float32), 2.0 * e0, 2.0 * e1, h_max)
 
 

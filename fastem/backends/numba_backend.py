@@ -21,6 +21,7 @@ import numpy as np
 
 from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
                           strict)
+from ._screen import screen_constants
 from ._simd import (exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vexp_nonpositive, vfma,
                     vhmax, vhsum, vload, vmask_ge, vselect_ge, vmax, vmul, vsplat, vstore, vsub, vzero)
 
@@ -1151,31 +1152,24 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
                                         np.ascontiguousarray(log_norm, dtype=np.float64),
                                         -0.5 * precision, chunk_size, labels, nk, sx, sxx, obj)
         return
-    c = means.mean(axis=0).astype(X.dtype)         # exactly representable in X's dtype
-    shifted = means - c.astype(np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", shifted, shifted))
-    A64 = log_norm - 0.5 * precision * norms ** 2
-    finite = np.isfinite(A64)
-    a_max = float(np.max(np.abs(A64[finite]))) if finite.any() else 0.0
-    pn_max = float(np.max(precision * norms))
-    p_max = float(np.max(precision))
+    sc = screen_constants(X, means, precision, log_norm)
     # the tile's dtype (see above): float32 unless the components' constants
     # are out of its range
-    dtype = np.float32 if max(a_max, pn_max, p_max) < _SCREEN_MAX_32 else np.float64
+    dtype = np.float32 if sc.largest < _SCREEN_MAX_32 else np.float64
     fi = np.finfo(dtype)
     screen_max = _SCREEN_MAX_32 if dtype == np.float32 else _SCREEN_MAX_64
     lane_count = 32 // fi.dtype.itemsize
     kp = -(-k // lane_count) * lane_count
     CT = np.zeros((d, kp), dtype=dtype)
-    CT[:, :k] = (precision[:, None] * shifted).T
+    CT[:, :k] = sc.CT(precision)
     A = np.full(kp, -np.inf, dtype=dtype)
-    A[:k] = A64
+    A[:k] = sc.A
     P = np.zeros(kp, dtype=dtype)
     P[:k] = precision
     _estep_spherical_hard_run(
-        X, sample_weight, means, M, precision, log_norm, c, CT.ravel(), A, P, kp,
-        float(fi.eps) / 2, float(fi.smallest_subnormal), screen_max, a_max, pn_max, p_max,
-        chunk_size, labels, nk, sx, sxx, obj)
+        X, sample_weight, means, M, precision, log_norm, sc.c, CT.ravel(), A, P, kp,
+        float(fi.eps) / 2, float(fi.smallest_subnormal), screen_max, sc.a_max, sc.pn_max,
+        sc.p_max, chunk_size, labels, nk, sx, sxx, obj)
 
 
 # ------------------------------------------------ soft E-steps through tiles
