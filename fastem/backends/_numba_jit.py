@@ -126,8 +126,10 @@ def parallel(func):
 @intrinsic
 def _call_chunk(typingctx, address, ci, args):
     """Call the compiled function at ``address`` as ``f(ci, *args)``, which
-    returns nothing; numba's native calling convention, so the callee's
-    arguments are those of its own compiled signature (``chunk_address``)."""
+    returns nothing, with numba's native calling convention.  The arguments
+    are passed as the driver's types; ``chunk_address`` compiled the callee
+    for the same types but for layout 'A' in place of 'F', whose native
+    representation is the same."""
     callee_args = (types.int64,) + tuple(args.types)
 
     def codegen(context, builder, signature, llargs):
