@@ -123,12 +123,18 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             x2 = xb[2 * d + a] - center[a]
             x3 = xb[3 * d + a] - center[a]
             Wa = W + a * kd
-            for e in range(kd):
-                u = Wa[e]
-                y0[e] += x0 * u
-                y1[e] += x1 * u
-                y2[e] += x2 * u
-                y3[e] += x3 * u
+            # U_j is upper triangular: row a of W_j is zero before column a.
+            # Skipping those exact zeros leaves every sum's bits unchanged and,
+            # from 8 features, pays for the shorter loops (one thread, full
+            # soft E-step: (5e4,64,8) 9427-9854 -> 7636-7810 ns a row; at
+            # (2e5,2,8) it cost 144 -> 156)
+            for j in range(k if d >= 8 else 1):
+                for e in range(j * d + a if d >= 8 else 0, (j + 1) * d if d >= 8 else kd):
+                    u = Wa[e]
+                    y0[e] += x0 * u
+                    y1[e] += x1 * u
+                    y2[e] += x2 * u
+                    y3[e] += x3 * u
         for r in range(BLOCK):
             for j in range(k):
                 m = 0.0
