@@ -155,8 +155,12 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 if not isnan(xi[a]):
                     xa = xi[a] - center[a]
                     Wa = W + a * kd
-                    for e in range(kd):
-                        yall[e] += xa * Wa[e]
+                    # row a of each triangular U_j is zero before column a: the
+                    # full E-step's skip of exact zeros (same bits), from 8 features
+                    for j in range(k if d >= 8 else 1):
+                        for e in range(j * d + a if d >= 8 else 0,
+                                       (j + 1) * d if d >= 8 else kd):
+                            yall[e] += xa * Wa[e]
         for j in range(k):
             Uj = factors + j * dd
             Pj = precisions + j * dd
