@@ -474,20 +474,6 @@ def _full_tile_operands(means, prec_chol, center):
     return W.ravel(), cw, depth
 
 
-def _estep_full_soft_run(X, sample_weight, means, prec_chol, log_norm, center, chunk_size,
-                         labels, log_prob, nk, sx, sxx, obj):
-    W, cw, depth = _full_tile_operands(means, prec_chol, center)
-    run_chunks(_estep_full_soft_chunk, nk.shape[0], X, sample_weight, means, W, cw, depth,
-               log_norm, center, chunk_size, labels, log_prob, nk, sx, sxx, obj)
-
-
-def _estep_full_hard_run(X, sample_weight, means, prec_chol, log_norm, center, chunk_size,
-                         labels, log_prob, nk, sx, sxx, obj):
-    W, cw, depth = _full_tile_operands(means, prec_chol, center)
-    run_chunks(_estep_full_hard_chunk, nk.shape[0], X, sample_weight, means, W, cw, depth,
-               log_norm, center, chunk_size, labels, log_prob, nk, sx, sxx, obj)
-
-
 # --------------------------------------------------------------- tied
 @serial
 def _estep_tied_chunk(ci, X, sample_weight, means, U, cwT, CT, A, P, log_norm, center, hard,
@@ -618,13 +604,6 @@ def _tied_tile_operands(means, prec_chol, log_norm, center):
         A[j] = log_norm[j] - 0.5 * bb
         P[j] = 1.0
     return U.ravel(), cwT, CT, A, P
-
-
-def _estep_tied_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
-                    chunk_size, labels, log_prob, nk, sx, sxx, obj):
-    U, cwT, CT, A, P = _tied_tile_operands(means, prec_chol, log_norm, center)
-    run_chunks(_estep_tied_chunk, nk.shape[0], X, sample_weight, means, U, cwT, CT, A, P,
-               log_norm, center, hard, chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
 
 # --------------------------------------------------------------- diag / spherical
@@ -1126,20 +1105,6 @@ def _estep_spherical_hard_small_chunk(ci, X, sample_weight, means, M, precision,
     obj[2] = changed
 
 
-def _estep_spherical_hard_small_run(X, sample_weight, means, M, precision, log_norm, LN,
-                                    NHP, chunk_size, labels, nk, sx, sxx, obj):
-    run_chunks(_estep_spherical_hard_small_chunk, nk.shape[0], X, sample_weight, means, M,
-               precision, log_norm, LN, NHP, chunk_size, labels, nk, sx, sxx, obj)
-
-
-def _estep_spherical_hard_run(X, sample_weight, means, M, precision, log_norm, c, CT, A, P,
-                              kp, unit, tiny, screen_max, a_max, pn_max, p_max, chunk_size,
-                              labels, nk, sx, sxx, obj):
-    run_chunks(_estep_spherical_hard_chunk, nk.shape[0], X, sample_weight, means, M,
-               precision, log_norm, c, CT, A, P, kp, unit, tiny, screen_max, a_max, pn_max,
-               p_max, chunk_size, labels, nk, sx, sxx, obj)
-
-
 def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
                           labels, nk, sx, sxx, obj):
     k, d = means.shape
@@ -1148,9 +1113,9 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
     M[:, :d] = means
     M = M.ravel()
     if d <= _SMALL_D:
-        _estep_spherical_hard_small_run(X, sample_weight, means, M, precision, log_norm,
-                                        np.ascontiguousarray(log_norm, dtype=np.float64),
-                                        -0.5 * precision, chunk_size, labels, nk, sx, sxx, obj)
+        run_chunks(_estep_spherical_hard_small_chunk, nk.shape[0], X, sample_weight, means, M,
+                   precision, log_norm, np.ascontiguousarray(log_norm, dtype=np.float64),
+                   -0.5 * precision, chunk_size, labels, nk, sx, sxx, obj)
         return
     sc = screen_constants(X, means, precision, log_norm)
     # the tile's dtype (see above): float32 unless the components' constants
@@ -1166,10 +1131,10 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
     A[:k] = sc.A
     P = np.zeros(kp, dtype=dtype)
     P[:k] = precision
-    _estep_spherical_hard_run(
-        X, sample_weight, means, M, precision, log_norm, sc.c, CT.ravel(), A, P, kp,
-        float(fi.eps) / 2, float(fi.smallest_subnormal), screen_max, sc.a_max, sc.pn_max,
-        sc.p_max, chunk_size, labels, nk, sx, sxx, obj)
+    run_chunks(_estep_spherical_hard_chunk, nk.shape[0], X, sample_weight, means, M, precision,
+               log_norm, sc.c, CT.ravel(), A, P, kp, float(fi.eps) / 2,
+               float(fi.smallest_subnormal), screen_max, sc.a_max, sc.pn_max, sc.p_max,
+               chunk_size, labels, nk, sx, sxx, obj)
 
 
 # ------------------------------------------------ soft E-steps through tiles
@@ -1417,12 +1382,6 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
         nk[j] = vhsum(vload(NKV, j * 4))
 
 
-def _soft_tiled_run(X, sample_weight, c, features, G, A, kp, mp, chunk_size, labels,
-                    log_prob, nk, M, obj):
-    run_chunks(_soft_tiled_chunk, nk.shape[0], X, sample_weight, c, features, G, A, kp, mp,
-               chunk_size, labels, log_prob, nk, M, obj)
-
-
 def _padded(size, multiple):
     return -(-size // multiple) * multiple
 
@@ -1437,8 +1396,9 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
     Ap = np.full(kp, -np.inf)
     Ap[:k] = A
     M = np.empty((nk.shape[0], kp * mp))
-    _soft_tiled_run(X, sample_weight, np.ascontiguousarray(c, dtype=np.float64), features,
-                    Gp.ravel(), Ap, kp, mp, chunk_size, labels, log_prob, nk, M, obj)
+    run_chunks(_soft_tiled_chunk, nk.shape[0], X, sample_weight,
+               np.ascontiguousarray(c, dtype=np.float64), features, Gp.ravel(), Ap, kp, mp,
+               chunk_size, labels, log_prob, nk, M, obj)
     return M.reshape(-1, kp, mp)[:, :k, :m]
 
 
@@ -1596,9 +1556,11 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
         _estep_small_dense(X, sample_weight, means, prec_chol, log_norm, center, False,
                            chunk_size, labels, log_prob, nk, sx, sxx, obj)
         return
-    run = _estep_full_hard_run if hard else _estep_full_soft_run
-    run(X, sample_weight, means, prec_chol, log_norm, center, chunk_size, labels, log_prob,
-        nk, sx, sxx, obj)
+    # soft and hard are separate chunk kernels: a soft fit never compiles the hard one
+    W, cw, depth = _full_tile_operands(means, prec_chol, center)
+    run_chunks(_estep_full_hard_chunk if hard else _estep_full_soft_chunk, nk.shape[0], X,
+               sample_weight, means, W, cw, depth, log_norm, center, chunk_size, labels,
+               log_prob, nk, sx, sxx, obj)
 
 
 def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -1610,8 +1572,9 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
         _estep_small_dense(X, sample_weight, means, U, log_norm, center, True, chunk_size,
                            labels, log_prob, nk, sx, sxx.reshape(-1, 1, d, d), obj)
         return
-    _estep_tied_run(X, sample_weight, means, prec_chol, log_norm, center, hard,
-                    chunk_size, labels, log_prob, nk, sx, sxx, obj)
+    U, cwT, CT, A, P = _tied_tile_operands(means, prec_chol, log_norm, center)
+    run_chunks(_estep_tied_chunk, nk.shape[0], X, sample_weight, means, U, cwT, CT, A, P,
+               log_norm, center, hard, chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
 
 # --------------------------------------------------------------- Bernoulli
@@ -1679,12 +1642,6 @@ def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
         sx[:] = _soft_tiled(X, sample_weight, np.zeros(X.shape[1]), _LINEAR, logit.T,
                             log_norm, chunk_size, labels, log_prob, nk, obj)
         return
-    _estep_bernoulli_blocked(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
-                             log_prob, nk, sx, obj)
-
-
-def _estep_bernoulli_blocked(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
-                             log_prob, nk, sx, obj):
     run_chunks(_estep_bernoulli_chunk, nk.shape[0], X, sample_weight, _transpose(logit),
                log_norm, hard, chunk_size, labels, log_prob, nk, sx, obj)
 
@@ -2120,14 +2077,6 @@ def _estep_coordinate_missing_chunk(ci, X, sample_weight, means, precision, log_
                 sxx[j, a] += r * t * t + r * (1.0 - o) * var[j, a]
 
 
-def _estep_coordinate_missing(X, sample_weight, means, precision, log_prec, var, log_norm,
-                              hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
-                              obj):
-    run_chunks(_estep_coordinate_missing_chunk, nk.shape[0], X, sample_weight, means,
-               precision, log_prec, var, log_norm, hard, chunk_size, labels, log_prob,
-               imputed, nk, nko, sx, sxx, obj)
-
-
 def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
                         labels, log_prob, imputed, nk, nko, sx, sxx, obj):
     """Diagonal / spherical E-step with NaN; ``precision`` (k, d) is 1 / variance.
@@ -2143,9 +2092,9 @@ def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chun
     its variance 1 / p_ja to sxx).
     """
     if hard or imputed.shape[0] == X.shape[0]:
-        _estep_coordinate_missing(X, sample_weight, means, precision, np.log(precision),
-                                  1.0 / precision, log_norm, hard, chunk_size, labels,
-                                  log_prob, imputed, nk, nko, sx, sxx, obj)
+        run_chunks(_estep_coordinate_missing_chunk, nk.shape[0], X, sample_weight, means,
+                   precision, np.log(precision), 1.0 / precision, log_norm, hard, chunk_size,
+                   labels, log_prob, imputed, nk, nko, sx, sxx, obj)
         return
     k, d = means.shape
     c = means.mean(axis=0)
