@@ -653,6 +653,34 @@ def test_compiled_and_numpy_missing_kernels_agree(compiled, kind, dtype, hard, w
                                       case["X"][observed].astype(np.float64))
 
 
+@pytest.mark.parametrize("scale", [1e-75, 1e75])
+@pytest.mark.parametrize("kind", ["full", "tied"])
+@pytest.mark.parametrize("compiled", COMPILED_BACKENDS)
+def test_dense_missing_kernels_at_extreme_scales(compiled, kind, scale):
+    """Data scaled by 1e-75 (precisions near 1e150) or 1e75 (near 1e-150).
+
+    The determinant of a 2 x 2 or 3 x 3 block of the precision is then out of
+    [1e-280, 1e280], so the kernels must leave the closed-form inverse for
+    the factorization; the results are the unscaled ones, scaled.
+    """
+    rng = np.random.default_rng(44 + len(kind))
+    case = missing_kernel_case(kind, np.float64, rng)
+    d = case["X"].shape[1]
+    for name in ("X", "means", "center"):
+        case[name] = case[name] * scale
+    case["prec_chol"] = case["prec_chol"] / scale
+    case["log_norm"] = case["log_norm"] - d * np.log(scale)
+    outs = {name: run_missing_kernel(backends._load(name), kind, case, False, 64, True)
+            for name in ("numpy", compiled)}
+    assert np.isfinite(outs["numpy"]["log_prob"]).all()
+    for name, ref in outs["numpy"].items():
+        assert not np.isnan(outs[compiled][name]).any(), f"{name} left unwritten"
+        if name == "labels":
+            np.testing.assert_array_equal(outs[compiled][name], ref)
+        else:
+            assert rel_err(outs[compiled][name], ref) < KERNEL_TOL, name
+
+
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 @pytest.mark.parametrize("kind", COV_TYPES + ("bernoulli",))
 def test_missing_kernels_without_nan_equal_the_complete_data_kernels(backend, kind, hard):

@@ -1733,6 +1733,64 @@ def _dot_lanes(a, ao, b, bo, n):
     return total
 
 
+@ordered_inline_leaf
+def _invert_missing_block(P, miss_idx, q, inv, chol, rdiag, col):
+    """inv[:q, :q] = Lambda_mm^-1 for Lambda_mm = P[m, m], m = miss_idx[:q]
+    (q >= 2); return half the log determinant of Lambda_mm.
+
+    Two and three missing coordinates (most rows with more than one at 10 %
+    NaN) take the adjugate over the determinant: one division and one log
+    instead of a factorization, its q square roots and q solves.  A
+    determinant outside [1e-280, 1e280] and q > 3 take the Cholesky factor,
+    whose log determinant is summed from a product rescaled against
+    over/underflow.
+    """
+    if q == 2:
+        m0, m1 = miss_idx[0], miss_idx[1]
+        a00, a01, a11 = P[m0, m0], P[m0, m1], P[m1, m1]
+        det = a00 * a11 - a01 * a01
+        if det > 1e-280 and det < 1e280:
+            r = 1.0 / det
+            inv[0, 0] = a11 * r
+            inv[0, 1] = -a01 * r
+            inv[1, 0] = -a01 * r
+            inv[1, 1] = a00 * r
+            return 0.5 * np.log(det)
+    elif q == 3:
+        m0, m1, m2 = miss_idx[0], miss_idx[1], miss_idx[2]
+        a00, a01, a02 = P[m0, m0], P[m0, m1], P[m0, m2]
+        a11, a12, a22 = P[m1, m1], P[m1, m2], P[m2, m2]
+        c00 = a11 * a22 - a12 * a12
+        c01 = a02 * a12 - a01 * a22
+        c02 = a01 * a12 - a02 * a11
+        det = a00 * c00 + a01 * c01 + a02 * c02
+        if det > 1e-280 and det < 1e280:
+            r = 1.0 / det
+            inv[0, 0] = c00 * r
+            inv[0, 1] = c01 * r
+            inv[0, 2] = c02 * r
+            inv[1, 0] = c01 * r
+            inv[1, 1] = (a00 * a22 - a02 * a02) * r
+            inv[1, 2] = (a01 * a02 - a00 * a12) * r
+            inv[2, 0] = c02 * r
+            inv[2, 1] = inv[1, 2]
+            inv[2, 2] = (a00 * a11 - a01 * a01) * r
+            return 0.5 * np.log(det)
+    for s in range(q):
+        for t in range(q):
+            chol[s, t] = P[miss_idx[s], miss_idx[t]]
+    _cholesky_inplace(chol, q, rdiag)
+    _cholesky_inverse(chol, rdiag, q, inv, col)
+    half_log_det = 0.0
+    prod = 1.0
+    for s in range(q):
+        prod *= chol[s, s]
+        if prod > 1e150 or prod < 1e-150:
+            half_log_det += np.log(prod)
+            prod = 1.0
+    return half_log_det + np.log(prod)
+
+
 @leaf
 def _missing_index(xi, miss_idx):
     """Write the indices of NaN entries of xi into miss_idx; return their count."""
@@ -1766,12 +1824,12 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     want_lp = log_prob.shape[0] == X.shape[0]
     want_imp = imputed.shape[0] == X.shape[0]
     half_log_2pi = 0.5 * np.log(2.0 * np.pi)
+    half_log_det_block = 0.0
     xi = np.empty(d)
     delta = np.empty(d)
     yall = np.empty(kd)
     ybase = np.empty(d)
     g = np.empty(d)
-    z = np.empty(d)
     col = np.empty(d)
     miss_idx = np.empty(d, dtype=np.int64)
     dp = -(-d // 8) * 8
@@ -1868,24 +1926,18 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
             elif q > 1:
                 for s in range(q):
                     g[s] = _dot_lanes(prec_flat, (j * d + miss_idx[s]) * d, delta, 0, d)
-                # tied: Lambda_mm, its factor and inverse are those of component 0
+                # tied: Lambda_mm, its inverse and log det are those of component 0
                 if not tied or j == 0:
-                    for s in range(q):
-                        for t in range(q):
-                            chol[s, t] = precisions[j, miss_idx[s], miss_idx[t]]
-                    _cholesky_inplace(chol, q, rdiag)
-                    _cholesky_inverse(chol, rdiag, q, cond[j], col)
-                _cholesky_solve(chol, rdiag, q, g, z)
-                # log det of the factor from one product (rescaled against over/underflow)
-                prod = 1.0
+                    half_log_det_block = _invert_missing_block(precisions[j], miss_idx, q,
+                                                               cond[j], chol, rdiag, col)
+                half_log_det_mm = half_log_det_block
+                jc = 0 if tied else j
                 for s in range(q):
-                    quad -= g[s] * z[s]
-                    delta[miss_idx[s]] = -z[s]
-                    prod *= chol[s, s]
-                    if prod > 1e150 or prod < 1e-150:
-                        half_log_det_mm += np.log(prod)
-                        prod = 1.0
-                half_log_det_mm += np.log(prod)
+                    acc = 0.0
+                    for t in range(q):
+                        acc += cond[jc, s, t] * g[t]
+                    quad -= g[s] * acc
+                    delta[miss_idx[s]] = -acc
             for a in range(d):
                 dhat[j * dp + a] = delta[a]
             maha[j] = quad
