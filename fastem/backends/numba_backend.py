@@ -1812,7 +1812,8 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     over four rows at a time (``WP`` = [U_1 | ... | U_k] and ``ncw`` = -cw,
     padded to whole pairs of vectors) with the missing coordinates set to
     ``center``, corrected by the q rows of U_j that belong to the missing
-    coordinates.
+    coordinates (a table of (mu_ja - c_a) U_j[a, :], every component in one
+    row per coordinate a).
     Second moments are staged, ``_MOMENT_ROWS`` rows a component, and added
     through the moment tile.
     """
@@ -1826,6 +1827,7 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     half_log_2pi = 0.5 * np.log(2.0 * np.pi)
     half_log_det_block = 0.0
     xi = np.empty(d)
+    xz = np.empty(d)
     delta = np.empty(d)
     yall = np.empty(kd)
     ybase = np.empty(d)
@@ -1841,6 +1843,14 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
         for j in range(k):
             for a in range(d):
                 shift[j * dp + a] = means[j, a] - center[a]
+    # row a: (mu_ja - c_a) U_j[a, :] for every j, the whitening's correction
+    # when coordinate a is missing (zero left of the diagonal)
+    corr = np.zeros(d * kd)
+    for a in range(d):
+        for j in range(k):
+            v = means[j, a] - center[a]
+            for b in range(a, d):
+                corr[a * kd + j * d + b] = v * factors[j, a, b]
     observed = np.zeros(dp)
     nko_p = np.zeros(k * dp)
     sx_p = np.zeros(k * dp)
@@ -1885,6 +1895,7 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
         for a in range(d):
             xi[a] = X[i, a]
             observed[a] = 0.0 if np.isnan(xi[a]) else 1.0
+            xz[a] = 0.0 if np.isnan(xi[a]) else xi[a]
         q = _missing_index(xi, miss_idx)
         # (x~ - mu_j) U_j for all j, with x~ = x and x~_m = center_m
         if tied:
@@ -1902,16 +1913,15 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
         else:
             for e in range(kd):
                 yall[e] = y4[r4 * kdp + e]
+        # delta_o^T Lambda_oo delta_o = |delta U_j|^2 with delta_m = 0:
+        # add (mu_jm - c_m) U_j[m, :] for each missing m, all j at once
+        for s in range(q):
+            corr_row = miss_idx[s] * kd
+            for e in range(kd):
+                yall[e] += corr[corr_row + e]
         for j in range(k):
             for a in range(d):
-                delta[a] = 0.0 if np.isnan(xi[a]) else xi[a] - means[j, a]
-            # delta_o^T Lambda_oo delta_o = |delta U_j|^2 with delta_m = 0:
-            # add (mu_jm - c_m) U_j[m, :] for each missing m
-            for s in range(q):
-                a = miss_idx[s]
-                v = means[j, a] - center[a]
-                for b in range(a, d):
-                    yall[j * d + b] += v * factors[j, a, b]
+                delta[a] = (xz[a] - means[j, a]) * observed[a]  # 0 where missing
             quad = _dot_lanes(yall, j * d, yall, j * d, d)
             half_log_det_mm = 0.0
             if q == 1:
