@@ -20,7 +20,8 @@ register-tiled product needs:
 * ``vselect_ge(a, b, x, y)`` lane-wise ``x if a >= b else y``
 * ``vexp_nonpositive(v)``  exp of every lane of a float64 vector whose lanes
                            are <= 0 (or -inf), as ``numba_backend._exp_nonpositive``
-* ``vadd(a, b)``, ``vsub(a, b)``, ``vmul(a, b)``  lane-wise sum, difference, product
+* ``vadd(a, b)``, ``vsub(a, b)``, ``vmul(a, b)``, ``vdiv(a, b)``  lane-wise sum,
+                           difference, product, quotient (correctly rounded)
 * ``vhsum(v)``             the sum of the lanes, as a scalar
 * ``exp2_of_rounded(t)``   2.0 ** n for ``t = n + 1.5 * 2**52`` (the rounding
                            trick of ``exp``), built from the bits of ``t``
@@ -239,6 +240,7 @@ def _lanewise(name, emit):
 vadd = _lanewise("vadd", lambda builder, a, b: builder.fadd(a, b))
 vsub = _lanewise("vsub", lambda builder, a, b: builder.fsub(a, b))
 vmul = _lanewise("vmul", lambda builder, a, b: builder.fmul(a, b))
+vdiv = _lanewise("vdiv", lambda builder, a, b: builder.fdiv(a, b))
 
 
 def _horizontal(name, combine):

@@ -22,8 +22,9 @@ import numpy as np
 from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
                           strict)
 from ._screen import screen_constants
-from ._simd import (exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vexp_nonpositive, vfma,
-                    vhmax, vhsum, vload, vmask_ge, vselect_ge, vmax, vmul, vsplat, vstore, vsub, vzero)
+from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vdiv,
+                    vexp_nonpositive, vfma, vhmax, vhsum, vload, vmask_ge, vselect_ge, vmax, vmul,
+                    vsplat, vstore, vsub, vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -1672,49 +1673,6 @@ def sqdist(X, centers, chunk_size, out):
 # Row by row: each row has its own set m of missing coordinates.  See the
 # numpy backend for the formulas (Schur complement of the precision).
 
-@ordered_inline_leaf
-def _cholesky_inplace(A, q, rdiag):
-    """Lower Cholesky factor of A[:q, :q], in place (A is positive definite);
-    rdiag[:q] receives the reciprocals of its diagonal."""
-    for j in range(q):
-        s = A[j, j]
-        for t in range(j):
-            s -= A[j, t] * A[j, t]
-        A[j, j] = np.sqrt(s)
-        rdiag[j] = 1.0 / A[j, j]
-        for i in range(j + 1, q):
-            s = A[i, j]
-            for t in range(j):
-                s -= A[i, t] * A[j, t]
-            A[i, j] = s * rdiag[j]
-
-
-@ordered_inline_leaf
-def _cholesky_solve(L, rdiag, q, g, z):
-    """z = (L L^T)^-1 g for the leading q x q block of L."""
-    for i in range(q):
-        s = g[i]
-        for t in range(i):
-            s -= L[i, t] * z[t]
-        z[i] = s * rdiag[i]
-    for i in range(q - 1, -1, -1):
-        s = z[i]
-        for t in range(i + 1, q):
-            s -= L[t, i] * z[t]
-        z[i] = s * rdiag[i]
-
-
-@ordered_inline_leaf
-def _cholesky_inverse(L, rdiag, q, inv, col):
-    """inv[:q, :q] = (L L^T)^-1, one column at a time."""
-    for c in range(q):
-        for i in range(q):
-            col[i] = 1.0 if i == c else 0.0
-        _cholesky_solve(L, rdiag, q, col, col)
-        for i in range(q):
-            inv[i, c] = col[i]
-
-
 @inline_leaf
 def _dot_lanes(a, ao, b, bo, n):
     """sum_t a[ao + t] b[bo + t] for t < n, by vectors: four independent
@@ -1733,62 +1691,73 @@ def _dot_lanes(a, ao, b, bo, n):
     return total
 
 
-@ordered_inline_leaf
-def _invert_missing_block(P, miss_idx, q, inv, chol, rdiag, col):
-    """inv[:q, :q] = Lambda_mm^-1 for Lambda_mm = P[m, m], m = miss_idx[:q]
-    (q >= 2); return half the log determinant of Lambda_mm.
+@inline_leaf
+def _add_lanes(y, src, so, n):
+    """y[:n] += src[so : so + n], by vectors."""
+    L = lanes(y)
+    t = 0
+    while t + L <= n:
+        vstore(y, t, vadd(vload(y, t), vload(src, so + t)))
+        t += L
+    while t < n:
+        y[t] += src[so + t]
+        t += 1
 
-    Two and three missing coordinates (most rows with more than one at 10 %
-    NaN) take the adjugate over the determinant: one division and one log
-    instead of a factorization, its q square roots and q solves.  A
-    determinant outside [1e-280, 1e280] and q > 3 take the Cholesky factor,
-    whose log determinant is summed from a product rescaled against
-    over/underflow.
+
+@inline_leaf
+def _sweep_blocks(prec_lanes, d, miss_idx, q, B, det, piv, rp):
+    """B = -Lambda_mm^-1 for every lane j of ``prec_lanes``, m = miss_idx[:q];
+    det[j] = det Lambda_mm and piv[p * kbp + j] its p-th pivot.
+
+    ``prec_lanes`` holds the precisions of the components, component
+    innermost: entry (a, b) of lane j is ``prec_lanes[(a * d + b) * kbp + j]``
+    for kbp lanes, a whole number of vectors (padding lanes hold the
+    identity).  The missing set is the row's, shared by the components, so
+    the components are the vector lanes of the sweep operator, applied to
+    each pivot in turn; B's entry (s, t) of lane j is B[(s * d + t) * kbp + j].
+    A principal block of a positive definite matrix needs no pivoting.
+    Every operation is a correctly rounded vector operation, in a fixed order.
     """
-    if q == 2:
-        m0, m1 = miss_idx[0], miss_idx[1]
-        a00, a01, a11 = P[m0, m0], P[m0, m1], P[m1, m1]
-        det = a00 * a11 - a01 * a01
-        if det > 1e-280 and det < 1e280:
-            r = 1.0 / det
-            inv[0, 0] = a11 * r
-            inv[0, 1] = -a01 * r
-            inv[1, 0] = -a01 * r
-            inv[1, 1] = a00 * r
-            return 0.5 * np.log(det)
-    elif q == 3:
-        m0, m1, m2 = miss_idx[0], miss_idx[1], miss_idx[2]
-        a00, a01, a02 = P[m0, m0], P[m0, m1], P[m0, m2]
-        a11, a12, a22 = P[m1, m1], P[m1, m2], P[m2, m2]
-        c00 = a11 * a22 - a12 * a12
-        c01 = a02 * a12 - a01 * a22
-        c02 = a01 * a12 - a02 * a11
-        det = a00 * c00 + a01 * c01 + a02 * c02
-        if det > 1e-280 and det < 1e280:
-            r = 1.0 / det
-            inv[0, 0] = c00 * r
-            inv[0, 1] = c01 * r
-            inv[0, 2] = c02 * r
-            inv[1, 0] = c01 * r
-            inv[1, 1] = (a00 * a22 - a02 * a02) * r
-            inv[1, 2] = (a01 * a02 - a00 * a12) * r
-            inv[2, 0] = c02 * r
-            inv[2, 1] = inv[1, 2]
-            inv[2, 2] = (a00 * a11 - a01 * a01) * r
-            return 0.5 * np.log(det)
+    kbp = prec_lanes.shape[0] // (d * d)
+    L = lanes(B)
+    one = vsplat(B, 1.0)
     for s in range(q):
         for t in range(q):
-            chol[s, t] = P[miss_idx[s], miss_idx[t]]
-    _cholesky_inplace(chol, q, rdiag)
-    _cholesky_inverse(chol, rdiag, q, inv, col)
-    half_log_det = 0.0
-    prod = 1.0
-    for s in range(q):
-        prod *= chol[s, s]
-        if prod > 1e150 or prod < 1e-150:
-            half_log_det += np.log(prod)
-            prod = 1.0
-    return half_log_det + np.log(prod)
+            src = (miss_idx[s] * d + miss_idx[t]) * kbp
+            dst = (s * d + t) * kbp
+            for j in range(0, kbp, L):
+                vstore(B, dst + j, vload(prec_lanes, src + j))
+    for j in range(0, kbp, L):
+        vstore(det, j, one)
+    for p in range(q):
+        pp = (p * d + p) * kbp
+        for j in range(0, kbp, L):
+            pv = vload(B, pp + j)
+            vstore(piv, p * kbp + j, pv)
+            vstore(det, j, vmul(vload(det, j), pv))
+            vstore(rp, j, vdiv(one, pv))
+        for s in range(q):
+            if s == p:
+                continue
+            sp = (s * d + p) * kbp
+            for t in range(q):
+                if t == p:
+                    continue
+                st = (s * d + t) * kbp
+                pt = (p * d + t) * kbp
+                for j in range(0, kbp, L):
+                    upd = vmul(vmul(vload(B, sp + j), vload(B, pt + j)), vload(rp, j))
+                    vstore(B, st + j, vsub(vload(B, st + j), upd))
+        for s in range(q):
+            if s == p:
+                continue
+            sp = (s * d + p) * kbp
+            ps = (p * d + s) * kbp
+            for j in range(0, kbp, L):
+                vstore(B, sp + j, vmul(vload(B, sp + j), vload(rp, j)))
+                vstore(B, ps + j, vmul(vload(B, ps + j), vload(rp, j)))
+        for j in range(0, kbp, L):
+            vstore(B, pp + j, vsub(vzero(B), vload(rp, j)))
 
 
 @leaf
@@ -1803,9 +1772,10 @@ def _missing_index(xi, miss_idx):
 
 
 @ordered
-def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions, WP, ncw, depth,
-                               log_norm, center, tied, hard, chunk_size, labels, log_prob,
-                               imputed, nk_all, nko_all, sx_all, sxx_all, obj_all):
+def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions, prec_lanes,
+                               WP, ncw, depth, log_norm, center, tied, hard, chunk_size,
+                               labels, log_prob, imputed, nk_all, nko_all, sx_all, sxx_all,
+                               obj_all):
     """Full (tied=False) or tied (tied=True) covariances with NaN entries.
 
     The whitening of all components is the register tile of ``estep_full``
@@ -1814,6 +1784,10 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     ``center``, corrected by the q rows of U_j that belong to the missing
     coordinates (a table of (mu_ja - c_a) U_j[a, :], every component in one
     row per coordinate a).
+    Lambda_mm^-1 and det Lambda_mm come from ``_sweep_blocks``, once a row
+    for all components (``prec_lanes``: the precisions, component innermost;
+    one component if tied), and the conditional covariances are summed in
+    the same layout, all components at once.
     Second moments are staged, ``_MOMENT_ROWS`` rows a component, and added
     through the moment tile.
     """
@@ -1825,7 +1799,6 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     want_lp = log_prob.shape[0] == X.shape[0]
     want_imp = imputed.shape[0] == X.shape[0]
     half_log_2pi = 0.5 * np.log(2.0 * np.pi)
-    half_log_det_block = 0.0
     xi = np.empty(d)
     xz = np.empty(d)
     delta = np.empty(d)
@@ -1862,9 +1835,14 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     stage_z_flat = stage_z.ravel()
     SA = np.zeros((1 if tied else k, dp * dp))
     slot = 0
-    chol = np.empty((d, d))
-    rdiag = np.empty(d)
-    cond = np.empty((k, d, d))
+    kbp = prec_lanes.shape[0] // (d * d)  # lanes: components, padded to whole vectors
+    B = np.empty(d * d * kbp)               # -Lambda_mm^-1 per lane
+    det = np.empty(kbp)
+    piv = np.empty(d * kbp)
+    rp = np.empty(kbp)
+    half_log_det = np.empty(kbp)
+    rr = np.zeros(kbp)                      # the row's weight in each lane's statistics
+    cond_sum = np.zeros(d * d * kbp)        # sum of r Lambda_mm^-1 (lower triangle)
     # one missing coordinate m: Lambda_mm is a number, its half log per (j, m)
     half_log_lam = np.empty((k, d))
     for j in range(k):
@@ -1916,38 +1894,36 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
         # delta_o^T Lambda_oo delta_o = |delta U_j|^2 with delta_m = 0:
         # add (mu_jm - c_m) U_j[m, :] for each missing m, all j at once
         for s in range(q):
-            corr_row = miss_idx[s] * kd
-            for e in range(kd):
-                yall[e] += corr[corr_row + e]
+            _add_lanes(yall, corr, miss_idx[s] * kd, kd)
+        if q > 0:
+            _sweep_blocks(prec_lanes, d, miss_idx, q, B, det, piv, rp)
+            for jb in range(1 if tied else k):
+                if q == 1:
+                    half_log_det[jb] = half_log_lam[jb, miss_idx[0]]
+                elif det[jb] > 1e-280 and det[jb] < 1e280:
+                    half_log_det[jb] = 0.5 * np.log(det[jb])
+                else:  # out of range: the pivots' logs
+                    acc = 0.0
+                    for t in range(q):
+                        acc += np.log(piv[t * kbp + jb])
+                    half_log_det[jb] = 0.5 * acc
         for j in range(k):
             for a in range(d):
                 delta[a] = (xz[a] - means[j, a]) * observed[a]  # 0 where missing
             quad = _dot_lanes(yall, j * d, yall, j * d, d)
-            half_log_det_mm = 0.0
-            if q == 1:
-                # one missing coordinate: Lambda_mm is a number
-                ms = miss_idx[0]
-                acc = _dot_lanes(prec_flat, (j * d + ms) * d, delta, 0, d)
-                lam = precisions[j, ms, ms]
-                quad -= acc * acc / lam
-                half_log_det_mm = half_log_lam[j, ms]
-                delta[ms] = -acc / lam
-                cond[j, 0, 0] = 1.0 / lam
-            elif q > 1:
-                for s in range(q):
-                    g[s] = _dot_lanes(prec_flat, (j * d + miss_idx[s]) * d, delta, 0, d)
-                # tied: Lambda_mm, its inverse and log det are those of component 0
-                if not tied or j == 0:
-                    half_log_det_block = _invert_missing_block(precisions[j], miss_idx, q,
-                                                               cond[j], chol, rdiag, col)
-                half_log_det_mm = half_log_det_block
-                jc = 0 if tied else j
-                for s in range(q):
-                    acc = 0.0
-                    for t in range(q):
-                        acc += cond[jc, s, t] * g[t]
-                    quad -= g[s] * acc
-                    delta[miss_idx[s]] = -acc
+            # Sigma_oo^-1 = Lambda_oo - Lambda_om Lambda_mm^-1 Lambda_mo, so with
+            # delta_m = 0 and g = (Lambda delta)_m the quadratic form is
+            # |delta U_j|^2 - g^T Lambda_mm^-1 g, and E[x_m | x_o] - mu_m = -Lambda_mm^-1 g
+            jb = 0 if tied else j
+            for s in range(q):
+                g[s] = _dot_lanes(prec_flat, (j * d + miss_idx[s]) * d, delta, 0, d)
+            for s in range(q):
+                acc = 0.0
+                for t in range(q):
+                    acc -= B[(s * d + t) * kbp + jb] * g[t]
+                quad -= g[s] * acc
+                delta[miss_idx[s]] = -acc
+            half_log_det_mm = half_log_det[jb] if q > 0 else 0.0
             for a in range(d):
                 dhat[j * dp + a] = delta[a]
             maha[j] = quad
@@ -1975,6 +1951,8 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
             o = slot * dp
             for j in range(k):
                 r = w * lp[j] if not hard else (w if j == best else 0.0)
+                if not tied:
+                    rr[j] = r
                 if r == 0.0:
                     for a in range(d):
                         stage_z[j, o + a] = 0.0
@@ -1991,15 +1969,18 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
                     v = vadd(dh, vload(shift, e))
                     vstore(stage_flat, j * stage_len + o + a, v)
                     vstore(stage_z_flat, j * stage_len + o + a, vmul(rv, v))
-                if not tied:
-                    for s in range(q):
-                        for t in range(q):
-                            sxx[j, miss_idx[s], miss_idx[t]] += r * cond[j, s, t]
-            if tied:
-                # the conditional covariance is shared by the components
+            if q > 0:
+                # r_j Lambda_j,mm^-1 for every j (tied: one covariance, weight w)
+                if tied:
+                    rr[0] = w
+                L = lanes(B)
                 for s in range(q):
-                    for t in range(q):
-                        sxx[0, miss_idx[s], miss_idx[t]] += w * cond[0, s, t]
+                    for t in range(s + 1):  # the lower triangle: m is ascending
+                        dst = (miss_idx[s] * d + miss_idx[t]) * kbp
+                        src = (s * d + t) * kbp
+                        for jb in range(0, kbp, L):
+                            upd = vmul(vload(rr, jb), vload(B, src + jb))
+                            vstore(cond_sum, dst + jb, vsub(vload(cond_sum, dst + jb), upd))
             slot += 1
         if slot == _MOMENT_ROWS or (i == stop - 1 and slot > 0):
             for j in range(k):
@@ -2011,7 +1992,7 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     for t in range(SA.shape[0]):
         for a in range(d):
             for b in range(a + 1):  # the lower triangle: the M-step reads no more
-                sxx[t, a, b] += SA[t, a * dp + b]
+                sxx[t, a, b] += SA[t, a * dp + b] + cond_sum[(a * d + b) * kbp + t]
     for j in range(k):
         for a in range(d):
             nko[j, a] = nko_p[j * dp + a]
@@ -2037,9 +2018,18 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
                          hard, chunk_size, labels, log_prob, imputed, nk, nko, sx,
                          sxx, obj):
     WP, ncw, depth = _full_tile_operands(means, factors, center)
+    precisions = _precisions_from_factors(factors)
+    # (d, d, kbp): component innermost, padded with identities to whole vectors
+    kb = 1 if tied else means.shape[0]
+    L = VECTOR_BYTES // precisions.itemsize
+    kbp = -(-kb // L) * L
+    d = means.shape[1]
+    prec_lanes = np.zeros((d, d, kbp))
+    prec_lanes[:, :, :kb] = precisions[:kb].transpose(1, 2, 0)
+    prec_lanes[np.arange(d), np.arange(d), kb:] = 1.0
     run_chunks(_estep_dense_missing_chunk, nk.shape[0], X, sample_weight, means, factors,
-               _precisions_from_factors(factors), WP, ncw, depth, log_norm, center, tied,
-               hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+               precisions, prec_lanes.ravel(), WP, ncw, depth, log_norm, center, tied, hard,
+               chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
 
 def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
