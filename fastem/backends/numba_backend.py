@@ -1692,15 +1692,15 @@ def _dot_lanes(a, ao, b, bo, n):
 
 
 @inline_leaf
-def _add_lanes(y, src, so, n):
-    """y[:n] += src[so : so + n], by vectors."""
+def _add_lanes(y, yo, src, so, n):
+    """y[yo : yo + n] += src[so : so + n], by vectors."""
     L = lanes(y)
     t = 0
     while t + L <= n:
-        vstore(y, t, vadd(vload(y, t), vload(src, so + t)))
+        vstore(y, yo + t, vadd(vload(y, yo + t), vload(src, so + t)))
         t += L
     while t < n:
-        y[t] += src[so + t]
+        y[yo + t] += src[so + t]
         t += 1
 
 
@@ -1760,17 +1760,6 @@ def _sweep_blocks(prec_lanes, d, miss_idx, q, B, det, piv, rp):
             vstore(B, pp + j, vsub(vzero(B), vload(rp, j)))
 
 
-@leaf
-def _missing_index(xi, miss_idx):
-    """Write the indices of NaN entries of xi into miss_idx; return their count."""
-    q = 0
-    for a in range(xi.shape[0]):
-        if np.isnan(xi[a]):
-            miss_idx[q] = a
-            q += 1
-    return q
-
-
 @ordered
 def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions, prec_lanes,
                                WP, ncw, depth, log_norm, center, tied, hard, chunk_size,
@@ -1784,10 +1773,11 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     ``center``, corrected by the q rows of U_j that belong to the missing
     coordinates (a table of (mu_ja - c_a) U_j[a, :], every component in one
     row per coordinate a).
-    Lambda_mm^-1 and det Lambda_mm come from ``_sweep_blocks``, once a row
-    for all components (``prec_lanes``: the precisions, component innermost;
-    one component if tied), and the conditional covariances are summed in
-    the same layout, all components at once.
+    Everything that depends on the missing set is computed once a row for
+    all components, the components being the vector lanes (``prec_lanes``:
+    the precisions, component innermost; tied: k copies of the one):
+    Lambda_mm^-1 and det Lambda_mm (``_sweep_blocks``), g = (Lambda delta)_m,
+    Lambda_mm^-1 g and g^T Lambda_mm^-1 g, and the sum of r Lambda_mm^-1.
     Second moments are staged, ``_MOMENT_ROWS`` rows a component, and added
     through the moment tile.
     """
@@ -1801,12 +1791,10 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     half_log_2pi = 0.5 * np.log(2.0 * np.pi)
     xi = np.empty(d)
     xz = np.empty(d)
-    delta = np.empty(d)
     yall = np.empty(kd)
     ybase = np.empty(d)
-    g = np.empty(d)
-    col = np.empty(d)
     miss_idx = np.empty(d, dtype=np.int64)
+    obs_idx = np.empty(d, dtype=np.int64)
     dp = -(-d // 8) * 8
     # per component, padded to dp: x^ - mu_j (missing: its conditional mean),
     # the tied scatter's shift mu_j - c, and the sums of r and r (x^ - mu_j)
@@ -1836,12 +1824,21 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     SA = np.zeros((1 if tied else k, dp * dp))
     slot = 0
     kbp = prec_lanes.shape[0] // (d * d)  # lanes: components, padded to whole vectors
+    L = lanes(prec_lanes)
     B = np.empty(d * d * kbp)               # -Lambda_mm^-1 per lane
     det = np.empty(kbp)
     piv = np.empty(d * kbp)
     rp = np.empty(kbp)
     half_log_det = np.empty(kbp)
-    rr = np.zeros(kbp)                      # the row's weight in each lane's statistics
+    mean_lanes = np.zeros(d * kbp)          # mu_ja at a * kbp + j
+    for j in range(k):
+        for a in range(d):
+            mean_lanes[a * kbp + j] = means[j, a]
+    dev = np.zeros(d * kbp)                 # x_a - mu_ja, observed a
+    G = np.zeros(d * kbp)                   # g = (Lambda_j delta_j)_m
+    Z = np.zeros(d * kbp)                   # Lambda_mm^-1 g
+    QC = np.zeros(kbp)                      # g^T Lambda_mm^-1 g
+    rr = np.zeros(kbp)                      # the row's r_j
     cond_sum = np.zeros(d * d * kbp)        # sum of r Lambda_mm^-1 (lower triangle)
     # one missing coordinate m: Lambda_mm is a number, its half log per (j, m)
     half_log_lam = np.empty((k, d))
@@ -1850,7 +1847,6 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
             half_log_lam[j, a] = 0.5 * np.log(precisions[j, a, a])
     lp = np.empty(k)
     maha = np.empty(k)
-    prec_flat = precisions.ravel()
     kdp = ncw.shape[0]
     xc4 = np.zeros((_BLOCK, d))
     y4 = np.empty(_BLOCK * kdp)
@@ -1870,62 +1866,92 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
                     v = X[i + r, a] - center[a] if i + r < stop else 0.0
                     xc4[r, a] = 0.0 if np.isnan(v) else v
             _score_tile(xc4, WP, ncw, no_p, kdp, no_half, depth, y4)
+        q = 0   # missing coordinates miss_idx[:q], ascending
+        no = 0  # observed ones obs_idx[:no]
         for a in range(d):
-            xi[a] = X[i, a]
-            observed[a] = 0.0 if np.isnan(xi[a]) else 1.0
-            xz[a] = 0.0 if np.isnan(xi[a]) else xi[a]
-        q = _missing_index(xi, miss_idx)
+            v = X[i, a]
+            xi[a] = v
+            if np.isnan(v):
+                miss_idx[q] = a
+                q += 1
+                observed[a] = 0.0
+                xz[a] = 0.0
+            else:
+                obs_idx[no] = a
+                no += 1
+                observed[a] = 1.0
+                xz[a] = v
         # (x~ - mu_j) U_j for all j, with x~ = x and x~_m = center_m
         if tied:
             # one shared U: whiten once, then shift per component
             for b in range(d):
                 ybase[b] = 0.0
-            for a in range(d):
-                if not np.isnan(xi[a]):
-                    xa = xi[a] - center[a]
-                    for b in range(a, d):
-                        ybase[b] += xa * factors[0, a, b]
+            for t in range(no):
+                a = obs_idx[t]
+                xa = xz[a] - center[a]
+                for b in range(a, d):
+                    ybase[b] += xa * factors[0, a, b]
             for j in range(k):
                 for b in range(d):
                     yall[j * d + b] = ybase[b] + ncw[j * d + b]
+            ybuf = yall
+            yo = 0
         else:
-            for e in range(kd):
-                yall[e] = y4[r4 * kdp + e]
+            ybuf = y4
+            yo = r4 * kdp
         # delta_o^T Lambda_oo delta_o = |delta U_j|^2 with delta_m = 0:
         # add (mu_jm - c_m) U_j[m, :] for each missing m, all j at once
         for s in range(q):
-            _add_lanes(yall, corr, miss_idx[s] * kd, kd)
+            _add_lanes(ybuf, yo, corr, miss_idx[s] * kd, kd)
+        # Sigma_oo^-1 = Lambda_oo - Lambda_om Lambda_mm^-1 Lambda_mo, so with
+        # delta_m = 0 and g = (Lambda delta)_m the quadratic form is
+        # |delta U_j|^2 - g^T Lambda_mm^-1 g, and E[x_m | x_o] - mu_m = -Lambda_mm^-1 g
         if q > 0:
             _sweep_blocks(prec_lanes, d, miss_idx, q, B, det, piv, rp)
-            for jb in range(1 if tied else k):
+            for j in range(k):
                 if q == 1:
-                    half_log_det[jb] = half_log_lam[jb, miss_idx[0]]
-                elif det[jb] > 1e-280 and det[jb] < 1e280:
-                    half_log_det[jb] = 0.5 * np.log(det[jb])
+                    half_log_det[j] = half_log_lam[j, miss_idx[0]]
+                elif det[j] > 1e-280 and det[j] < 1e280:
+                    half_log_det[j] = 0.5 * np.log(det[j])
                 else:  # out of range: the pivots' logs
                     acc = 0.0
                     for t in range(q):
-                        acc += np.log(piv[t * kbp + jb])
-                    half_log_det[jb] = 0.5 * acc
+                        acc += np.log(piv[t * kbp + j])
+                    half_log_det[j] = 0.5 * acc
+            for t in range(no):
+                a = obs_idx[t]
+                xv = vsplat(dev, xz[a])
+                for jb in range(0, kbp, L):
+                    vstore(dev, a * kbp + jb, vsub(xv, vload(mean_lanes, a * kbp + jb)))
+            for s in range(q):
+                ms = miss_idx[s]
+                for jb in range(0, kbp, L):
+                    acc4 = vzero(dev)
+                    for t in range(no):
+                        a = obs_idx[t]
+                        acc4 = vfma(vload(prec_lanes, (ms * d + a) * kbp + jb),
+                                    vload(dev, a * kbp + jb), acc4)
+                    vstore(G, s * kbp + jb, acc4)
+            for jb in range(0, kbp, L):
+                qc = vzero(dev)
+                for s in range(q):
+                    bg = vzero(dev)  # (B g)_s = -(Lambda_mm^-1 g)_s
+                    for t in range(q):
+                        bg = vfma(vload(B, (s * d + t) * kbp + jb), vload(G, t * kbp + jb), bg)
+                    z = vsub(vzero(dev), bg)
+                    vstore(Z, s * kbp + jb, z)
+                    qc = vfma(vload(G, s * kbp + jb), z, qc)
+                vstore(QC, jb, qc)
         for j in range(k):
+            quad = _dot_lanes(ybuf, yo + j * d, ybuf, yo + j * d, d)
             for a in range(d):
-                delta[a] = (xz[a] - means[j, a]) * observed[a]  # 0 where missing
-            quad = _dot_lanes(yall, j * d, yall, j * d, d)
-            # Sigma_oo^-1 = Lambda_oo - Lambda_om Lambda_mm^-1 Lambda_mo, so with
-            # delta_m = 0 and g = (Lambda delta)_m the quadratic form is
-            # |delta U_j|^2 - g^T Lambda_mm^-1 g, and E[x_m | x_o] - mu_m = -Lambda_mm^-1 g
-            jb = 0 if tied else j
-            for s in range(q):
-                g[s] = _dot_lanes(prec_flat, (j * d + miss_idx[s]) * d, delta, 0, d)
-            for s in range(q):
-                acc = 0.0
-                for t in range(q):
-                    acc -= B[(s * d + t) * kbp + jb] * g[t]
-                quad -= g[s] * acc
-                delta[miss_idx[s]] = -acc
-            half_log_det_mm = half_log_det[jb] if q > 0 else 0.0
-            for a in range(d):
-                dhat[j * dp + a] = delta[a]
+                dhat[j * dp + a] = (xz[a] - means[j, a]) * observed[a]
+            half_log_det_mm = 0.0
+            if q > 0:
+                quad -= QC[j]
+                for s in range(q):
+                    dhat[j * dp + miss_idx[s]] = -Z[s * kbp + j]
+                half_log_det_mm = half_log_det[j]
             maha[j] = quad
             lp[j] = log_norm[j] + q * half_log_2pi - half_log_det_mm - 0.5 * quad
         if want_imp:
@@ -1951,8 +1977,7 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
             o = slot * dp
             for j in range(k):
                 r = w * lp[j] if not hard else (w if j == best else 0.0)
-                if not tied:
-                    rr[j] = r
+                rr[j] = r
                 if r == 0.0:
                     for a in range(d):
                         stage_z[j, o + a] = 0.0
@@ -1970,10 +1995,7 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
                     vstore(stage_flat, j * stage_len + o + a, v)
                     vstore(stage_z_flat, j * stage_len + o + a, vmul(rv, v))
             if q > 0:
-                # r_j Lambda_j,mm^-1 for every j (tied: one covariance, weight w)
-                if tied:
-                    rr[0] = w
-                L = lanes(B)
+                # r_j Lambda_j,mm^-1 for every j
                 for s in range(q):
                     for t in range(s + 1):  # the lower triangle: m is ascending
                         dst = (miss_idx[s] * d + miss_idx[t]) * kbp
@@ -1992,7 +2014,13 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
     for t in range(SA.shape[0]):
         for a in range(d):
             for b in range(a + 1):  # the lower triangle: the M-step reads no more
-                sxx[t, a, b] += SA[t, a * dp + b] + cond_sum[(a * d + b) * kbp + t]
+                if tied:  # one covariance: the lanes' sum
+                    c = 0.0
+                    for j in range(k):
+                        c += cond_sum[(a * d + b) * kbp + j]
+                else:
+                    c = cond_sum[(a * d + b) * kbp + t]
+                sxx[t, a, b] += SA[t, a * dp + b] + c
     for j in range(k):
         for a in range(d):
             nko[j, a] = nko_p[j * dp + a]
@@ -2020,7 +2048,7 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
     WP, ncw, depth = _full_tile_operands(means, factors, center)
     precisions = _precisions_from_factors(factors)
     # (d, d, kbp): component innermost, padded with identities to whole vectors
-    kb = 1 if tied else means.shape[0]
+    kb = means.shape[0]
     L = VECTOR_BYTES // precisions.itemsize
     kbp = -(-kb // L) * L
     d = means.shape[1]
