@@ -900,22 +900,20 @@ def _count_at_least(scores, o, kp, cut):
 
 
 @inline_leaf
-def _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, precision, log_norm, nk,
-                    SX, SXX):
+def _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX):
     """Add rows i0..i0+n_rows-1 wholly to their components ``labels[i]``.
 
     ``xr`` holds the rows in float64, row r at ``xr[r * dp:]`` (``dp`` = d
     padded to whole vectors, padding 0); ``M`` the means and ``SX``, ``SXX``
     the chunk's sums of w (x - mu) and w (x - mu)^2 in the same layout.
-    Distances are formed from differences, a vector of features at a time.
-    Returns the rows' (sum w log-likelihood, sum w p ||x - mu||^2).  Inlined
-    into its callers: as a call, passing its twelve arguments cost about as
-    much as a row's update (one thread, (1e6, 16, 16): 44 ns a row inlined,
-    48-51 as a call).
+    Differences are formed a vector of features at a time.  The objective is
+    left to ``_hard_objective``, from SXX once a chunk: a row's own distance
+    (a horizontal sum and three dependent scalar steps) had cost about a
+    quarter of the hard E-step (one thread, (2e5, 2, 8)).  Inlined into its
+    callers: as a call, passing its arguments cost about as much as a row's
+    update (one thread, (1e6, 16, 16): 44 ns a row inlined, 48-51 as a call).
     """
     L = lanes(xr)
-    ll = 0.0
-    dist = 0.0
     for r in range(n_rows):
         i = i0 + r
         w = sample_weight[i]
@@ -924,18 +922,32 @@ def _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, precision, log
         best = labels[i]
         nk[best] += w
         wv = vsplat(xr, w)
-        ssv = vzero(xr)
         o = r * dp
         m = best * dp
         for a in range(0, dp, L):
             t = vsub(vload(xr, o + a), vload(M, m + a))
-            ssv = vfma(t, t, ssv)
             wt = vmul(wv, t)
             vstore(SX, m + a, vadd(vload(SX, m + a), wt))
             vstore(SXX, m + a, vfma(wt, t, vload(SXX, m + a)))
-        maha = precision[best] * vhsum(ssv)
-        ll += w * (log_norm[best] - 0.5 * maha)
-        dist += w * maha
+
+
+@inline_leaf
+def _hard_objective(nk, SXX, dp, precision, log_norm):
+    """(sum w log-likelihood, sum w p ||x - mu||^2) of a chunk's hard
+    assignments, from its sums nk and SXX (sum w (x - mu)^2, padded rows):
+    component j adds p_j S_j to the distance and nk_j log_norm_j - p_j S_j / 2
+    to the log-likelihood, S_j = sum_a SXX[j, a]."""
+    ll = 0.0
+    dist = 0.0
+    for j in range(nk.shape[0]):
+        if nk[j] == 0.0:  # no row: adds nothing (log_norm_j may be -inf)
+            continue
+        s = 0.0
+        for a in range(dp):
+            s += SXX[j * dp + a]
+        m = precision[j] * s
+        dist += m
+        ll += nk[j] * log_norm[j] - 0.5 * m
     return ll, dist
 
 
@@ -989,8 +1001,6 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     SX = np.zeros(k * dp)
     SXX = np.zeros(k * dp)
     nk[:] = 0.0
-    ll = 0.0
-    dist = 0.0
     changed = 0
     for i0 in range(start, stop, _TILE_ROWS):
         n_rows = min(_TILE_ROWS, stop - i0)
@@ -1028,10 +1038,8 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
             if labels[i] != best:
                 changed += 1
                 labels[i] = best
-        v, m = _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, precision,
-                               log_norm, nk, SX, SXX)
-        ll += v
-        dist += m
+        _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX)
+    ll, dist = _hard_objective(nk, SXX, dp, precision, log_norm)
     _store_moments(SX, SXX, dp, sx, sxx)
     obj[0] = ll
     obj[1] = dist
@@ -1065,8 +1073,6 @@ def _estep_spherical_hard_small_chunk(ci, X, sample_weight, means, M, precision,
     SX = np.zeros(k * dp)
     SXX = np.zeros(k * dp)
     nk[:] = 0.0
-    ll = 0.0
-    dist = 0.0
     changed = 0
     for i0 in range(start, stop, _ADD_BLOCK):
         i1 = min(stop, i0 + _ADD_BLOCK)
@@ -1096,10 +1102,8 @@ def _estep_spherical_hard_small_chunk(ci, X, sample_weight, means, M, precision,
                 if labels[i] != best:
                     changed += 1
                     labels[i] = best
-        v, m2 = _add_hard_block(xr, M, dp, i0, i1 - i0, labels, sample_weight, precision,
-                                log_norm, nk, SX, SXX)
-        ll += v
-        dist += m2
+        _add_hard_block(xr, M, dp, i0, i1 - i0, labels, sample_weight, nk, SX, SXX)
+    ll, dist = _hard_objective(nk, SXX, dp, precision, log_norm)
     _store_moments(SX, SXX, dp, sx, sxx)
     obj[0] = ll
     obj[1] = dist
