@@ -12,7 +12,7 @@ layout, chunking and calling conventions are those of ``_cython_kernels``.
 """
 
 from cython.parallel cimport prange
-from libc.math cimport isnan, log, sqrt
+from libc.math cimport isnan, log
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport int64_t
 
@@ -25,64 +25,58 @@ from fastem.backends._cython_kernels import _check
 cdef double HALF_LOG_2PI = 0.5 * log(2.0 * 3.141592653589793)
 
 
-# ------------------------------------------------------------------ small linear algebra
-cdef void _cholesky_inplace(double* A, Py_ssize_t q, Py_ssize_t ld) noexcept nogil:
-    """Lower Cholesky factor of A[:q, :q] (leading dimension ld), in place."""
-    cdef Py_ssize_t i, j, t
-    cdef double s
-    for j in range(q):
-        s = A[j * ld + j]
-        for t in range(j):
-            s -= A[j * ld + t] * A[j * ld + t]
-        A[j * ld + j] = sqrt(s)
-        for i in range(j + 1, q):
-            s = A[i * ld + j]
-            for t in range(j):
-                s -= A[i * ld + t] * A[j * ld + t]
-            A[i * ld + j] = s / A[j * ld + j]
-
-
-cdef void _cholesky_solve(const double* L, Py_ssize_t q, Py_ssize_t ld, const double* g,
-                          double* z) noexcept nogil:
-    """z = (L L^T)^-1 g for the leading q x q block of L (z may be g)."""
-    cdef Py_ssize_t i, t
-    cdef double s
-    for i in range(q):
-        s = g[i]
-        for t in range(i):
-            s -= L[i * ld + t] * z[t]
-        z[i] = s / L[i * ld + i]
-    for i in range(q - 1, -1, -1):
-        s = z[i]
-        for t in range(i + 1, q):
-            s -= L[t * ld + i] * z[t]
-        z[i] = s / L[i * ld + i]
-
-
-cdef void _cholesky_inverse(const double* L, Py_ssize_t q, Py_ssize_t ld, double* inv,
-                            double* col) noexcept nogil:
-    """inv[:q, :q] = (L L^T)^-1 (leading dimension ld), one column at a time."""
-    cdef Py_ssize_t c, i
-    for c in range(q):
-        for i in range(q):
-            col[i] = 1.0 if i == c else 0.0
-        _cholesky_solve(L, q, ld, col, col)
-        for i in range(q):
-            inv[i * ld + c] = col[i]
-
-
-cdef inline Py_ssize_t _missing_index(const double* xi, Py_ssize_t d,
-                                      Py_ssize_t* miss_idx) noexcept nogil:
-    """Write the indices of NaN entries of xi into miss_idx; return their count."""
-    cdef Py_ssize_t a, q = 0
-    for a in range(d):
-        if isnan(xi[a]):
-            miss_idx[q] = a
-            q += 1
-    return q
-
-
 # ------------------------------------------------------------------ full, tied
+cdef void _sweep_blocks(const double* PL, Py_ssize_t d, Py_ssize_t k,
+                        const Py_ssize_t* miss_idx, Py_ssize_t q, double* B, double* det,
+                        double* piv, double* rp) noexcept nogil:
+    """B = -Lambda_mm^-1 for every component j, m = miss_idx[:q]; det[j] =
+    det Lambda_mm and piv[p * k + j] its p-th pivot.
+
+    ``PL`` holds the precisions with the component innermost: entry (a, b)
+    of component j is PL[(a * d + b) * k + j].  The missing set is the row's,
+    shared by the components, so the sweep operator is applied to each pivot
+    in turn for all components at once (loops over j innermost); entry (s, t)
+    of component j is B[(s * d + t) * k + j].  A principal block of a
+    positive definite matrix needs no pivoting.
+    """
+    cdef Py_ssize_t s, t, p, j, src, dst, pp, sp, pt, st, ps
+    for s in range(q):
+        for t in range(q):
+            src = (miss_idx[s] * d + miss_idx[t]) * k
+            dst = (s * d + t) * k
+            for j in range(k):
+                B[dst + j] = PL[src + j]
+    for j in range(k):
+        det[j] = 1.0
+    for p in range(q):
+        pp = (p * d + p) * k
+        for j in range(k):
+            piv[p * k + j] = B[pp + j]
+            det[j] *= B[pp + j]
+            rp[j] = 1.0 / B[pp + j]
+        for s in range(q):
+            if s == p:
+                continue
+            sp = (s * d + p) * k
+            for t in range(q):
+                if t == p:
+                    continue
+                st = (s * d + t) * k
+                pt = (p * d + t) * k
+                for j in range(k):
+                    B[st + j] = B[st + j] - B[sp + j] * B[pt + j] * rp[j]
+        for s in range(q):
+            if s == p:
+                continue
+            sp = (s * d + p) * k
+            ps = (p * d + s) * k
+            for j in range(k):
+                B[sp + j] = B[sp + j] * rp[j]
+                B[ps + j] = B[ps + j] * rp[j]
+        for j in range(k):
+            B[pp + j] = -rp[j]
+
+
 cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                       const double* sample_weight, const double* means,
                       const double* factors, const double* precisions, const double* W,
@@ -97,127 +91,167 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     ``precisions`` (k, d, d) = U_j U_j^T, ``W``, ``cw`` as in ``estep_full``.
     The whitened rows (x~ - mu_j) U_j of all components are one row-times-W
     product with the missing coordinates set to ``center``, corrected by the
-    q rows of U_j that belong to the missing coordinates.  Tied: ``sxx`` is
-    one (d, d) scatter about ``center``.
+    q rows of U_j that belong to the missing coordinates (a table of
+    (mu_ja - c_a) U_j[a, :], every component in one row per coordinate a).
+    With delta_m = 0 and g = (Lambda_j delta)_m, Sigma_oo^-1 = Lambda_oo -
+    Lambda_om Lambda_mm^-1 Lambda_mo gives the quadratic form
+    |delta U_j|^2 - g^T Lambda_mm^-1 g, and E[x_m | x_o] - mu_m =
+    -Lambda_mm^-1 g.  Everything that depends on the missing set is computed
+    once a row for all components, component innermost: Lambda_mm^-1 and its
+    determinant (``_sweep_blocks``), g, Lambda_mm^-1 g, g^T Lambda_mm^-1 g and
+    the sum of r Lambda_mm^-1.  Tied: ``sxx`` is one (d, d) scatter about
+    ``center``.
     """
-    cdef Py_ssize_t kd = k * d, dd = d * d
-    cdef Py_ssize_t i, a, b, e, j, s, t, q, ms, best, target
-    cdef double xa, v, quad, acc, lam, half_log_det_mm, prod, w, r, u
+    cdef Py_ssize_t kd = k * d, dd = d * d, ddk = d * d * k
+    cdef Py_ssize_t i, a, b, e, j, s, t, q, no, ms, best, target, o1, o2
+    cdef double xa, v, quad, acc, w, r, u
     cdef const double* Wa
-    cdef const double* Uj
-    cdef const double* Pj
     cdef double* row
-    cdef double* cj
     cdef double* buf = <double*> malloc(
-        (7 * d + kd + kd + dd + k * dd + 2 * k + 1) * sizeof(double))
-    cdef Py_ssize_t* miss_idx = <Py_ssize_t*> malloc((d + 1) * sizeof(Py_ssize_t))
-    if buf == NULL or miss_idx == NULL:
+        (5 * d + 2 * kd + 2 * k + d * kd + 3 * ddk + k * d + 8 * k + 5 * d * k + 1)
+        * sizeof(double))
+    cdef Py_ssize_t* idx = <Py_ssize_t*> malloc((2 * d + 1) * sizeof(Py_ssize_t))
+    if buf == NULL or idx == NULL:
         free(buf)
-        free(miss_idx)
+        free(idx)
         return -1
+    cdef Py_ssize_t* miss_idx = idx
+    cdef Py_ssize_t* obs_idx = idx + d
     cdef double* xi = buf
-    cdef double* delta = xi + d
-    cdef double* ybase = delta + d
-    cdef double* g = ybase + d
-    cdef double* z = g + d
-    cdef double* col = z + d
-    cdef double* stat = col + d
+    cdef double* xz = xi + d             # x with zeros where missing
+    cdef double* observed = xz + d       # 1 where observed, else 0
+    cdef double* ybase = observed + d
+    cdef double* stat = ybase + d
     cdef double* yall = stat + d
     cdef double* dhat = yall + kd
-    cdef double* chol = dhat + kd
-    cdef double* cond = chol + dd
-    cdef double* lp = cond + k * dd
+    cdef double* lp = dhat + kd
     cdef double* maha = lp + k
+    cdef double* corr = maha + k         # (d, kd): the whitening's correction
+    cdef double* PL = corr + d * kd      # precisions, component innermost
+    cdef double* B = PL + ddk            # -Lambda_mm^-1 per component
+    cdef double* cond_sum = B + ddk      # sum of r Lambda_mm^-1 (lower triangle)
+    cdef double* half_log_lam = cond_sum + ddk  # (k, d): half log Lambda_j,aa
+    cdef double* det = half_log_lam + k * d
+    cdef double* rp = det + k
+    cdef double* half_log_det = rp + k
+    cdef double* QC = half_log_det + k   # g^T Lambda_mm^-1 g
+    cdef double* rr = QC + k             # the row's r_j
+    cdef double* piv = rr + k            # (d, k) from here on
+    cdef double* mean_lanes = piv + d * k
+    cdef double* dev = mean_lanes + d * k  # x_a - mu_ja, observed a
+    cdef double* G = dev + d * k         # g = (Lambda_j delta_j)_m
+    cdef double* Z = G + d * k           # Lambda_mm^-1 g
     zero(nk, k)
     zero(nko, kd)
     zero(sx, kd)
     zero(sxx, dd if tied else k * dd)
     zero(obj, 3)
+    zero(cond_sum, ddk)
+    zero(corr, d * kd)
+    for a in range(d):
+        for j in range(k):
+            v = means[j * d + a] - center[a]
+            for b in range(a, d):
+                corr[a * kd + j * d + b] = v * factors[j * dd + a * d + b]
+            mean_lanes[a * k + j] = means[j * d + a]
+            half_log_lam[j * d + a] = 0.5 * log(precisions[j * dd + a * d + a])
+        for b in range(d):
+            for j in range(k):
+                PL[(a * d + b) * k + j] = precisions[j * dd + a * d + b]
     for i in range(start, stop):
         load_row(X, s0, s1, i, d, xi)
-        q = _missing_index(xi, d, miss_idx)
+        q = 0   # missing coordinates miss_idx[:q], ascending
+        no = 0  # observed ones obs_idx[:no]
+        for a in range(d):
+            if isnan(xi[a]):
+                miss_idx[q] = a
+                q += 1
+                observed[a] = 0.0
+                xz[a] = 0.0
+            else:
+                obs_idx[no] = a
+                no += 1
+                observed[a] = 1.0
+                xz[a] = xi[a]
         # (x~ - mu_j) U_j for all j, with x~ = x and x~_m = center_m
         if tied:
             for b in range(d):
                 ybase[b] = 0.0
-            for a in range(d):
-                if not isnan(xi[a]):
-                    xa = xi[a] - center[a]
-                    for b in range(a, d):
-                        ybase[b] += xa * factors[a * d + b]
+            for t in range(no):
+                a = obs_idx[t]
+                xa = xi[a] - center[a]
+                for b in range(a, d):
+                    ybase[b] += xa * factors[a * d + b]
             for j in range(k):
                 for b in range(d):
                     yall[j * d + b] = ybase[b] - cw[j * d + b]
         else:
             for e in range(kd):
                 yall[e] = -cw[e]
-            for a in range(d):
-                if not isnan(xi[a]):
-                    xa = xi[a] - center[a]
-                    Wa = W + a * kd
-                    # row a of each triangular U_j is zero before column a: the
-                    # full E-step's skip of exact zeros (same bits), from 8 features
-                    for j in range(k if d >= 8 else 1):
-                        for e in range(j * d + a if d >= 8 else 0,
-                                       (j + 1) * d if d >= 8 else kd):
-                            yall[e] += xa * Wa[e]
-        for j in range(k):
-            Uj = factors + j * dd
-            Pj = precisions + j * dd
-            cj = cond + j * dd
-            for a in range(d):
-                delta[a] = 0.0 if isnan(xi[a]) else xi[a] - means[j * d + a]
-            # delta_o^T Lambda_oo delta_o = |delta U_j|^2 with delta_m = 0:
-            # add (mu_jm - c_m) U_j[m, :] for each missing m
+            for t in range(no):
+                a = obs_idx[t]
+                xa = xi[a] - center[a]
+                Wa = W + a * kd
+                # row a of each triangular U_j is zero before column a: the
+                # full E-step's skip of exact zeros (same bits), from 8 features
+                for j in range(k if d >= 8 else 1):
+                    for e in range(j * d + a if d >= 8 else 0,
+                                   (j + 1) * d if d >= 8 else kd):
+                        yall[e] += xa * Wa[e]
+        # add (mu_jm - c_m) U_j[m, :] for each missing m, all j at once
+        for s in range(q):
+            row = corr + miss_idx[s] * kd
+            for e in range(kd):
+                yall[e] += row[e]
+        if q > 0:
+            _sweep_blocks(PL, d, k, miss_idx, q, B, det, piv, rp)
+            for j in range(k):
+                if q == 1:
+                    half_log_det[j] = half_log_lam[j * d + miss_idx[0]]
+                elif det[j] > 1e-280 and det[j] < 1e280:
+                    half_log_det[j] = 0.5 * log(det[j])
+                else:  # out of range: the pivots' logs
+                    acc = 0.0
+                    for t in range(q):
+                        acc += log(piv[t * k + j])
+                    half_log_det[j] = 0.5 * acc
+            for t in range(no):
+                a = obs_idx[t]
+                for j in range(k):
+                    dev[a * k + j] = xz[a] - mean_lanes[a * k + j]
             for s in range(q):
-                a = miss_idx[s]
-                v = means[j * d + a] - center[a]
-                for b in range(a, d):
-                    yall[j * d + b] += v * Uj[a * d + b]
+                o1 = miss_idx[s] * d
+                for j in range(k):
+                    G[s * k + j] = 0.0
+                for t in range(no):
+                    a = obs_idx[t]
+                    for j in range(k):
+                        G[s * k + j] += PL[(o1 + a) * k + j] * dev[a * k + j]
+            for j in range(k):
+                QC[j] = 0.0
+            for s in range(q):
+                for j in range(k):
+                    Z[s * k + j] = 0.0
+                for t in range(q):
+                    o2 = (s * d + t) * k
+                    for j in range(k):
+                        Z[s * k + j] -= B[o2 + j] * G[t * k + j]
+                for j in range(k):
+                    QC[j] += G[s * k + j] * Z[s * k + j]
+        for j in range(k):
             quad = 0.0
             for b in range(j * d, (j + 1) * d):
                 quad += yall[b] * yall[b]
-            half_log_det_mm = 0.0
-            if q == 1:
-                # one missing coordinate: Lambda_mm is a number
-                ms = miss_idx[0]
-                acc = 0.0
-                for a in range(d):
-                    acc += Pj[ms * d + a] * delta[a]
-                lam = Pj[ms * d + ms]
-                quad -= acc * acc / lam
-                half_log_det_mm = 0.5 * log(lam)
-                delta[ms] = -acc / lam
-                cj[0] = 1.0 / lam
-            elif q > 1:
-                for s in range(q):
-                    ms = miss_idx[s]
-                    acc = 0.0
-                    for a in range(d):
-                        acc += Pj[ms * d + a] * delta[a]
-                    g[s] = acc
-                # tied: Lambda_mm, its factor and inverse are those of component 0
-                if not tied or j == 0:
-                    for s in range(q):
-                        for t in range(q):
-                            chol[s * d + t] = Pj[miss_idx[s] * d + miss_idx[t]]
-                    _cholesky_inplace(chol, q, d)
-                    _cholesky_inverse(chol, q, d, cj, col)
-                _cholesky_solve(chol, q, d, g, z)
-                # log det of the factor from one product (rescaled against over/underflow)
-                prod = 1.0
-                for s in range(q):
-                    quad -= g[s] * z[s]
-                    delta[miss_idx[s]] = -z[s]
-                    prod *= chol[s * d + s]
-                    if prod > 1e150 or prod < 1e-150:
-                        half_log_det_mm += log(prod)
-                        prod = 1.0
-                half_log_det_mm += log(prod)
             for a in range(d):
-                dhat[j * d + a] = delta[a]
+                dhat[j * d + a] = (xz[a] - means[j * d + a]) * observed[a]
+            lp[j] = log_norm[j]
+            if q > 0:
+                quad -= QC[j]
+                for s in range(q):
+                    dhat[j * d + miss_idx[s]] = -Z[s * k + j]
+                lp[j] += q * HALF_LOG_2PI - half_log_det[j]
             maha[j] = quad
-            lp[j] = log_norm[j] + q * HALF_LOG_2PI - half_log_det_mm - 0.5 * quad
+            lp[j] -= 0.5 * quad
         w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, obj)
         if imputed != NULL:
             for a in range(d):
@@ -240,12 +274,12 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 r = w if j == best else 0.0
             else:
                 r = w * lp[j]
+            rr[j] = r
             if r == 0.0:
                 continue
             nk[j] += r
             for a in range(d):
-                if not isnan(xi[a]):
-                    nko[j * d + a] += r
+                nko[j * d + a] += r * observed[a]
                 sx[j * d + a] += r * dhat[j * d + a]
                 # tied: the scatter is taken about the common center
                 stat[a] = dhat[j * d + a] + (means[j * d + a] - center[a] if tied else 0.0)
@@ -255,20 +289,25 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 row = sxx + target * dd + a * d
                 for b in range(a + 1):
                     row[b] += u * stat[b]
-            if not tied:
-                cj = cond + j * dd
-                for s in range(q):
-                    row = sxx + j * dd + miss_idx[s] * d
-                    for t in range(s + 1):
-                        row[miss_idx[t]] += r * cj[s * d + t]
-        if tied:
-            # the conditional covariance is shared by the components
-            for s in range(q):
-                row = sxx + miss_idx[s] * d
-                for t in range(s + 1):
-                    row[miss_idx[t]] += w * cond[s * d + t]
+        # r_j Lambda_j,mm^-1 for every j, lower triangle (m is ascending)
+        for s in range(q):
+            for t in range(s + 1):
+                o1 = (miss_idx[s] * d + miss_idx[t]) * k
+                o2 = (s * d + t) * k
+                for j in range(k):
+                    cond_sum[o1 + j] -= rr[j] * B[o2 + j]
+    for a in range(d):
+        for b in range(a + 1):
+            if tied:  # one covariance: the components' sum
+                acc = 0.0
+                for j in range(k):
+                    acc += cond_sum[(a * d + b) * k + j]
+                sxx[a * d + b] += acc
+            else:
+                for j in range(k):
+                    sxx[j * dd + a * d + b] += cond_sum[(a * d + b) * k + j]
     free(buf)
-    free(miss_idx)
+    free(idx)
     return 0
 
 
