@@ -11,6 +11,8 @@ register-tiled product needs:
 
 * ``vzero(like)``          a vector of zeros of ``like``'s dtype
 * ``vload(arr, i)``        ``arr[i : i + lanes]`` of a C-contiguous 1-d array
+* ``sload(arr, i)``        the scalar ``arr[i]``, without numba's wraparound test
+* ``sstore(arr, i, x)``    ``arr[i] = x``, likewise
 * ``vsplat(like, x)``      every lane ``x``, converted to ``like``'s dtype
 * ``vfma(a, b, c)``        ``a * b + c`` lane by lane, one rounding (``llvm.fma``)
 * ``vstore(arr, i, v)``    ``arr[i : i + lanes] = v``
@@ -103,6 +105,32 @@ def vload(typingctx, arr, offset):
         ptr = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
         return builder.load(ptr, align=arr.dtype.bitwidth // 8)
     return vt(arr, offset), codegen
+
+
+@intrinsic
+def sload(typingctx, arr, offset):
+    """arr[offset] of a 1-d array, unchecked: no wraparound of a negative
+    offset, whose test and select numba emits for an offset it cannot prove
+    non-negative (four integer instructions beside each load of a tile)."""
+    _check_float_array(arr, "sload")
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.load(ptr, align=arr.dtype.bitwidth // 8)
+    return arr.dtype(arr, offset), codegen
+
+
+@intrinsic
+def sstore(typingctx, arr, offset, value):
+    """arr[offset] = value for a 1-d array, unchecked (as ``sload``)."""
+    _check_float_array(arr, "sstore")
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        value = context.cast(builder, args[2], sig.args[2], arr.dtype)
+        builder.store(value, ptr, align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.none(arr, offset, value), codegen
 
 
 @intrinsic

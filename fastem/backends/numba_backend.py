@@ -22,9 +22,9 @@ import numpy as np
 from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
                           strict)
 from ._screen import screen_constants
-from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, lowest_bit, popcount, vadd, vdiv,
-                    vexp_nonpositive, vfma, vhmax, vhsum, vload, vmask_ge, vselect_ge, vmax, vmul,
-                    vsplat, vstore, vsub, vzero)
+from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, lowest_bit, popcount, sload, sstore,
+                    vadd, vdiv, vexp_nonpositive, vfma, vhmax, vhsum, vload, vmask_ge, vselect_ge,
+                    vmax, vmul, vsplat, vstore, vsub, vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -248,16 +248,16 @@ def _lower_moment_tile(D, Z, rows, dp, d, S, so):
                 o = i * dp
                 z0 = vload(Z, o + b0)
                 z1 = vload(Z, o + b0 + 4)
-                x = vsplat(Z, D[o + a0])
+                x = vsplat(Z, sload(D, o + a0))
                 s00 = vfma(x, z0, s00)
                 s01 = vfma(x, z1, s01)
-                x = vsplat(Z, D[o + a0 + 1])
+                x = vsplat(Z, sload(D, o + a0 + 1))
                 s10 = vfma(x, z0, s10)
                 s11 = vfma(x, z1, s11)
-                x = vsplat(Z, D[o + a0 + 2])
+                x = vsplat(Z, sload(D, o + a0 + 2))
                 s20 = vfma(x, z0, s20)
                 s21 = vfma(x, z1, s21)
-                x = vsplat(Z, D[o + a0 + 3])
+                x = vsplat(Z, sload(D, o + a0 + 3))
                 s30 = vfma(x, z0, s30)
                 s31 = vfma(x, z1, s31)
             t = so + a0 * dp + b0
@@ -380,7 +380,7 @@ def _estep_full_soft_chunk(ci, X, sample_weight, means, W, cw, depth, log_norm, 
             for r in range(_BLOCK):
                 o = (staged + h + r) * dp
                 for a in range(d):
-                    XS[o + a] = xb[r, a]
+                    sstore(XS, o + a, xb[r, a])
         # the softmax overwrites the padding components' -inf
         for j in range(k, kp):
             for r in range(_RB):
@@ -532,7 +532,7 @@ def _estep_tied_chunk(ci, X, sample_weight, means, U, cwT, CT, A, P, log_norm, c
         for r in range(_BLOCK):
             ss = 0.0
             for b in range(d):
-                v = yb[r * dp + b]
+                v = sload(yb, r * dp + b)
                 y2[r, b] = v
                 ss += v * v
             nhalf[r] = -0.5 * ss
@@ -565,8 +565,8 @@ def _estep_tied_chunk(ci, X, sample_weight, means, U, cwT, CT, A, P, log_norm, c
         for r in range(_BLOCK):
             o = (staged + r) * dp
             for a in range(d):
-                XS[o + a] = xc[r, a]
-                ZS[o + a] = wrow[r] * xc[r, a]
+                sstore(XS, o + a, xc[r, a])
+                sstore(ZS, o + a, wrow[r] * xc[r, a])
         staged += _BLOCK
         if staged == _MOMENT_ROWS or i0 + _BLOCK >= stop:
             _lower_moment_tile(XS, ZS, staged, dp, d, SA, 0)
@@ -1008,7 +1008,7 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
             xx = 0.0
             for a in range(d):
                 xa = X[i0 + r, a]
-                xr[r * dp + a] = xa
+                sstore(xr, r * dp + a, xa)
                 v = xa - c[a]
                 xb[r, a] = v
                 xx += np.float64(v) * np.float64(v)
@@ -1196,16 +1196,16 @@ def _score_tile_lanes(FT, fo, m, G, A, kp, ST, so):
             x0 = vload(FT, fo + a * _RB)
             x1 = vload(FT, fo + a * _RB + 4)
             g = a * kp + j0
-            c = vsplat(FT, G[g])
+            c = vsplat(FT, sload(G, g))
             s00 = vfma(x0, c, s00)
             s01 = vfma(x1, c, s01)
-            c = vsplat(FT, G[g + 1])
+            c = vsplat(FT, sload(G, g + 1))
             s10 = vfma(x0, c, s10)
             s11 = vfma(x1, c, s11)
-            c = vsplat(FT, G[g + 2])
+            c = vsplat(FT, sload(G, g + 2))
             s20 = vfma(x0, c, s20)
             s21 = vfma(x1, c, s21)
-            c = vsplat(FT, G[g + 3])
+            c = vsplat(FT, sload(G, g + 3))
             s30 = vfma(x0, c, s30)
             s31 = vfma(x1, c, s31)
         o = so + j0 * _RB
@@ -1369,10 +1369,10 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
                     if np.isnan(v):
                         v = 0.0
                         o = 0.0
-                    FT[fo + (2 * d + a) * _RB] = o
-                FT[fo + a * _RB] = v
+                    sstore(FT, fo + (2 * d + a) * _RB, o)
+                sstore(FT, fo + a * _RB, v)
                 if features != _LINEAR:
-                    FT[fo + (d + a) * _RB] = v * v
+                    sstore(FT, fo + (d + a) * _RB, v * v)
         for i in range(rows, blocks * _RB):  # rows past the end: zero features
             fo = (i // _RB) * mp * _RB + i % _RB
             for a in range(m):
@@ -1949,7 +1949,7 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
         for j in range(k):
             quad = _dot_lanes(ybuf, yo + j * d, ybuf, yo + j * d, d)
             for a in range(d):
-                dhat[j * dp + a] = (xz[a] - means[j, a]) * observed[a]
+                sstore(dhat, j * dp + a, (xz[a] - means[j, a]) * observed[a])
             half_log_det_mm = 0.0
             if q > 0:
                 quad -= QC[j]
