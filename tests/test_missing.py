@@ -659,9 +659,10 @@ def test_compiled_and_numpy_missing_kernels_agree(compiled, kind, dtype, hard, w
 def test_dense_missing_kernels_at_extreme_scales(compiled, kind, scale):
     """Data scaled by 1e-75 (precisions near 1e150) or 1e75 (near 1e-150).
 
-    The determinant of a 2 x 2 or 3 x 3 block of the precision is then out of
-    [1e-280, 1e280], so the kernels must leave the closed-form inverse for
-    the factorization; the results are the unscaled ones, scaled.
+    The determinant of a block Lambda_mm of two or more missing coordinates
+    is then out of [1e-280, 1e280] (or overflows), so the compiled kernels
+    must take its log from the logs of the pivots rather than from their
+    product; the results are the unscaled ones, scaled.
     """
     rng = np.random.default_rng(44 + len(kind))
     case = missing_kernel_case(kind, np.float64, rng)
