@@ -354,6 +354,9 @@ def machine_info(sklearn, faiss, limited):
     if fastem.get_backend() == "numba":
         import numba
         info["numba"] = numba.__version__
+    if fastem.get_backend() == "cython":
+        from .backends import cython_backend
+        info["cython_build"] = cython_backend.SIMD
     try:
         from threadpoolctl import threadpool_info
         blas = [f"{lib['internal_api']} {lib.get('version') or ''}".strip()
@@ -370,6 +373,7 @@ def describe_machine(info):
         f"logical CPUs; Python {info['python']}, {info['platform']}",
         f"fastem {info['fastem']}: backend {info['backend']!r}"
         + (f" (numba {info['numba']})" if info.get("numba") else "")
+        + (f" ({info['cython_build']} build)" if info.get("cython_build") else "")
         + f", {info['threads']} thread(s)"
         + (f" (requested {info['threads_requested']})"
            if info["threads"] != info["threads_requested"] else ""),

@@ -3,7 +3,10 @@
 The kernels live in the extension modules ``_cython_kernels`` (complete
 data) and ``_cython_missing`` (NaN entries), built by ``setup.py`` during
 ``pip install``; importing this module fails when they were not built, and
-the dispatcher then falls back to the other backends.
+the dispatcher then falls back to the other backends.  On x86-64 they are
+also built for AVX2 and FMA (``*_avx2``), and that build serves CPUs that
+have both (``SIMD`` names the build in use; ``FASTEM_CYTHON_SIMD`` overrides
+the choice).
 
 The functions here are thin: they choose the float32 or float64 kernel from
 ``X``'s dtype, derive the small parameter arrays the compiled loops read
@@ -14,12 +17,59 @@ its strides, in any memory layout, and never copied or modified.  OUT arrays
 that are not C-contiguous are filled through a contiguous copy.
 """
 
+import os
+
 import numpy as np
 
 from .. import _config
-from . import _cython_kernels as _ck
-from . import _cython_missing as _cm
+from . import _cython_kernels as _ck_generic
+from . import _cython_missing as _cm_generic
 from ._screen import screen_constants
+
+SIMD_CHOICES = ("auto", "avx2", "generic")
+
+
+def _cpu_has_avx2_fma():
+    """True if numpy's run-time CPU dispatch reports AVX2 and FMA3 (which
+    includes the operating system's support for the AVX registers)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy < 2
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return False
+    return bool(features.get("AVX2")) and bool(features.get("FMA3"))
+
+
+def _select_build():
+    """(kernels module, missing-value module, name) of the build to use.
+
+    ``FASTEM_CYTHON_SIMD``: ``auto`` (default) takes the AVX2/FMA build when
+    it was compiled and the CPU has both, else the generic one; ``generic``
+    forces the generic build; ``avx2`` requires the AVX2/FMA build.
+    """
+    choice = os.environ.get("FASTEM_CYTHON_SIMD", "auto").strip().lower() or "auto"
+    if choice not in SIMD_CHOICES:
+        raise ValueError(f"environment variable FASTEM_CYTHON_SIMD={choice!r} must be one "
+                         f"of {', '.join(SIMD_CHOICES)}")
+    if choice == "generic":
+        return _ck_generic, _cm_generic, "generic"
+    if _cpu_has_avx2_fma():
+        try:
+            from . import _cython_kernels_avx2 as ck
+            from . import _cython_missing_avx2 as cm
+            return ck, cm, "avx2"
+        except ImportError:
+            if choice == "avx2":
+                raise ImportError("FASTEM_CYTHON_SIMD=avx2, but fastem was installed "
+                                  "without the AVX2/FMA build of its Cython extension")
+    elif choice == "avx2":
+        raise ValueError("FASTEM_CYTHON_SIMD=avx2, but this CPU lacks AVX2 or FMA")
+    return _ck_generic, _cm_generic, "generic"
+
+
+_ck, _cm, SIMD = _select_build()
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
