@@ -2057,7 +2057,7 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
     kbp = -(-kb // L) * L
     d = means.shape[1]
     prec_lanes = np.zeros((d, d, kbp))
-    prec_lanes[:, :, :kb] = precisions[:kb].transpose(1, 2, 0)
+    prec_lanes[:, :, :kb] = precisions.transpose(1, 2, 0)
     prec_lanes[np.arange(d), np.arange(d), kb:] = 1.0
     run_chunks(_estep_dense_missing_chunk, nk.shape[0], X, sample_weight, means, factors,
                precisions, prec_lanes.ravel(), WP, ncw, depth, log_norm, center, tied, hard,
