@@ -82,7 +82,10 @@ class BernoulliFamily:
         return log_p - log_q, log_weights + log_q.sum(axis=1), log_q
 
     def e_step(self, kernels, X, sample_weight, params, *, center, hard, chunk_size,
-               labels, buffers, log_prob=None, imputed=None):
+               labels, buffers, log_prob=None, imputed=None, total_weight=None):
+        # the fit's driver passes sum(sample_weight), an O(n) sum, once a fit
+        if total_weight is None:
+            total_weight = float(sample_weight.sum())
         k = params.means.shape[0]
         if log_prob is None:
             log_prob = np.empty((0, k))
@@ -99,7 +102,7 @@ class BernoulliFamily:
                                     log_norm, hard, chunk_size, labels, log_prob,
                                     buffers["nk"], buffers["sx"], buffers["obj"])
         return BernoulliStats(buffers["nk"].sum(axis=0), buffers["sx"].sum(axis=0),
-                              buffers["obj"].sum(axis=0), float(sample_weight.sum()), nko)
+                              buffers["obj"].sum(axis=0), total_weight, nko)
 
     def m_step(self, stats, params, shift=None, center=None, fixed=None):
         fixed = self.fixed if fixed is None else fixed

@@ -79,10 +79,12 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
     labels = None
     if center is None:
         center = np.zeros(n_features)
+    total_weight = float(sample_weight.sum())
 
     def e_step(params, labels):
         return family.e_step(kernels, X, sample_weight, params, center=center, hard=hard,
-                             chunk_size=chunk_size, labels=labels, buffers=buffers)
+                             chunk_size=chunk_size, labels=labels, buffers=buffers,
+                             total_weight=total_weight)
 
     best = None
     for init in range(n_init):

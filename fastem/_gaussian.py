@@ -102,7 +102,10 @@ class GaussianFamily:
         return log_weights + log_det - 0.5 * d * np.log(2 * np.pi)
 
     def e_step(self, kernels, X, sample_weight, params, *, center, hard, chunk_size,
-               labels, buffers, log_prob=None, imputed=None):
+               labels, buffers, log_prob=None, imputed=None, total_weight=None):
+        # the fit's driver passes sum(sample_weight), an O(n) sum, once a fit
+        if total_weight is None:
+            total_weight = float(sample_weight.sum())
         k, d = params.means.shape
         if log_prob is None:
             log_prob = np.empty((0, k))
@@ -125,7 +128,7 @@ class GaussianFamily:
         # chunk slots are summed in chunk order: the same bits for any thread count
         return GaussianStats(buffers["nk"].sum(axis=0), buffers["sx"].sum(axis=0),
                              buffers["sxx"].sum(axis=0), buffers["obj"].sum(axis=0),
-                             float(sample_weight.sum()), nko)
+                             total_weight, nko)
 
     # ------------------------------------------------------------ M-step
     def m_step(self, stats, params, shift, center, fixed=None):

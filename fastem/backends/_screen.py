@@ -5,7 +5,7 @@ With x' = x - c, c the mean of the means rounded to X's dtype (so that
 x - c is formed exactly as the kernels form it), the score of component j
 is A_j + x' . CT[:, j] - P_j ||x'||^2 / 2 with CT[:, j] = p_j (mu_j - c),
 A_j = log_norm_j - p_j ||mu_j - c||^2 / 2 and P_j = p_j.  The numba backend
-(``numba_backend``, the comments above ``_TILE_ROWS``) derives the bound on
+(``numba_backend``, the comments above ``_SMALL_D``) derives the bound on
 the error of these scores computed in float32 from ``a_max``, ``pn_max`` and
 ``p_max``.
 """

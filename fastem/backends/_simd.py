@@ -17,8 +17,6 @@ register-tiled product needs:
 * ``vfma(a, b, c)``        ``a * b + c`` lane by lane, one rounding (``llvm.fma``)
 * ``vstore(arr, i, v)``    ``arr[i : i + lanes] = v``
 * ``vmax(a, b)``           lane-wise maximum (inputs must not be NaN)
-* ``vhmax(v)``             the largest lane, as a scalar
-* ``vmask_ge(v, w)``       bit l set where lane l of v >= lane l of w (an int)
 * ``vselect_ge(a, b, x, y)`` lane-wise ``x if a >= b else y``
 * ``vexp_nonpositive(v)``  exp of every lane of a float64 vector whose lanes
                            are <= 0 (or -inf), as ``numba_backend._exp_nonpositive``
@@ -27,8 +25,6 @@ register-tiled product needs:
 * ``vhsum(v)``             the sum of the lanes, as a scalar
 * ``exp2_of_rounded(t)``   2.0 ** n for ``t = n + 1.5 * 2**52`` (the rounding
                            trick of ``exp``), built from the bits of ``t``
-* ``popcount(m)``, ``lowest_bit(m)``  the number of set bits and the index of
-                           the lowest one (``m`` != 0) of such a mask
 
 ``lanes(like)`` is the number of lanes for ``like``'s dtype.  Loads and
 stores are unaligned and unchecked: the caller keeps ``i + lanes`` within the
@@ -188,18 +184,6 @@ def vmax(typingctx, a, b):
 
 
 @intrinsic
-def vmask_ge(typingctx, v, w):
-    if not (isinstance(v, Vec) and v == w):
-        raise TypeError(f"vmask_ge: expected two Vec of one dtype, got {v}, {w}")
-
-    def codegen(context, builder, sig, args):
-        bits = builder.fcmp_ordered(">=", args[0], args[1])
-        mask = builder.bitcast(bits, ir.IntType(v.lanes))
-        return builder.zext(mask, context.get_value_type(types.intp))
-    return types.intp(v, w), codegen
-
-
-@intrinsic
 def vselect_ge(typingctx, a, b, x, y):
     if not (isinstance(a, Vec) and a == b == x == y):
         raise TypeError(f"vselect_ge: expected four Vec of one dtype, got {a}, {b}, {x}, {y}")
@@ -207,31 +191,6 @@ def vselect_ge(typingctx, a, b, x, y):
     def codegen(context, builder, sig, args):
         return builder.select(builder.fcmp_ordered(">=", args[0], args[1]), args[2], args[3])
     return a(a, b, x, y), codegen
-
-
-def _int_unary(name, llvm_name, extra_false=False):
-    @intrinsic
-    def op(typingctx, m):
-        if not isinstance(m, types.Integer):
-            raise TypeError(f"{name}: expected an integer, got {m}")
-
-        def codegen(context, builder, sig, args):
-            ity = context.get_value_type(types.intp)
-            value = context.cast(builder, args[0], sig.args[0], types.intp)
-            operands = [value]
-            argtypes = [ity]
-            if extra_false:
-                operands.append(ir.Constant(ir.IntType(1), 0))
-                argtypes.append(ir.IntType(1))
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ity, argtypes), f"{llvm_name}.i{ity.width}")
-            return builder.call(fn, operands)
-        return types.intp(m), codegen
-    return op
-
-
-popcount = _int_unary("popcount", "llvm.ctpop")
-lowest_bit = _int_unary("lowest_bit", "llvm.cttz", extra_false=True)
 
 
 @intrinsic
@@ -288,9 +247,6 @@ def _horizontal(name, combine):
     return op
 
 
-vhmax = _horizontal(
-    "vhmax", lambda builder, top, value: builder.select(
-        builder.fcmp_ordered(">", value, top), value, top))
 vhsum = _horizontal("vhsum", lambda builder, total, value: builder.fadd(total, value))
 
 

@@ -22,9 +22,9 @@ import numpy as np
 from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
                           strict)
 from ._screen import screen_constants
-from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, lowest_bit, popcount, sload, sstore,
-                    vadd, vdiv, vexp_nonpositive, vfma, vhmax, vhsum, vload, vmask_ge, vselect_ge,
-                    vmax, vmul, vsplat, vstore, vsub, vzero)
+from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, sload, sstore, vadd, vdiv,
+                    vexp_nonpositive, vfma, vhsum, vload, vselect_ge, vmax, vmul, vsplat, vstore,
+                    vsub, vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -752,8 +752,9 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 # centres, which keeps the numbers small), the score of component j is
 #     lp_j = log_norm_j - p_j / 2 * ||x - mu_j||^2
 #          = A_j + p_j x' . mu_j' - p_j ||x'||^2 / 2,  A_j = log_norm_j - p_j / 2 ||mu_j'||^2.
-# For a block of four rows, the scores of every component come out of one
-# register tile of SIMD vectors (``_score_tile``) in float32, whatever the
+# For a block of 2 L rows (L lanes a vector: 16 rows in float32, 8 in float64)
+# held in the lanes of two vectors, the scores of every component come out of
+# a register tile of SIMD vectors (``_score_rows_lanes``) in float32, whatever the
 # data's dtype (in float64 if a component's |A_j|, p_j ||mu_j'|| or p_j
 # reaches 2^100, and then with the float64 u and t below): one multiply-add
 # per (row, component, feature) instead of the subtract, multiply and add of
@@ -773,8 +774,12 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 # formed from differences.  The labels are therefore those of exact
 # distances, whatever the dtype.  (Screening float64 data in float64 halves
 # the lanes and doubles the tile's cost; a close call needs a score gap
-# below about 1e-5 S at d = 16, so the exact path is rarely taken.)
-_TILE_ROWS = 4
+# below about 1e-5 S at d = 16, so the exact path is rarely taken.)  With
+# the rows in lanes, the screen (each row's maximum, its cut, the number of
+# components above the cut and the first of them) is a few vector operations
+# per component for all the block's rows; with components in lanes, one row
+# at a time, it had been a third of the E-step (one thread, float32,
+# (1e6, 16, 16): 39.6 -> 29.9 ns a row; (1e6, 32, 128): 158 -> 146).
 _SMALL_D = 4  # up to this many features, exact differences (no screening) are as fast
 # rows whose S reaches this are decided exactly (see above), so the tile cannot overflow
 _SCREEN_MAX_32, _SCREEN_MAX_64 = 2.0 ** 100, 2.0 ** 1000
@@ -867,36 +872,121 @@ def _score_tile(xb, CT, A, P, kp, nhalf, depth, scores):
             jt += L
 
 
-@inline_leaf
-def _row_top(scores, o, kp):
-    """max_j scores[o + j] over the kp (padded) columns of a row."""
-    L = lanes(scores)
-    m = vload(scores, o)
-    for jt in range(o + L, o + kp, L):
-        m = vmax(m, vload(scores, jt))
-    return vhmax(m)
+@leaf
+def _score_rows_lanes(xT, CT, A, P, kp, k, nh, sc, top):
+    """Scores of ``R = 2 L`` rows held in vector lanes against every component.
 
-
-@inline_leaf
-def _count_at_least(scores, o, kp, cut):
-    """(number of j < kp with scores[o + j] >= cut, the first such j, or -1).
-
-    ``cut`` is a vector of one value.  Padding columns score -inf and never
-    count.  The comparisons of 64 columns are gathered into one bit mask, so
-    there is one branch per 64 columns.
+    sc[j * R + l] = A[j] + sum_a xT[a * R + l] CT[a * kp + j] + P[j] * nh[l]
+    for j < k, and top[0:R] their maxima over j: the same operations in the
+    same order as ``_score_tile``'s, so the same bits.  ``xT`` holds the
+    shifted rows feature-major (rows in lanes), ``nh`` their -||x'||^2 / 2.
+    Components go four at a time: eight accumulators, two vector loads and
+    four broadcasts per feature.
     """
-    L = lanes(scores)
-    count = 0
-    first = -1
-    for w0 in range(0, kp, 64):
-        bits = 0
-        for jt in range(w0, min(kp, w0 + 64), L):
-            bits |= vmask_ge(vload(scores, o + jt), cut) << (jt - w0)
-        if bits != 0:
-            if first < 0:
-                first = w0 + lowest_bit(bits)
-            count += popcount(bits)
-    return count, first
+    L = lanes(xT)
+    R = 2 * L
+    d = xT.shape[0] // R
+    h0 = vload(nh, 0)
+    h1 = vload(nh, L)
+    t0 = vsplat(xT, -np.inf)
+    t1 = t0
+    j = 0
+    while j < k:
+        if j + 4 <= k:
+            a00 = vsplat(xT, A[j])
+            a01 = a00
+            a10 = vsplat(xT, A[j + 1])
+            a11 = a10
+            a20 = vsplat(xT, A[j + 2])
+            a21 = a20
+            a30 = vsplat(xT, A[j + 3])
+            a31 = a30
+            for a in range(d):
+                x0 = vload(xT, a * R)
+                x1 = vload(xT, a * R + L)
+                o = a * kp + j
+                c = vsplat(xT, sload(CT, o))
+                a00 = vfma(x0, c, a00)
+                a01 = vfma(x1, c, a01)
+                c = vsplat(xT, sload(CT, o + 1))
+                a10 = vfma(x0, c, a10)
+                a11 = vfma(x1, c, a11)
+                c = vsplat(xT, sload(CT, o + 2))
+                a20 = vfma(x0, c, a20)
+                a21 = vfma(x1, c, a21)
+                c = vsplat(xT, sload(CT, o + 3))
+                a30 = vfma(x0, c, a30)
+                a31 = vfma(x1, c, a31)
+            p = vsplat(xT, P[j])
+            a00 = vfma(h0, p, a00)
+            a01 = vfma(h1, p, a01)
+            p = vsplat(xT, P[j + 1])
+            a10 = vfma(h0, p, a10)
+            a11 = vfma(h1, p, a11)
+            p = vsplat(xT, P[j + 2])
+            a20 = vfma(h0, p, a20)
+            a21 = vfma(h1, p, a21)
+            p = vsplat(xT, P[j + 3])
+            a30 = vfma(h0, p, a30)
+            a31 = vfma(h1, p, a31)
+            o = j * R
+            vstore(sc, o, a00)
+            vstore(sc, o + L, a01)
+            vstore(sc, o + R, a10)
+            vstore(sc, o + R + L, a11)
+            vstore(sc, o + 2 * R, a20)
+            vstore(sc, o + 2 * R + L, a21)
+            vstore(sc, o + 3 * R, a30)
+            vstore(sc, o + 3 * R + L, a31)
+            t0 = vmax(vmax(t0, a00), vmax(a10, vmax(a20, a30)))
+            t1 = vmax(vmax(t1, a01), vmax(a11, vmax(a21, a31)))
+            j += 4
+        else:  # one component at a time
+            a00 = vsplat(xT, A[j])
+            a01 = a00
+            for a in range(d):
+                c = vsplat(xT, sload(CT, a * kp + j))
+                a00 = vfma(vload(xT, a * R), c, a00)
+                a01 = vfma(vload(xT, a * R + L), c, a01)
+            p = vsplat(xT, P[j])
+            a00 = vfma(h0, p, a00)
+            a01 = vfma(h1, p, a01)
+            vstore(sc, j * R, a00)
+            vstore(sc, j * R + L, a01)
+            t0 = vmax(t0, a00)
+            t1 = vmax(t1, a01)
+            j += 1
+    vstore(top, 0, t0)
+    vstore(top, L, t1)
+
+
+@leaf
+def _screen_rows_lanes(sc, k, cut, count, first):
+    """For the R = 2 L rows in lanes: count[l] = the number of j < k with
+    sc[j * R + l] >= cut[l], first[l] = the least such j (0 if none), both
+    as exact small integers in the scores' dtype."""
+    L = lanes(sc)
+    R = 2 * L
+    c0 = vload(cut, 0)
+    c1 = vload(cut, L)
+    one = vsplat(sc, 1.0)
+    zero = vsplat(sc, 0.0)
+    n0 = zero
+    n1 = zero
+    f0 = zero
+    f1 = zero
+    for j in range(k - 1, -1, -1):
+        s0 = vload(sc, j * R)
+        s1 = vload(sc, j * R + L)
+        jv = vsplat(sc, j)
+        n0 = vadd(n0, vselect_ge(s0, c0, one, zero))
+        n1 = vadd(n1, vselect_ge(s1, c1, one, zero))
+        f0 = vselect_ge(s0, c0, jv, f0)
+        f1 = vselect_ge(s1, c1, jv, f1)
+    vstore(count, 0, n0)
+    vstore(count, L, n1)
+    vstore(first, 0, f0)
+    vstore(first, L, f1)
 
 
 @inline_leaf
@@ -990,47 +1080,51 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     e0 = rel * s0 + (d + 3 + root_d * (1.0 + pn_max) + p_max) * tiny
     e1 = rel * 2.0 * p_max + (root_d + 1.0) * tiny
     h_max = (screen_max - s0) / (2.0 * p_max) if p_max > 0.0 else np.inf
-    scores = np.empty(_TILE_ROWS * kp, dtype=CT.dtype)
-    xb = np.zeros((_TILE_ROWS, d), dtype=CT.dtype)
-    cut_c = np.empty(1, dtype=CT.dtype)
-    half = np.zeros(_TILE_ROWS)
-    nhalf = np.zeros(_TILE_ROWS, dtype=CT.dtype)
-    depth = np.full(kp, d, dtype=np.int64)  # every row of CT
+    R = 2 * lanes(CT)  # rows a block, in the lanes of two vectors
+    xT = np.zeros(d * R, dtype=CT.dtype)  # shifted rows, feature-major
+    sc = np.empty(k * R, dtype=CT.dtype)  # their scores, component-major
+    top = np.empty(R, dtype=CT.dtype)
+    cut = np.zeros(R, dtype=CT.dtype)
+    count = np.empty(R, dtype=CT.dtype)
+    first = np.empty(R, dtype=CT.dtype)
+    half = np.zeros(R)
+    nh = np.zeros(R, dtype=CT.dtype)
+    screened = np.zeros(R, dtype=np.bool_)
     dp = M.shape[0] // k
-    xr = np.zeros(_TILE_ROWS * dp)
+    xr = np.zeros(R * dp)
     SX = np.zeros(k * dp)
     SXX = np.zeros(k * dp)
     nk[:] = 0.0
     changed = 0
-    for i0 in range(start, stop, _TILE_ROWS):
-        n_rows = min(_TILE_ROWS, stop - i0)
-        for r in range(n_rows):  # rows past a short last block: stale, not read
+    for i0 in range(start, stop, R):
+        n_rows = min(R, stop - i0)
+        for r in range(n_rows):  # lanes past a short last block: stale, not read
             xx = 0.0
             for a in range(d):
                 xa = X[i0 + r, a]
                 sstore(xr, r * dp + a, xa)
                 v = xa - c[a]
-                xb[r, a] = v
+                sstore(xT, a * R + r, v)
                 xx += np.float64(v) * np.float64(v)
             half[r] = 0.5 * xx
-            nhalf[r] = -half[r]
-        _score_tile(xb, CT, A, P, kp, nhalf, depth, scores)
+            nh[r] = -half[r]
+        _score_rows_lanes(xT, CT, A, P, kp, k, nh, sc, top)
+        for r in range(n_rows):
+            # 4 x the bound on the screening error of every score of this row,
+            # compared in the scores' dtype: rounding moves it by far less than 2 E
+            cr = np.float64(top[r]) - 4.0 * (e0 + e1 * half[r])
+            cut[r] = cr
+            screened[r] = half[r] < h_max and np.isfinite(cr)
+        _screen_rows_lanes(sc, k, cut, count, first)
         for r in range(n_rows):
             i = i0 + r
-            o = r * kp
-            top = _row_top(scores, o, kp)
-            # 4 x the bound on the screening error of every score of this row
-            cut = np.float64(top) - 4.0 * (e0 + e1 * half[r])
-            # compared in the scores' dtype: rounding moves cut by far less than 2 E
-            cut_c[0] = cut
-            count, best = _count_at_least(scores, o, kp, vsplat(scores, cut))
-            screened = half[r] < h_max and np.isfinite(cut)
-            if count != 1 or not screened:
+            best = np.int64(first[r])
+            if count[r] != 1 or not screened[r]:
                 # a close call, or scores out of range: exact scores decide
                 best = 0
                 v_best = _exact_score(X, i, means, 0, precision, log_norm)
                 for j in range(1, k):
-                    if not screened or scores[o + j] >= cut_c[0]:
+                    if not screened[r] or sc[j * R + r] >= cut[r]:
                         v = _exact_score(X, i, means, j, precision, log_norm)
                         if v > v_best:
                             v_best = v
