@@ -777,15 +777,16 @@ def _hard_spherical_labels(X, means, precision, log_norm, chunk_size=64):
     return labels
 
 
-@pytest.mark.parametrize("d", [3, 7])  # the few-feature path and the screened one
+# numba: (2, 6) takes the exact path of few scores, the others the screened one
+@pytest.mark.parametrize("d, k", [(2, 6), (3, 13), (7, 13)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("offset", [0.0, 1e4], ids=["centred", "far-from-origin"])
-def test_hard_spherical_labels_are_exact_distance_argmin(backend, dtype, offset, d):
+def test_hard_spherical_labels_are_exact_distance_argmin(backend, dtype, offset, d, k):
     # Points close to the bisector of two centres: the K-means kernels that
     # expand ||x - mu||^2 must still label them by exact distances, also in
     # float32 with data far from the origin where the expansion cancels.
     rng = np.random.default_rng(7)
-    n, k = 3000, 13
+    n = 3000
     means = offset + rng.normal(size=(k, d))
     means[5] = means[4] + 1e-3                         # two nearly equal centres
     X = means[rng.integers(0, k, n)] + 0.6 * rng.normal(size=(n, d))

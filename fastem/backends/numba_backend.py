@@ -780,7 +780,12 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 # per component for all the block's rows; with components in lanes, one row
 # at a time, it had been a third of the E-step (one thread, float32,
 # (1e6, 16, 16): 39.6 -> 29.9 ns a row; (1e6, 32, 128): 158 -> 146).
-_SMALL_D = 4  # up to this many features, exact differences (no screening) are as fast
+# Exact differences for every score (no screening) when the scores are this
+# few: the screen's cost per row (staging, cut, candidates) outweighs its
+# saving per score.  One thread, ns a row, exact vs screened: (d, k) = (2, 2)
+# 14.5 vs 16.6, (3, 3) 23.3 vs 28.6, (1, 8) 16.3 vs 16.6, (2, 8) 20.0 vs 18.9,
+# (4, 8) 34.6 vs 31.1, (4, 30) 44.7 vs 25.6.
+_SMALL_D, _SMALL_DK = 4, 12
 # rows whose S reaches this are decided exactly (see above), so the tile cannot overflow
 _SCREEN_MAX_32, _SCREEN_MAX_64 = 2.0 ** 100, 2.0 ** 1000
 _ADD_BLOCK = 64  # rows labelled before their statistics are added in one call
@@ -1211,7 +1216,7 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
     M = np.zeros((k, dp))  # means in the padded row layout of _add_hard_block
     M[:, :d] = means
     M = M.ravel()
-    if d <= _SMALL_D:
+    if d <= _SMALL_D and d * k <= _SMALL_DK:
         run_chunks(_estep_spherical_hard_small_chunk, nk.shape[0], X, sample_weight, means, M,
                    precision, log_norm, np.ascontiguousarray(log_norm, dtype=np.float64),
                    -0.5 * precision, chunk_size, labels, nk, sx, sxx, obj)
