@@ -85,12 +85,12 @@ class BernoulliMixture(BaseMixture):
         self.assignment = assignment
         self.fixed = fixed
 
-    def _validate_X(self, X, reset):
-        X = check_array(X, allow_nan=True)
+    def _validate_X(self, X, reset, with_missing=False):
+        X, missing = check_array(X, allow_nan=True, with_missing=True)
         if not reset:
             check_n_features(self, X)
         check_binary(X)
-        return X
+        return (X, missing) if with_missing else X
 
     def _check_parameters(self, X):
         fixed = self._check_common_parameters()

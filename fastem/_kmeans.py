@@ -59,7 +59,7 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None,
     sample (the current D(x)^2) plus a few small blocks, whatever
     ``n_local_trials`` is.
     """
-    X = check_array(X, allow_nan=True)
+    X, missing = check_array(X, allow_nan=True, with_missing=True)
     n_samples = X.shape[0]
     check_int("n_clusters", n_clusters, low=1, high=n_samples)
     w = check_sample_weight(sample_weight, n_samples)
@@ -67,7 +67,7 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None,
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
     check_int("n_local_trials", n_local_trials, low=1)
-    return _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials)
+    return _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials, missing)
 
 
 def _cumsum_blocks(values, blocks):
@@ -150,12 +150,14 @@ def _weighted_sample(rs, w, size, blocks):
     return found
 
 
-def _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials):
-    """k-means++ on validated input (X checked, w float64 of shape (n,), rs a RandomState)."""
+def _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials, missing=None):
+    """k-means++ on validated input (X checked, w float64 of shape (n,), rs a
+    RandomState; ``missing``: whether X holds NaN, if known)."""
     kernels = get_kernels()
     n_samples, n_features = X.shape
     blocks = row_blocks(n_samples)  # temporaries of ~1/32 of the rows
-    missing = has_nan(X)
+    if missing is None:
+        missing = has_nan(X)
     fill = column_mean(X, w, missing=True) if missing else None
     distance = kernels.sqdist_missing if missing else kernels.sqdist
 
@@ -378,20 +380,22 @@ class KMeans(BaseEstimator):
         -------
         self
         """
-        X = check_array(X, allow_nan=True)
+        X, missing = check_array(X, allow_nan=True, with_missing=True)
         init_centers, n_init = self._check_parameters(X)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         return self._fit(X, sample_weight, init_centers, n_init,
-                         check_random_state(self.random_state))
+                         check_random_state(self.random_state), missing)
 
-    def _fit(self, X, sample_weight, init_centers, n_init, random_state):
-        """Fit on validated input: X from ``check_array``, float64 ``sample_weight``.
+    def _fit(self, X, sample_weight, init_centers, n_init, random_state, missing=None):
+        """Fit on validated input: X from ``check_array``, float64 ``sample_weight``;
+        ``missing``: whether X holds NaN, if known.
 
         GaussianMixture's "kmeans" initialisation calls this directly, so that
         its own validated arrays are not copied again.
         """
         k = self.n_clusters
-        missing = has_nan(X)
+        if missing is None:
+            missing = has_nan(X)
         fill = None
         if missing:
             check_observed_columns(X, sample_weight)
@@ -403,7 +407,7 @@ class KMeans(BaseEstimator):
                 centers = init_centers
             elif self.init == "k-means++":
                 centers, _ = _kmeans_plusplus(X, k, sample_weight, random_state,
-                                              2 + int(np.log(k)))
+                                              2 + int(np.log(k)), missing)
             else:
                 seeds = _weighted_sample(random_state, sample_weight, k,
                                          row_blocks(X.shape[0]))
@@ -446,12 +450,12 @@ class KMeans(BaseEstimator):
     def _assign(self, X, sample_weight=None):
         """Hard E-step at the fitted centres: (labels, inertia)."""
         check_is_fitted(self, "cluster_centers_")
-        X = check_array(X, allow_nan=True)
+        X, missing = check_array(X, allow_nan=True, with_missing=True)
         check_n_features(self, X)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         n, d = X.shape
         chunk_size, n_chunks = _config.chunk_layout(n)
-        family = self._family(has_nan(X))
+        family = self._family(missing)
         labels = np.full(n, -1, dtype=np.int64)
         stats = family.e_step(get_kernels(), X, sample_weight,
                               self._restricted_params(self.cluster_centers_),
@@ -471,13 +475,13 @@ class KMeans(BaseEstimator):
     def transform(self, X):
         """Euclidean distance of each sample to each centre, shape (n_samples, n_clusters)."""
         check_is_fitted(self, "cluster_centers_")
-        X = check_array(X, allow_nan=True)
+        X, missing = check_array(X, allow_nan=True, with_missing=True)
         check_n_features(self, X)
         chunk_size, _ = _config.chunk_layout(X.shape[0])
         out = np.empty((X.shape[0], self.n_clusters))
         kernels = get_kernels()
         # with NaN: the distance over each row's observed coordinates
-        distance = kernels.sqdist_missing if has_nan(X) else kernels.sqdist
+        distance = kernels.sqdist_missing if missing else kernels.sqdist
         distance(X, self.cluster_centers_, chunk_size, out)
         return np.sqrt(out, out=out)
 

@@ -12,7 +12,7 @@ import numpy as np
 from . import _config
 from ._base import BaseEstimator
 from ._em import ConvergenceMonitor, fit_em
-from ._utils import column_mean, has_nan, logsumexp_rows
+from ._utils import column_mean, logsumexp_rows
 from ._validation import (check_array, check_fixed, check_float, check_int,
                           check_observed_columns,
                           check_is_fitted, check_n_features, check_option,
@@ -79,11 +79,12 @@ class BaseMixture(BaseEstimator):
             raise ValueError(f"weights_init must sum to 1, got sum {float(w.sum())!r}")
         return w
 
-    def _validate_X(self, X, reset):
-        X = check_array(X, allow_nan=True)
+    def _validate_X(self, X, reset, with_missing=False):
+        """X checked (and, with ``with_missing``, whether it holds NaN)."""
+        X, missing = check_array(X, allow_nan=True, with_missing=True)
         if not reset:
             check_n_features(self, X)
-        return X
+        return (X, missing) if with_missing else X
 
     # ------------------------------------------------------------ fitting
     def fit(self, X, y=None, sample_weight=None):
@@ -115,14 +116,13 @@ class BaseMixture(BaseEstimator):
         -------
         labels : ndarray of shape (n_samples,)
         """
-        X = self._validate_X(X, reset=True)
+        X, missing = self._validate_X(X, reset=True, with_missing=True)
         fixed, inits = self._check_parameters(X)
         if X.shape[0] < self.n_components:
             raise ValueError(
                 f"n_samples={X.shape[0]} should be >= n_components={self.n_components}"
             )
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        missing = has_nan(X)
         if missing:
             check_observed_columns(X, sample_weight)
         family = self._make_family(fixed)
@@ -175,7 +175,7 @@ class BaseMixture(BaseEstimator):
 
                 # X and sample_weight are validated: fit without copying them again
                 labels = KMeans(n_clusters=k, n_init=1, random_state=random_state)._fit(
-                    X, sample_weight, None, 1, random_state).labels_
+                    X, sample_weight, None, 1, random_state, family.missing).labels_
                 # the smallest integer type while the responsibilities are read
                 labels = labels.astype(np.min_scalar_type(-k))
                 resp = one_hot_chunks(labels, k)
@@ -183,7 +183,7 @@ class BaseMixture(BaseEstimator):
                 from ._kmeans import _kmeans_plusplus
 
                 _, indices = _kmeans_plusplus(X, k, sample_weight, random_state,
-                                              2 + int(np.log(k)))
+                                              2 + int(np.log(k)), family.missing)
                 resp = _indices_chunks(indices, k)
             elif self.init_params == "random":
                 resp = _uniform_chunks(random_state, n_samples, k)
@@ -202,11 +202,11 @@ class BaseMixture(BaseEstimator):
         NaN entries are marginalized out.  ``imputed`` is None when X has none.
         """
         check_is_fitted(self, "weights_")
-        X = self._validate_X(X, reset=False)
+        X, missing = self._validate_X(X, reset=False, with_missing=True)
         n, d = X.shape
         chunk_size, n_chunks = _config.chunk_layout(n)
         family = self._make_family(frozenset())
-        family.missing = has_nan(X)
+        family.missing = missing
         labels = np.full(n, -1, dtype=np.int64)
         log_prob = np.empty((n, self.n_components)) if want_log_prob else None
         imputed = np.empty((n, d)) if want_imputed and family.missing else None

@@ -93,6 +93,26 @@ def test_finite_values_whose_sum_overflows_are_accepted():
     assert check_array(X32) is X32
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1.0, 1e38], ids=["small", "sum-overflows"])
+@pytest.mark.parametrize("nan_row", [None, 0, 9999], ids=["no-nan", "first-row", "last-row"])
+def test_check_array_reports_nan_with_its_one_pass(dtype, scale, nan_row):
+    # the NaN report comes from the finiteness check's sum, or from its scan of
+    # blocks of rows when the sum of finite values overflows
+    X = np.full((10000, 3), scale, dtype=dtype)
+    if nan_row is not None:
+        X[nan_row, 2] = np.nan
+    checked, missing = check_array(X, allow_nan=True, with_missing=True)
+    assert checked is X
+    assert missing is (nan_row is not None)
+    if nan_row is not None:
+        with pytest.raises(ValueError, match=f"X contains NaN \\(first at row {nan_row}, column 2\\)"):
+            check_array(X)
+    X[-1, 0] = np.inf
+    with pytest.raises(ValueError, match="X contains infinity"):
+        check_array(X, allow_nan=True, with_missing=True)
+
+
 @pytest.mark.parametrize("model, method, _", INFERENCE_ENTRIES, ids=INFERENCE_IDS)
 def test_wrong_number_of_features(fitted, model, method, _):
     X = MODELS[model][1][:, :2]
