@@ -291,6 +291,44 @@ def test_bernoulli_estep_matches_reference(backend, dtype, hard, want_log_prob):
     assert np.all(out["obj"][:, 1] == 0.0)
 
 
+@pytest.mark.parametrize("model", COV_TYPES + ("bernoulli",))
+def test_soft_loglik_of_rows_of_unit_weight(backend, model):
+    # Mostly unit weights, as in most fits, and 40 equal components, so that
+    # every row's total sum_j exp(lp_j - max_j lp_j) is 40: a kernel that takes
+    # the log of a product of such totals must flush the product long before
+    # it overflows (40^n) and still sum the exact log-likelihood.
+    rng = np.random.default_rng(3)
+    n, d, k = 1500, 7, 40
+    if model == "bernoulli":
+        case = make_bernoulli_case(n=n, d=d, k=1, dtype=np.float64, rng=rng)
+        case["p"] = np.repeat(case["p"], k, axis=0)
+        case["weights"] = np.full(k, 1.0 / k)
+        case["logit"] = np.repeat(case["logit"], k, axis=0)
+        case["log_norm"] = np.log(case["weights"]) + np.log1p(-case["p"]).sum(axis=1)
+        case["labels"] = rng.integers(0, k, size=n).astype(np.int64)
+    else:
+        case = make_gaussian_case(model, n=n, d=d, k=1, dtype=np.float64, rng=rng)
+        case["means"] = np.repeat(case["means"], k, axis=0)
+        if model != "tied":
+            case["prec_chol"] = np.repeat(case["prec_chol"], k, axis=0)
+        case["weights"] = np.full(k, 1.0 / k)
+        case["log_norm"] = hand_log_norm(model, case["weights"], case["prec_chol"], k, d)
+        case["labels"] = rng.integers(0, k, size=n).astype(np.int64)
+    w = np.ones(n)
+    w[::17] = 0.0
+    w[::29] = 2.5
+    case["sample_weight"] = w
+    if model == "bernoulli":
+        out = run_bernoulli_kernel(backends.get_kernels().estep_bernoulli, case, False, 700,
+                                   False)
+        oracle = dense_bernoulli_oracle(case, False)
+    else:
+        out = run_gaussian_kernel(getattr(backends.get_kernels(), "estep_" + model), case,
+                                  model, False, 700, False)
+        oracle = dense_gaussian_oracle(case, model, False)
+    assert rel_err(out["obj"][:, 0].sum(), oracle["obj"][0]) < KERNEL_TOL
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_sqdist_matches_reference(backend, dtype):
     rng = np.random.default_rng(3)

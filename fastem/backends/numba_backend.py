@@ -368,7 +368,8 @@ def _estep_full_soft_chunk(ci, X, sample_weight, means, W, cw, depth, log_norm, 
     kp = -(-k // 4) * 4
     ST = np.empty(kp * _RB)  # a block's scores, rows in lanes (_softmax_lanes)
     NKV = np.zeros(kp * 4)  # not read: nk comes with the moments
-    lane = np.zeros(16)
+    lane = np.zeros(17)
+    lane[16] = 1.0
     staged = 0
     for i0 in range(start, stop, _RB):
         for h in range(0, _RB, _BLOCK):
@@ -396,6 +397,7 @@ def _estep_full_soft_chunk(ci, X, sample_weight, means, W, cw, depth, log_norm, 
             for j in range(k):
                 _add_component_moments(XS, WRS, staged, j, MP, dp, d, D, Z, nk, SX, SA)
             staged = 0
+    _flush_log_total(lane, obj)
     for j in range(k):
         for a in range(d):
             sx[j, a] = SX[j * dp + a]
@@ -1270,6 +1272,7 @@ _SUB = 64
 
 
 _RB = 8  # rows per block of the soft path: two float64 vectors, rows in lanes
+_PRODUCT_MAX = 2.0 ** 900  # flush point of _softmax_lanes' product of totals
 _LINEAR, _QUADRATIC, _OBSERVED = 0, 1, 2  # feature maps of the soft path (_soft_tiled_chunk)
 
 
@@ -1326,7 +1329,12 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
     Rows i0 .. i0 + n_rows - 1 get their label (first index of the maximum)
     and their log-likelihood (added, times w, to obj[0]); the scores become
     w_i r_ij, 0 for padding rows and components; NKV[j * 4 + lane] sums them.
-    ``lane`` is scratch of 16 floats.
+    ``lane`` is scratch of 17 floats; lane[16] (1 before the first call)
+    carries the product of the totals t_i of rows of weight 1, whose log
+    the caller adds to obj[0] at the end (``_flush_log_total``): a libm log
+    per row had been 7 % of the diagonal E-step (one thread, (1e5, 16, 16)).
+    The totals are in [1, kp] (the best component adds exp(0)), so the
+    product is flushed before it can overflow.
     """
     for h in range(0, _RB, 4):
         base = so + h
@@ -1370,8 +1378,16 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
                 w = sample_weight[i0 + h + r]
                 t = lane[8 + r]
                 if w != 0.0:
-                    obj[0] += w * (lane[r] + np.log(t) if t > 0.0 else lane[r])
+                    obj[0] += w * lane[r]
                     if t > 0.0:
+                        if w == 1.0:
+                            p = lane[16] * t
+                            if p > _PRODUCT_MAX:
+                                obj[0] += np.log(p)
+                                p = 1.0
+                            lane[16] = p
+                        else:
+                            obj[0] += w * np.log(t)
                         scale = w / t
             lane[4 + r] = scale
         scale_v = vload(lane, 4)
@@ -1380,6 +1396,13 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
             resp = vmul(vload(ST, o), scale_v)
             vstore(ST, o, resp)
             vstore(NKV, j * 4, vadd(vload(NKV, j * 4), resp))
+
+
+@inline_leaf
+def _flush_log_total(lane, obj):
+    """obj[0] += log of the product of totals that ``_softmax_lanes`` kept."""
+    obj[0] += np.log(lane[16])
+    lane[16] = 1.0
 
 
 @leaf
@@ -1453,7 +1476,8 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     FT = np.zeros(n_blk * mp * _RB)
     ST = np.empty(n_blk * kp * _RB)
     NKV = np.zeros(kp * 4)
-    lane = np.zeros(16)
+    lane = np.zeros(17)
+    lane[16] = 1.0
     M[:] = 0.0
     obj[:] = 0.0
     for s0 in range(start, stop, _SUB):
@@ -1482,6 +1506,7 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
             _softmax_lanes(ST, b * kp * _RB, k, kp, i0, min(_RB, stop - i0), sample_weight,
                            labels, log_prob, want_lp, lane, NKV, obj)
         _moment_tile_lanes(FT, ST, blocks, m, kp, mp, M)
+    _flush_log_total(lane, obj)
     for j in range(k):
         nk[j] = vhsum(vload(NKV, j * 4))
 
@@ -1609,7 +1634,8 @@ def _estep_small_dense_chunk(ci, X, sample_weight, means, U, log_norm, center, t
     NKV = np.zeros(kp * 4)
     ACC = np.zeros(k * per * 4)
     TACC = np.zeros(d * (d + 1) // 2 * 4)
-    lane = np.zeros(16)
+    lane = np.zeros(17)
+    lane[16] = 1.0
     obj[:] = 0.0
     for i0 in range(start, stop, _RB):
         rows = min(_RB, stop - i0)
@@ -1626,6 +1652,7 @@ def _estep_small_dense_chunk(ci, X, sample_weight, means, U, log_norm, center, t
         _softmax_lanes(ST, 0, k, kp, i0, rows, sample_weight, labels, log_prob, want_lp,
                        lane, NKV, obj)
         _small_dense_moments(FT, 0, ST, 0, WV, means, center, tied, k, DX, ACC, TACC)
+    _flush_log_total(lane, obj)
     for j in range(k):
         nk[j] = vhsum(vload(NKV, j * 4))
         o = j * per * 4
