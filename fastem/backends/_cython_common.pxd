@@ -7,7 +7,7 @@ dtype (float32 or float64) and converted to float64 on load.  Rows are taken
 ``BLOCK`` at a time; a short last block is padded with zero rows.
 """
 
-from libc.math cimport exp, log, INFINITY
+from libc.math cimport log, INFINITY
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -17,6 +17,49 @@ ctypedef fused floating:
 
 cdef enum:
     BLOCK = 4
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* exp(x) for x <= 0, within about 1 ulp; 0 below -708: the algorithm of
+       numba_backend._exp_nonpositive (Cody-Waite reduction x = n ln 2 + r,
+       |r| <= ln 2 / 2, Taylor polynomial of degree 13, 2^n from the bits of
+       the rounded n).  Only arithmetic and selects, so that a loop over it
+       vectorizes: libm's exp is one call per value. */
+    static inline double fastem_exp_nonpositive(double x) {
+        const double round = 6755399441055744.0;      /* 1.5 * 2^52 */
+        const double ln2_hi = 6.93147180369123816490e-01;
+        const double ln2_lo = 1.90821492927058770002e-10;
+        double xc = x > -708.0 ? x : -708.0;
+        double t = xc * 1.4426950408889634 + round;
+        double n = t - round;
+        double r = (xc - n * ln2_hi) - n * ln2_lo;
+        double p = 1.0 / 6227020800.0;
+        int64_t bits;
+        double scale;
+        p = p * r + 1.0 / 479001600.0;
+        p = p * r + 1.0 / 39916800.0;
+        p = p * r + 1.0 / 3628800.0;
+        p = p * r + 1.0 / 362880.0;
+        p = p * r + 1.0 / 40320.0;
+        p = p * r + 1.0 / 5040.0;
+        p = p * r + 1.0 / 720.0;
+        p = p * r + 1.0 / 120.0;
+        p = p * r + 1.0 / 24.0;
+        p = p * r + 1.0 / 6.0;
+        p = p * r + 0.5;
+        p = p * r + 1.0;
+        p = p * r + 1.0;
+        /* the low bits of t hold n: 2^n has the biased exponent n + 1023 */
+        memcpy(&bits, &t, sizeof bits);
+        bits = (bits - 0x4338000000000000LL + 1023) << 52;
+        memcpy(&scale, &bits, sizeof scale);
+        return x >= -708.0 ? p * scale : 0.0;
+    }
+    """
+    double fastem_exp_nonpositive(double x) nogil
 
 
 cdef inline void zero(double* a, Py_ssize_t size) noexcept nogil:
@@ -81,9 +124,12 @@ cdef inline Py_ssize_t assign_row(double* lp, Py_ssize_t k, bint hard,
             lp[j] = 0.0
         ll[0] = top
         return best
+    # the exps in a loop of their own, which the compiler vectorizes; the
+    # total in index order
+    for j in range(k):
+        lp[j] = fastem_exp_nonpositive(lp[j] - top)
     total = 0.0
     for j in range(k):
-        lp[j] = exp(lp[j] - top)
         total += lp[j]
     inv = 1.0 / total
     for j in range(k):
