@@ -110,6 +110,120 @@ cdef extern from *:
                                   double* maha) nogil
 
 
+cdef extern from *:
+    """
+    #include <string.h>
+    /* maha[r * k + j] = ||(x_r - c) W_j - cw_j||^2 for the 4 rows of xc
+       (4, d), xc = x - c, W (d, k d) = [U_1 | ... | U_k] with every U_j upper
+       triangular (row a is zero before column a, so column block [q, q + 4)
+       reads rows a < q + 4 only) and cw (k d,).  Four columns of U_j at a
+       time, the four rows' whitened values in vector registers, their
+       squares summed in vectors and added up once a component. */
+    static void fastem_full_maha(const double* xc, const double* W, const double* cw,
+                                 long k, long d, double* sq, double* maha) {
+        long kd = k * d, j, q, a, r, e;
+        if (d < 4) {
+            /* fewer features than a vector: four of the k d columns at a
+               time, across components, their squares in sq (4, k d) */
+            e = 0;
+    #if defined(__GNUC__)
+            typedef double v4f __attribute__((vector_size(32)));
+            for (; e + 4 <= kd; e += 4) {
+                v4f y0, y1, y2, y3, u;
+                memcpy(&y0, cw + e, sizeof y0);
+                y0 = -y0;
+                y1 = y0;
+                y2 = y0;
+                y3 = y0;
+                for (a = 0; a < d; a++) {
+                    memcpy(&u, W + a * kd + e, sizeof u);
+                    y0 += xc[a] * u;
+                    y1 += xc[d + a] * u;
+                    y2 += xc[2 * d + a] * u;
+                    y3 += xc[3 * d + a] * u;
+                }
+                y0 *= y0;
+                y1 *= y1;
+                y2 *= y2;
+                y3 *= y3;
+                memcpy(sq + e, &y0, sizeof y0);
+                memcpy(sq + kd + e, &y1, sizeof y1);
+                memcpy(sq + 2 * kd + e, &y2, sizeof y2);
+                memcpy(sq + 3 * kd + e, &y3, sizeof y3);
+            }
+    #endif
+            for (; e < kd; e++) {
+                for (r = 0; r < 4; r++) {
+                    double y = -cw[e];
+                    for (a = 0; a < d; a++) {
+                        y += xc[r * d + a] * W[a * kd + e];
+                    }
+                    sq[r * kd + e] = y * y;
+                }
+            }
+            for (r = 0; r < 4; r++) {
+                for (j = 0; j < k; j++) {
+                    double m = 0.0;
+                    for (q = 0; q < d; q++) {
+                        m += sq[r * kd + j * d + q];
+                    }
+                    maha[r * k + j] = m;
+                }
+            }
+            return;
+        }
+        for (j = 0; j < k; j++) {
+            double s[4] = {0.0, 0.0, 0.0, 0.0};
+            q = 0;
+    #if defined(__GNUC__)
+            typedef double v4 __attribute__((vector_size(32)));
+            v4 q0 = {0.0, 0.0, 0.0, 0.0}, q1 = q0, q2 = q0, q3 = q0;
+            for (; q + 4 <= d; q += 4) {
+                v4 y0, y1, y2, y3, u;
+                long top = q + 4;
+                e = j * d + q;
+                memcpy(&y0, cw + e, sizeof y0);
+                y0 = -y0;
+                y1 = y0;
+                y2 = y0;
+                y3 = y0;
+                for (a = 0; a < top; a++) {
+                    memcpy(&u, W + a * kd + e, sizeof u);
+                    y0 += xc[a] * u;
+                    y1 += xc[d + a] * u;
+                    y2 += xc[2 * d + a] * u;
+                    y3 += xc[3 * d + a] * u;
+                }
+                q0 += y0 * y0;
+                q1 += y1 * y1;
+                q2 += y2 * y2;
+                q3 += y3 * y3;
+            }
+            s[0] = (q0[0] + q0[1]) + (q0[2] + q0[3]);
+            s[1] = (q1[0] + q1[1]) + (q1[2] + q1[3]);
+            s[2] = (q2[0] + q2[1]) + (q2[2] + q2[3]);
+            s[3] = (q3[0] + q3[1]) + (q3[2] + q3[3]);
+    #endif
+            for (; q < d; q++) {  /* columns left over (all, without vector extensions) */
+                e = j * d + q;
+                for (r = 0; r < 4; r++) {
+                    double y = -cw[e];
+                    for (a = 0; a <= q; a++) {
+                        y += xc[r * d + a] * W[a * kd + e];
+                    }
+                    s[r] += y * y;
+                }
+            }
+            for (r = 0; r < 4; r++) {
+                maha[r * k + j] = s[r];
+            }
+        }
+    }
+    """
+    void fastem_full_maha(const double* xc, const double* W, const double* cw, long k, long d,
+                          double* sq, double* maha) nogil
+
+
 def openmp_threads(int num_threads):
     """Threads a parallel region asking for ``num_threads`` gets (1 without OpenMP)."""
     return fastem_openmp_threads(num_threads)
@@ -135,31 +249,23 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef Py_ssize_t kd = k * d
     cdef Py_ssize_t ib, i0, n_rows, r, a, b, e, j
     cdef Py_ssize_t best_of[BLOCK]
-    cdef double x0, x1, x2, x3, u, u0, u1, u2, u3, r0, r1, r2, r3, w, m
-    cdef double* y0
-    cdef double* y1
-    cdef double* y2
-    cdef double* y3
+    cdef double u, u0, u1, u2, u3, r0, r1, r2, r3, w, m
     cdef double* d0
     cdef double* d1
     cdef double* d2
     cdef double* d3
-    cdef const double* Wa
     cdef double* row
     cdef double* buf = <double*> malloc(
-        (BLOCK * d + BLOCK * kd + BLOCK * d + 3 * BLOCK * k + 1) * sizeof(double))
+        (3 * BLOCK * d + BLOCK * kd + 3 * BLOCK * k + 1) * sizeof(double))
     if buf == NULL:
         return -1
     cdef double* xb = buf
-    cdef double* y = xb + BLOCK * d
-    cdef double* diff = y + BLOCK * kd
+    cdef double* xc = xb + BLOCK * d
+    cdef double* sq = xc + BLOCK * d
+    cdef double* diff = sq + BLOCK * kd
     cdef double* lp = diff + BLOCK * d
     cdef double* maha = lp + BLOCK * k
     cdef double* wr = maha + BLOCK * k
-    y0 = y
-    y1 = y + kd
-    y2 = y + 2 * kd
-    y3 = y + 3 * kd
     d0 = diff
     d1 = diff + d
     d2 = diff + 2 * d
@@ -172,36 +278,15 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         i0 = start + ib * BLOCK
         n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
         load_block(X, s0, s1, i0, n_rows, d, xb)
-        for e in range(kd):
-            y0[e] = -cw[e]
-            y1[e] = -cw[e]
-            y2[e] = -cw[e]
-            y3[e] = -cw[e]
-        for a in range(d):
-            x0 = xb[a] - center[a]
-            x1 = xb[d + a] - center[a]
-            x2 = xb[2 * d + a] - center[a]
-            x3 = xb[3 * d + a] - center[a]
-            Wa = W + a * kd
-            # U_j is upper triangular: row a of W_j is zero before column a.
-            # Skipping those exact zeros leaves every sum's bits unchanged and,
-            # from 8 features, pays for the shorter loops (one thread, full
-            # soft E-step: (5e4,64,8) 9427-9854 -> 7636-7810 ns a row; at
-            # (2e5,2,8) it cost 144 -> 156)
-            for j in range(k if d >= 8 else 1):
-                for e in range(j * d + a if d >= 8 else 0, (j + 1) * d if d >= 8 else kd):
-                    u = Wa[e]
-                    y0[e] += x0 * u
-                    y1[e] += x1 * u
-                    y2[e] += x2 * u
-                    y3[e] += x3 * u
+        for r in range(BLOCK):
+            for a in range(d):
+                xc[r * d + a] = xb[r * d + a] - center[a]
+        # whitened rows in vector registers (was: read-modify-write loops over
+        # a (4, k d) array, about 20 % of this E-step)
+        fastem_full_maha(xc, W, cw, k, d, sq, maha)
         for r in range(BLOCK):
             for j in range(k):
-                m = 0.0
-                for b in range(r * kd + j * d, r * kd + (j + 1) * d):
-                    m += y[b] * y[b]
-                maha[r * k + j] = m
-                lp[r * k + j] = log_norm[j] - 0.5 * m
+                lp[r * k + j] = log_norm[j] - 0.5 * maha[r * k + j]
         finish_block(i0, n_rows, k, lp, maha, hard, sample_weight, labels, log_prob,
                      wr, best_of, obj)
         if hard:
@@ -235,14 +320,16 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 d2[a] = xb[2 * d + a] - m
                 d3[a] = xb[3 * d + a] - m
                 sx[j * d + a] += r0 * d0[a] + r1 * d1[a] + r2 * d2[a] + r3 * d3[a]
-            # lower triangle of sum_r w_r r_rj diff_r diff_r^T
+            # lower triangle of sum_r w_r r_rj diff_r diff_r^T, each row
+            # rounded up to whole vectors of 4 (the M-step reads the lower
+            # triangle only): loops without a scalar remainder
             for a in range(d):
                 u0 = r0 * d0[a]
                 u1 = r1 * d1[a]
                 u2 = r2 * d2[a]
                 u3 = r3 * d3[a]
                 row = sxx + (j * d + a) * d
-                for b in range(a + 1):
+                for b in range(min(d, (a // 4 + 1) * 4)):
                     row[b] += u0 * d0[b] + u1 * d1[b] + u2 * d2[b] + u3 * d3[b]
     free(buf)
     return 0
