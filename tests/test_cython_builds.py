@@ -101,7 +101,9 @@ def test_each_build_matches_numpy_on_complete_data(build, dtype):
     ref = backends._load("numpy")
     rng = np.random.default_rng(5)
     with cython_build(build) as cb:
-        for d in (5, 8):  # K-means screens its scores from 5 features on
+        # d = 2: the full E-step's path for fewer features than a vector;
+        # K-means screens its scores from 5 features on
+        for d in (2, 5, 8):
             for cov_type in COV_TYPES:
                 case = make_gaussian_case(cov_type, n=257, d=d, k=3, dtype=dtype, rng=rng)
                 for hard in (False, True):
