@@ -224,6 +224,62 @@ cdef extern from *:
                           double* sq, double* maha) nogil
 
 
+cdef extern from *:
+    """
+    #include <string.h>
+    /* K-means' screened scores of the 4 rows of xb (4, d) in float32:
+       sc[r * k + j] = (A_j + sum_a xb[r, a] CT[a, j]) + P_j nh_r, with
+       nh_r = -||x'_r||^2 / 2 rounded to float32.  Eight components at a time,
+       the four rows' scores in vector registers; summed in feature order. */
+    static void fastem_screen_scores(const float* xb, const float* CT, const float* A,
+                                     const float* P, const double* half, long k, long d,
+                                     float* sc) {
+        long j0 = 0, j, a, r;
+        float nh[4];
+        for (r = 0; r < 4; r++) {
+            nh[r] = (float) (-half[r]);
+        }
+    #if defined(__GNUC__)
+        typedef float v8 __attribute__((vector_size(32)));
+        for (; j0 + 8 <= k; j0 += 8) {
+            v8 s0, s1, s2, s3, u;
+            memcpy(&s0, A + j0, sizeof s0);
+            s1 = s0;
+            s2 = s0;
+            s3 = s0;
+            for (a = 0; a < d; a++) {
+                memcpy(&u, CT + a * k + j0, sizeof u);
+                s0 += xb[a] * u;
+                s1 += xb[d + a] * u;
+                s2 += xb[2 * d + a] * u;
+                s3 += xb[3 * d + a] * u;
+            }
+            memcpy(&u, P + j0, sizeof u);
+            s0 += u * nh[0];
+            s1 += u * nh[1];
+            s2 += u * nh[2];
+            s3 += u * nh[3];
+            memcpy(sc + j0, &s0, sizeof s0);
+            memcpy(sc + k + j0, &s1, sizeof s1);
+            memcpy(sc + 2 * k + j0, &s2, sizeof s2);
+            memcpy(sc + 3 * k + j0, &s3, sizeof s3);
+        }
+    #endif
+        for (r = 0; r < 4; r++) {
+            for (j = j0; j < k; j++) {
+                float t = A[j];
+                for (a = 0; a < d; a++) {
+                    t += xb[r * d + a] * CT[a * k + j];
+                }
+                sc[r * k + j] = t + P[j] * nh[r];
+            }
+        }
+    }
+    """
+    void fastem_screen_scores(const float* xb, const float* CT, const float* A, const float* P,
+                              const double* half, long k, long d, float* sc) nogil
+
+
 def openmp_threads(int num_threads):
     """Threads a parallel region asking for ``num_threads`` gets (1 without OpenMP)."""
     return fastem_openmp_threads(num_threads)
@@ -628,13 +684,8 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     """
     cdef Py_ssize_t ib, i0, n_rows, r, a, j, i, best
     cdef double v, v0, v1, v2, v3, q0, q1, q2, q3, cut, w, maha, v_best
-    cdef float x0, x1, x2, x3, cut_f, top_f, v_f, m0, m1, m2, m3
+    cdef float cut_f, top_f, v_f, m0, m1, m2, m3
     cdef int count
-    cdef float* s0r
-    cdef float* s1r
-    cdef float* s2r
-    cdef float* s3r
-    cdef const float* ct
     cdef bint screened
     cdef double half[BLOCK]
     cdef float* buf = <float*> malloc((BLOCK * d + BLOCK * k + 1) * sizeof(float))
@@ -642,10 +693,6 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         return -1
     cdef float* xb = buf
     cdef float* sc = xb + BLOCK * d
-    s0r = sc
-    s1r = sc + k
-    s2r = sc + 2 * k
-    s3r = sc + 3 * k
     zero(nk, k)
     zero(sx, k * d)
     zero(sxx, k * d)
@@ -687,26 +734,9 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 q0 += v0 * v0
                 a += 1
             half[r] = 0.5 * ((q0 + q1) + (q2 + q3))
-        for j in range(k):
-            s0r[j] = A[j]
-            s1r[j] = A[j]
-            s2r[j] = A[j]
-            s3r[j] = A[j]
-        for a in range(d):
-            x0 = xb[a]
-            x1 = xb[d + a]
-            x2 = xb[2 * d + a]
-            x3 = xb[3 * d + a]
-            ct = CT + a * k
-            for j in range(k):
-                s0r[j] += x0 * ct[j]
-                s1r[j] += x1 * ct[j]
-                s2r[j] += x2 * ct[j]
-                s3r[j] += x3 * ct[j]
-        for r in range(n_rows):
-            x0 = <float> (-half[r])
-            for j in range(k):
-                sc[r * k + j] += P[j] * x0
+        # the four rows' scores of eight components in vector registers (was:
+        # read-modify-write loops over the scores, one per feature)
+        fastem_screen_scores(xb, CT, A, P, half, k, d, sc)
         for r in range(n_rows):
             i = i0 + r
             # the best screened score, from four running maxima, then the
