@@ -280,6 +280,51 @@ cdef extern from *:
                               const double* half, long k, long d, float* sc) nogil
 
 
+cdef extern from *:
+    """
+    #include <string.h>
+    /* lp[r * k + j] = base_j + sum_a xb[r, a] GT[a, j] for the 4 rows of xb
+       (4, d), GT (d, k): four components at a time, the four rows' sums in
+       vector registers, summed in feature order. */
+    static void fastem_block_scores(const double* xb, const double* GT, const double* base,
+                                    long k, long d, double* lp) {
+        long j0 = 0, j, a, r;
+    #if defined(__GNUC__)
+        typedef double v4 __attribute__((vector_size(32)));
+        for (; j0 + 4 <= k; j0 += 4) {
+            v4 s0, s1, s2, s3, u;
+            memcpy(&s0, base + j0, sizeof s0);
+            s1 = s0;
+            s2 = s0;
+            s3 = s0;
+            for (a = 0; a < d; a++) {
+                memcpy(&u, GT + a * k + j0, sizeof u);
+                s0 += xb[a] * u;
+                s1 += xb[d + a] * u;
+                s2 += xb[2 * d + a] * u;
+                s3 += xb[3 * d + a] * u;
+            }
+            memcpy(lp + j0, &s0, sizeof s0);
+            memcpy(lp + k + j0, &s1, sizeof s1);
+            memcpy(lp + 2 * k + j0, &s2, sizeof s2);
+            memcpy(lp + 3 * k + j0, &s3, sizeof s3);
+        }
+    #endif
+        for (r = 0; r < 4; r++) {
+            for (j = j0; j < k; j++) {
+                double t = base[j];
+                for (a = 0; a < d; a++) {
+                    t += xb[r * d + a] * GT[a * k + j];
+                }
+                lp[r * k + j] = t;
+            }
+        }
+    }
+    """
+    void fastem_block_scores(const double* xb, const double* GT, const double* base, long k,
+                             long d, double* lp) nogil
+
+
 def openmp_threads(int num_threads):
     """Threads a parallel region asking for ``num_threads`` gets (1 without OpenMP)."""
     return fastem_openmp_threads(num_threads)
@@ -863,18 +908,13 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     """log(w_j p_j(x)) = log_norm_j + x . logit_j; ``logitT`` (d, k)."""
     cdef Py_ssize_t ib, i0, n_rows, r, a, j
     cdef Py_ssize_t best_of[BLOCK]
-    cdef double x0, x1, x2, x3, r0, r1, r2, r3, w, g
-    cdef const double* gT
+    cdef double r0, r1, r2, r3, w
     cdef double* buf = <double*> malloc((BLOCK * d + 2 * BLOCK * k + 1) * sizeof(double))
     if buf == NULL:
         return -1
     cdef double* xb = buf
     cdef double* lp = xb + BLOCK * d
     cdef double* wr = lp + BLOCK * k
-    cdef double* l0 = lp
-    cdef double* l1 = lp + k
-    cdef double* l2 = lp + 2 * k
-    cdef double* l3 = lp + 3 * k
     zero(nk, k)
     zero(sx, k * d)
     zero(obj, 3)
@@ -882,23 +922,7 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         i0 = start + ib * BLOCK
         n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
         load_block(X, s0, s1, i0, n_rows, d, xb)
-        for j in range(k):
-            l0[j] = log_norm[j]
-            l1[j] = log_norm[j]
-            l2[j] = log_norm[j]
-            l3[j] = log_norm[j]
-        for a in range(d):
-            x0 = xb[a]
-            x1 = xb[d + a]
-            x2 = xb[2 * d + a]
-            x3 = xb[3 * d + a]
-            gT = logitT + a * k
-            for j in range(k):
-                g = gT[j]
-                l0[j] += x0 * g
-                l1[j] += x1 * g
-                l2[j] += x2 * g
-                l3[j] += x3 * g
+        fastem_block_scores(xb, logitT, log_norm, k, d, lp)
         finish_block(i0, n_rows, k, lp, NULL, hard, sample_weight, labels, log_prob,
                      wr, best_of, obj)
         if hard:
