@@ -756,7 +756,7 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 #          = A_j + p_j x' . mu_j' - p_j ||x'||^2 / 2,  A_j = log_norm_j - p_j / 2 ||mu_j'||^2.
 # For a block of 2 L rows (L lanes a vector: 16 rows in float32, 8 in float64)
 # held in the lanes of two vectors, the scores of every component come out of
-# a register tile of SIMD vectors (``_score_rows_lanes``) in float32, whatever the
+# a register tile of SIMD vectors (``_score_tile_lanes``) in float32, whatever the
 # data's dtype (in float64 if a component's |A_j|, p_j ||mu_j'|| or p_j
 # reaches 2^100, and then with the float64 u and t below): one multiply-add
 # per (row, component, feature) instead of the subtract, multiply and add of
@@ -880,89 +880,15 @@ def _score_tile(xb, CT, A, P, kp, nhalf, depth, scores):
 
 
 @leaf
-def _score_rows_lanes(xT, CT, A, P, kp, k, nh, sc, top):
-    """Scores of ``R = 2 L`` rows held in vector lanes against every component.
-
-    sc[j * R + l] = A[j] + sum_a xT[a * R + l] CT[a * kp + j] + P[j] * nh[l]
-    for j < k, and top[0:R] their maxima over j: the same operations in the
-    same order as ``_score_tile``'s, so the same bits.  ``xT`` holds the
-    shifted rows feature-major (rows in lanes), ``nh`` their -||x'||^2 / 2.
-    Components go four at a time: eight accumulators, two vector loads and
-    four broadcasts per feature.
-    """
-    L = lanes(xT)
+def _max_rows_lanes(sc, k, top):
+    """top[0:R] = max_{j < k} sc[j * R + l] for the R = 2 L rows in lanes."""
+    L = lanes(sc)
     R = 2 * L
-    d = xT.shape[0] // R
-    h0 = vload(nh, 0)
-    h1 = vload(nh, L)
-    t0 = vsplat(xT, -np.inf)
-    t1 = t0
-    j = 0
-    while j < k:
-        if j + 4 <= k:
-            a00 = vsplat(xT, A[j])
-            a01 = a00
-            a10 = vsplat(xT, A[j + 1])
-            a11 = a10
-            a20 = vsplat(xT, A[j + 2])
-            a21 = a20
-            a30 = vsplat(xT, A[j + 3])
-            a31 = a30
-            for a in range(d):
-                x0 = vload(xT, a * R)
-                x1 = vload(xT, a * R + L)
-                o = a * kp + j
-                c = vsplat(xT, sload(CT, o))
-                a00 = vfma(x0, c, a00)
-                a01 = vfma(x1, c, a01)
-                c = vsplat(xT, sload(CT, o + 1))
-                a10 = vfma(x0, c, a10)
-                a11 = vfma(x1, c, a11)
-                c = vsplat(xT, sload(CT, o + 2))
-                a20 = vfma(x0, c, a20)
-                a21 = vfma(x1, c, a21)
-                c = vsplat(xT, sload(CT, o + 3))
-                a30 = vfma(x0, c, a30)
-                a31 = vfma(x1, c, a31)
-            p = vsplat(xT, P[j])
-            a00 = vfma(h0, p, a00)
-            a01 = vfma(h1, p, a01)
-            p = vsplat(xT, P[j + 1])
-            a10 = vfma(h0, p, a10)
-            a11 = vfma(h1, p, a11)
-            p = vsplat(xT, P[j + 2])
-            a20 = vfma(h0, p, a20)
-            a21 = vfma(h1, p, a21)
-            p = vsplat(xT, P[j + 3])
-            a30 = vfma(h0, p, a30)
-            a31 = vfma(h1, p, a31)
-            o = j * R
-            vstore(sc, o, a00)
-            vstore(sc, o + L, a01)
-            vstore(sc, o + R, a10)
-            vstore(sc, o + R + L, a11)
-            vstore(sc, o + 2 * R, a20)
-            vstore(sc, o + 2 * R + L, a21)
-            vstore(sc, o + 3 * R, a30)
-            vstore(sc, o + 3 * R + L, a31)
-            t0 = vmax(vmax(t0, a00), vmax(a10, vmax(a20, a30)))
-            t1 = vmax(vmax(t1, a01), vmax(a11, vmax(a21, a31)))
-            j += 4
-        else:  # one component at a time
-            a00 = vsplat(xT, A[j])
-            a01 = a00
-            for a in range(d):
-                c = vsplat(xT, sload(CT, a * kp + j))
-                a00 = vfma(vload(xT, a * R), c, a00)
-                a01 = vfma(vload(xT, a * R + L), c, a01)
-            p = vsplat(xT, P[j])
-            a00 = vfma(h0, p, a00)
-            a01 = vfma(h1, p, a01)
-            vstore(sc, j * R, a00)
-            vstore(sc, j * R + L, a01)
-            t0 = vmax(t0, a00)
-            t1 = vmax(t1, a01)
-            j += 1
+    t0 = vload(sc, 0)
+    t1 = vload(sc, L)
+    for j in range(1, k):
+        t0 = vmax(t0, vload(sc, j * R))
+        t1 = vmax(t1, vload(sc, j * R + L))
     vstore(top, 0, t0)
     vstore(top, L, t1)
 
@@ -1071,7 +997,7 @@ def _exact_score(X, i, means, j, precision, log_norm):
 
 @serial
 def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, CT, A,
-                                P, kp, unit, tiny, screen_max, a_max, pn_max, p_max, chunk_size,
+                                kp, unit, tiny, screen_max, a_max, pn_max, p_max, chunk_size,
                                 labels, nk_all, sx_all, sxx_all, obj_all):
     start = ci * chunk_size
     stop = min(X.shape[0], start + chunk_size)
@@ -1088,14 +1014,15 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     e1 = rel * 2.0 * p_max + (root_d + 1.0) * tiny
     h_max = (screen_max - s0) / (2.0 * p_max) if p_max > 0.0 else np.inf
     R = 2 * lanes(CT)  # rows a block, in the lanes of two vectors
-    xT = np.zeros(d * R, dtype=CT.dtype)  # shifted rows, feature-major
-    sc = np.empty(k * R, dtype=CT.dtype)  # their scores, component-major
+    # shifted rows, feature-major, and a last feature -||x'||^2 / 2 (CT's
+    # last row holds P)
+    xT = np.zeros((d + 1) * R, dtype=CT.dtype)
+    sc = np.empty(kp * R, dtype=CT.dtype)  # their scores, component-major
     top = np.empty(R, dtype=CT.dtype)
     cut = np.zeros(R, dtype=CT.dtype)
     count = np.empty(R, dtype=CT.dtype)
     first = np.empty(R, dtype=CT.dtype)
     half = np.zeros(R)
-    nh = np.zeros(R, dtype=CT.dtype)
     screened = np.zeros(R, dtype=np.bool_)
     dp = M.shape[0] // k
     xr = np.zeros(R * dp)
@@ -1114,8 +1041,9 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
                 sstore(xT, a * R + r, v)
                 xx += np.float64(v) * np.float64(v)
             half[r] = 0.5 * xx
-            nh[r] = -half[r]
-        _score_rows_lanes(xT, CT, A, P, kp, k, nh, sc, top)
+            sstore(xT, d * R + r, -half[r])
+        _score_tile_lanes(xT, 0, d + 1, CT, A, kp, sc, 0)
+        _max_rows_lanes(sc, k, top)
         for r in range(n_rows):
             # 4 x the bound on the screening error of every score of this row,
             # compared in the scores' dtype: rounding moves it by far less than 2 E
@@ -1231,14 +1159,13 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
     screen_max = _SCREEN_MAX_32 if dtype == np.float32 else _SCREEN_MAX_64
     lane_count = 32 // fi.dtype.itemsize
     kp = -(-k // lane_count) * lane_count
-    CT = np.zeros((d, kp), dtype=dtype)
-    CT[:, :k] = sc.CT(precision)
+    CT = np.zeros((d + 1, kp), dtype=dtype)  # p_j mu_j' transposed, then P
+    CT[:d, :k] = sc.CT(precision)
+    CT[d, :k] = precision
     A = np.full(kp, -np.inf, dtype=dtype)
     A[:k] = sc.A
-    P = np.zeros(kp, dtype=dtype)
-    P[:k] = precision
     run_chunks(_estep_spherical_hard_chunk, nk.shape[0], X, sample_weight, means, M, precision,
-               log_norm, sc.c, CT.ravel(), A, P, kp, float(fi.eps) / 2,
+               log_norm, sc.c, CT.ravel(), A, kp, float(fi.eps) / 2,
                float(fi.smallest_subnormal), screen_max, sc.a_max, sc.pn_max, sc.p_max,
                chunk_size, labels, nk, sx, sxx, obj)
 
@@ -1278,13 +1205,17 @@ _LINEAR, _QUADRATIC, _OBSERVED = 0, 1, 2  # feature maps of the soft path (_soft
 
 @leaf
 def _score_tile_lanes(FT, fo, m, G, A, kp, ST, so):
-    """Scores of a block of ``_RB`` rows, rows in vector lanes.
+    """Scores of a block of R = 2 L rows (L lanes a vector: ``_RB`` = 8 in
+    float64, 16 in float32), rows in vector lanes.
 
-    ST[so + j * _RB + r] = A[j] + sum_{a < m} FT[fo + a * _RB + r] G[a * kp + j]
-    for every (padded) component j < kp; ``FT`` holds the block's features
-    transposed (feature-major, row r in lane r), padding components have
-    A = -inf and G = 0.
+    ST[so + j * R + r] = A[j] + sum_{a < m} FT[fo + a * R + r] G[a * kp + j]
+    for every (padded) component j < kp, kp a multiple of 4, the products added
+    in the order of a; ``FT`` holds the block's features transposed
+    (feature-major, row r in lane r), padding components have A = -inf and
+    G = 0.
     """
+    L = lanes(FT)
+    R = 2 * L
     for j0 in range(0, kp, 4):
         s00 = vsplat(FT, A[j0])
         s01 = s00
@@ -1295,8 +1226,8 @@ def _score_tile_lanes(FT, fo, m, G, A, kp, ST, so):
         s30 = vsplat(FT, A[j0 + 3])
         s31 = s30
         for a in range(m):
-            x0 = vload(FT, fo + a * _RB)
-            x1 = vload(FT, fo + a * _RB + 4)
+            x0 = vload(FT, fo + a * R)
+            x1 = vload(FT, fo + a * R + L)
             g = a * kp + j0
             c = vsplat(FT, sload(G, g))
             s00 = vfma(x0, c, s00)
@@ -1310,15 +1241,15 @@ def _score_tile_lanes(FT, fo, m, G, A, kp, ST, so):
             c = vsplat(FT, sload(G, g + 3))
             s30 = vfma(x0, c, s30)
             s31 = vfma(x1, c, s31)
-        o = so + j0 * _RB
+        o = so + j0 * R
         vstore(ST, o, s00)
-        vstore(ST, o + 4, s01)
-        vstore(ST, o + _RB, s10)
-        vstore(ST, o + _RB + 4, s11)
-        vstore(ST, o + 2 * _RB, s20)
-        vstore(ST, o + 2 * _RB + 4, s21)
-        vstore(ST, o + 3 * _RB, s30)
-        vstore(ST, o + 3 * _RB + 4, s31)
+        vstore(ST, o + L, s01)
+        vstore(ST, o + R, s10)
+        vstore(ST, o + R + L, s11)
+        vstore(ST, o + 2 * R, s20)
+        vstore(ST, o + 2 * R + L, s21)
+        vstore(ST, o + 3 * R, s30)
+        vstore(ST, o + 3 * R + L, s31)
 
 
 @leaf
