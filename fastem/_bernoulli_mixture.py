@@ -85,12 +85,12 @@ class BernoulliMixture(BaseMixture):
         self.assignment = assignment
         self.fixed = fixed
 
-    def _validate_X(self, X, reset, with_missing=False):
+    def _validate_X(self, X, reset):
         X, missing = check_array(X, allow_nan=True, with_missing=True)
         if not reset:
             check_n_features(self, X)
         check_binary(X)
-        return (X, missing) if with_missing else X
+        return X, missing
 
     def _check_parameters(self, X):
         fixed = self._check_common_parameters()

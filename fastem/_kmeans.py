@@ -19,7 +19,7 @@ from . import _config
 from ._base import BaseEstimator
 from ._em import fit_em
 from ._gaussian import GaussianFamily, GaussianParams
-from ._utils import column_mean, column_variance, has_nan, row_blocks, weighted_sum
+from ._utils import column_mean, column_variance, row_blocks, weighted_sum
 from ._validation import (check_array, check_float, check_int, check_is_fitted,
                           check_observed_columns,
                           check_n_features, check_param_array, check_random_state,
@@ -150,14 +150,12 @@ def _weighted_sample(rs, w, size, blocks):
     return found
 
 
-def _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials, missing=None):
+def _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials, missing):
     """k-means++ on validated input (X checked, w float64 of shape (n,), rs a
-    RandomState; ``missing``: whether X holds NaN, if known)."""
+    RandomState; ``missing``: whether X holds NaN, from ``check_array``)."""
     kernels = get_kernels()
     n_samples, n_features = X.shape
     blocks = row_blocks(n_samples)  # temporaries of ~1/32 of the rows
-    if missing is None:
-        missing = has_nan(X)
     fill = column_mean(X, w, missing=True) if missing else None
     distance = kernels.sqdist_missing if missing else kernels.sqdist
 
@@ -386,16 +384,14 @@ class KMeans(BaseEstimator):
         return self._fit(X, sample_weight, init_centers, n_init,
                          check_random_state(self.random_state), missing)
 
-    def _fit(self, X, sample_weight, init_centers, n_init, random_state, missing=None):
+    def _fit(self, X, sample_weight, init_centers, n_init, random_state, missing):
         """Fit on validated input: X from ``check_array``, float64 ``sample_weight``;
-        ``missing``: whether X holds NaN, if known.
+        ``missing``: whether X holds NaN, from ``check_array``.
 
         GaussianMixture's "kmeans" initialisation calls this directly, so that
         its own validated arrays are not copied again.
         """
         k = self.n_clusters
-        if missing is None:
-            missing = has_nan(X)
         fill = None
         if missing:
             check_observed_columns(X, sample_weight)

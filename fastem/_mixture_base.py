@@ -79,12 +79,12 @@ class BaseMixture(BaseEstimator):
             raise ValueError(f"weights_init must sum to 1, got sum {float(w.sum())!r}")
         return w
 
-    def _validate_X(self, X, reset, with_missing=False):
-        """X checked (and, with ``with_missing``, whether it holds NaN)."""
+    def _validate_X(self, X, reset):
+        """(X checked, whether it holds NaN)."""
         X, missing = check_array(X, allow_nan=True, with_missing=True)
         if not reset:
             check_n_features(self, X)
-        return (X, missing) if with_missing else X
+        return X, missing
 
     # ------------------------------------------------------------ fitting
     def fit(self, X, y=None, sample_weight=None):
@@ -116,7 +116,7 @@ class BaseMixture(BaseEstimator):
         -------
         labels : ndarray of shape (n_samples,)
         """
-        X, missing = self._validate_X(X, reset=True, with_missing=True)
+        X, missing = self._validate_X(X, reset=True)
         fixed, inits = self._check_parameters(X)
         if X.shape[0] < self.n_components:
             raise ValueError(
@@ -202,7 +202,7 @@ class BaseMixture(BaseEstimator):
         NaN entries are marginalized out.  ``imputed`` is None when X has none.
         """
         check_is_fitted(self, "weights_")
-        X, missing = self._validate_X(X, reset=False, with_missing=True)
+        X, missing = self._validate_X(X, reset=False)
         n, d = X.shape
         chunk_size, n_chunks = _config.chunk_layout(n)
         family = self._make_family(frozenset())

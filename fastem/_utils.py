@@ -39,12 +39,6 @@ def _as_float64(block):
     return block if block.dtype == np.float64 else block.astype(np.float64)
 
 
-def has_nan(X):
-    """True if any entry of X is NaN (X is known to hold no infinity)."""
-    return any(np.isnan(np.sum(X[start:start + _ROWS], dtype=np.float64))
-               for start in range(0, X.shape[0], _ROWS))
-
-
 def column_mean(X, sample_weight=None, missing=False):
     """Weighted column means in float64; with ``missing``, over observed entries."""
     total = np.zeros(X.shape[1])

@@ -357,7 +357,7 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     """Full covariances.  ``W`` (d, k d) = [U_1 | ... | U_k], ``cw`` (k d,) the
     rows (mu_j - center) U_j, so that (x - mu_j) U_j = (x - center) W_j - cw_j."""
     cdef Py_ssize_t kd = k * d
-    cdef Py_ssize_t ib, i0, n_rows, r, a, b, e, j
+    cdef Py_ssize_t ib, i0, n_rows, r, a, b, j
     cdef Py_ssize_t best_of[BLOCK]
     cdef double u, u0, u1, u2, u3, r0, r1, r2, r3, w, m
     cdef double* d0
