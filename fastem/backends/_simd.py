@@ -66,6 +66,11 @@ def _check_float_array(arr, name):
         raise TypeError(f"{name}: expected a float32 or float64 array, got {arr}")
 
 
+def _check_numeric_array(arr, name):
+    if not isinstance(arr, types.Array) or not isinstance(arr.dtype, (types.Float, types.Integer)):
+        raise TypeError(f"{name}: expected a float or integer array, got {arr}")
+
+
 def _element_pointer(context, builder, arrty, arr, offset):
     data = context.make_array(arrty)(context, builder, arr).data
     return builder.gep(data, [offset])
@@ -108,7 +113,7 @@ def sload(typingctx, arr, offset):
     """arr[offset] of a 1-d array, unchecked: no wraparound of a negative
     offset, whose test and select numba emits for an offset it cannot prove
     non-negative (four integer instructions beside each load of a tile)."""
-    _check_float_array(arr, "sload")
+    _check_numeric_array(arr, "sload")
 
     def codegen(context, builder, sig, args):
         ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
@@ -119,7 +124,7 @@ def sload(typingctx, arr, offset):
 @intrinsic
 def sstore(typingctx, arr, offset, value):
     """arr[offset] = value for a 1-d array, unchecked (as ``sload``)."""
-    _check_float_array(arr, "sstore")
+    _check_numeric_array(arr, "sstore")
 
     def codegen(context, builder, sig, args):
         ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
