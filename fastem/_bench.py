@@ -3,9 +3,11 @@
 Every comparison runs both libraries on the same generated data from the
 same initial parameters, with ``tol=0`` and a fixed ``max_iter``; the time
 per iteration is the fit time divided by ``n_iter_``, best of ``repeats``
-fits.  fastem is first fitted on a small slice of the data (same dtype,
-same model), so numba compilation or cache loading is not timed; so is
-scikit-learn, to keep its one-off import costs out too.
+fits, the fits of the two sides of a comparison alternating (a slow spell
+of a shared machine then slows both).  fastem is first fitted on a small
+slice of the data (same dtype, same model), so numba compilation or cache
+loading is not timed; so is scikit-learn, to keep its one-off import costs
+out too.
 
 What is compared
 ----------------
@@ -410,19 +412,30 @@ def settle(X):
 
 def per_iteration(make, X, repeats):
     """Best seconds per iteration over ``repeats`` fits of ``make()``, and n_iter_."""
-    best, iters = math.inf, 0
+    return alternating([(make, X)], repeats)[0]
+
+
+def alternating(cases, repeats):
+    """Best (seconds per iteration, n_iter_) of each ``(make, X)`` in ``cases``
+    over ``repeats`` rounds, a round fitting each case once in turn.
+
+    Fits of the cases compared alternate, so a slow spell of a shared machine
+    reaches all of them alike instead of one case's run of fits.
+    """
+    best = [(math.inf, 0)] * len(cases)
     for _ in range(repeats):
-        model = make()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tol=0 never converges: by design
-            settle(X)
-            start = time.perf_counter()
-            model.fit(X)
-            elapsed = time.perf_counter() - start
-        n_iter = max(1, int(model.n_iter_))
-        if elapsed / n_iter < best:
-            best, iters = elapsed / n_iter, n_iter
-    return best, iters
+        for c, (make, X) in enumerate(cases):
+            model = make()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tol=0 never converges: by design
+                settle(X)
+                start = time.perf_counter()
+                model.fit(X)
+                elapsed = time.perf_counter() - start
+            n_iter = max(1, int(model.n_iter_))
+            if elapsed / n_iter < best[c][0]:
+                best[c] = (elapsed / n_iter, n_iter)
+    return best
 
 
 def warm_up(make, X):
@@ -521,9 +534,15 @@ class Bench:
         self.warm_up_s += time.perf_counter() - start
         return per_iteration(make, X, self.settings.repeats)
 
-    def time_peer(self, make, X):
+    def time_pair(self, make, make_peer, X, X_peer=None):
+        """(fastem's, the peer's) best time per iteration and n_iter_, their
+        fits alternating; ``make_peer`` may also be another fastem model."""
+        start = time.perf_counter()
         warm_up(make, X)
-        return per_iteration(make, X, self.settings.repeats)
+        self.warm_up_s += time.perf_counter() - start
+        X_peer = X if X_peer is None else X_peer
+        warm_up(make_peer, X_peer)
+        return alternating([(make, X), (make_peer, X_peer)], self.settings.repeats)
 
     def header(self, section):
         if section in self._header_printed:
@@ -600,14 +619,15 @@ class Bench:
                 def make_fastem():
                     return fastem.KMeans(n_clusters=k, init=start.means, n_init=1,
                                          max_iter=s.max_iter, tol=0.0)
-                result = self.time_fastem(make_fastem, X)
                 peer_result = None
                 if self.sklearn is not None:
                     def make_sklearn():
                         return self.sklearn.cluster.KMeans(
                             n_clusters=k, init=start.means, n_init=1, max_iter=s.max_iter,
                             tol=0.0, algorithm="lloyd", random_state=0)
-                    peer_result = self.time_peer(make_sklearn, X)
+                    result, peer_result = self.time_pair(make_fastem, make_sklearn, X)
+                else:
+                    result = self.time_fastem(make_fastem, X)
                 extra = {}
                 if self.faiss is not None and dtype == "float32":
                     faiss_s = faiss_per_iteration(self.faiss, X, start.means, s.max_iter,
@@ -633,7 +653,8 @@ class Bench:
             for dtype in self.dtypes("gmm"):
                 X = X64 if dtype == "float64" else X64.astype(dtype)
                 for cov in COVARIANCE_TYPES:
-                    result = self.time_fastem(lambda: self._gaussian_fastem(start, cov), X)
+                    def make_fastem():
+                        return self._gaussian_fastem(start, cov)
                     peer_result = None
                     if self.sklearn is not None:
                         def make_sklearn():
@@ -642,7 +663,9 @@ class Bench:
                                 max_iter=s.max_iter, weights_init=start.weights,
                                 means_init=start.means, precisions_init=start.precisions(cov),
                                 init_params="random_from_data", random_state=0)
-                        peer_result = self.time_peer(make_sklearn, X)
+                        result, peer_result = self.time_pair(make_fastem, make_sklearn, X)
+                    else:
+                        result = self.time_fastem(make_fastem, X)
                     self.row("sklearn", "GaussianMixture", cov, X, k, dtype, result,
                              "sklearn" if peer_result else None, peer_result)
 
@@ -677,8 +700,7 @@ class Bench:
                 for cov in MISSING_COVARIANCE_TYPES:
                     def make():
                         return self._gaussian_fastem(start, cov)
-                    complete = self.time_fastem(make, X)
-                    nan = self.time_fastem(make, X_nan)
+                    nan, complete = self.time_pair(make, make, X_nan, X)
                     self.row("missing", "GaussianMixture", cov, X_nan, k, dtype, nan,
                              "complete data", complete, ratio=nan[0] / complete[0])
 
