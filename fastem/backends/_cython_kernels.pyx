@@ -1058,19 +1058,32 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                           Py_ssize_t stop, Py_ssize_t k, Py_ssize_t d, int64_t* labels,
                           double* log_prob, double* nk, double* sx,
                           double* obj) noexcept nogil:
-    """log(w_j p_j(x)) = log_norm_j + x . logit_j; ``logitT`` (d, k)."""
-    cdef Py_ssize_t ib, i0, n_rows, r, a, j
+    """log(w_j p_j(x)) = log_norm_j + x . logit_j; ``logitT`` (d, k).
+
+    Soft statistics: the moments of ``SUB`` rows at a time, in a register
+    tile (``fastem_moments``), as in ``_coordinate_chunk``.
+    """
+    cdef Py_ssize_t ib, i0, n_rows, r, a, j, sub = 0
+    cdef Py_ssize_t mp = (d + 3) // 4 * 4
     cdef Py_ssize_t best_of[BLOCK]
-    cdef double r0, r1, r2, r3, w
-    cdef double* buf = <double*> malloc((BLOCK * d + 2 * BLOCK * k + 1) * sizeof(double))
+    cdef double w
+    cdef double* buf = <double*> malloc((BLOCK * d + 2 * BLOCK * k + 1 + SUB * mp + SUB * k
+                                         + k * mp) * sizeof(double))
     if buf == NULL:
         return -1
     cdef double* xb = buf
     cdef double* lp = xb + BLOCK * d
     cdef double* wr = lp + BLOCK * k
+    cdef double* F = wr + BLOCK * k + 1
+    cdef double* WRS = F + SUB * mp
+    cdef double* mom = WRS + SUB * k
+    cdef double* row
     zero(nk, k)
     zero(sx, k * d)
     zero(obj, 3)
+    if not hard:
+        zero(F, SUB * mp)  # the padding features stay 0
+        zero(mom, k * mp)
     for ib in range((stop - start + BLOCK - 1) // BLOCK):
         i0 = start + ib * BLOCK
         n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
@@ -1088,16 +1101,23 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                         sx[j * d + a] += w * xb[r * d + a]
             continue
         for j in range(k):
-            r0 = wr[j]
-            r1 = wr[k + j]
-            r2 = wr[2 * k + j]
-            r3 = wr[3 * k + j]
-            if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
-                continue
-            nk[j] += r0 + r1 + r2 + r3
+            nk[j] += wr[j] + wr[k + j] + wr[2 * k + j] + wr[3 * k + j]
+        for r in range(BLOCK):  # rows past the end: zeros (load_block)
+            row = F + (sub + r) * mp
             for a in range(d):
-                sx[j * d + a] += (r0 * xb[a] + r1 * xb[d + a] + r2 * xb[2 * d + a]
-                                  + r3 * xb[3 * d + a])
+                row[a] = xb[r * d + a]
+            for j in range(k):
+                WRS[(sub + r) * k + j] = wr[r * k + j]
+        sub += BLOCK
+        if sub == SUB:
+            fastem_moments(F, WRS, sub, mp, k, mom)
+            sub = 0
+    if not hard:
+        if sub > 0:
+            fastem_moments(F, WRS, sub, mp, k, mom)
+        for j in range(k):
+            for a in range(d):
+                sx[j * d + a] = mom[j * mp + a]
     free(buf)
     return 0
 
