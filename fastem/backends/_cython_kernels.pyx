@@ -27,14 +27,7 @@ from libc.math cimport isfinite
 import numpy as np
 
 from fastem.backends._cython_common cimport (
-    BLOCK, chunk_stop, finish_block, floating, load_block, zero)
-
-
-# rows whose soft moments are added at once (``fastem_moments``), a multiple
-# of BLOCK: their features and weights, SUB (2 d + 3) + SUB k floats, stay
-# near the core
-cdef enum:
-    SUB = 64
+    BLOCK, SUB, chunk_stop, fastem_moments, finish_block, floating, load_block, zero)
 
 
 cdef extern from *:
@@ -339,111 +332,6 @@ cdef extern from *:
     """
     void fastem_block_scores(const double* xb, const double* GT, const double* base, long k,
                              long d, double* lp) nogil
-
-
-cdef extern from *:
-    """
-    #include <string.h>
-    /* M[j * mp + a] += sum_{r < n} WR[r * k + j] F[r * mp + a] for j < k and
-       a < mp (mp a multiple of 4): the moments of n rows' features F (n, mp)
-       under their weights WR (n, k), row-major.  Tiles of 4 components by 8
-       features in 32-byte vectors (with AVX), or by 4 features in 16-byte
-       ones (the last 4 features, and without AVX, where the 16 registers hold
-       no more), keep their sums in registers over all n rows, summed in row
-       order, as the plain loop of other compilers and leftover components. */
-    #if defined(__GNUC__)
-    typedef double fastem_v4 __attribute__((vector_size(32)));
-    typedef double fastem_v2 __attribute__((vector_size(16)));
-    static inline void fastem_add_v4(double* o, fastem_v4 s) {
-        fastem_v4 t;
-        memcpy(&t, o, sizeof t);
-        t += s;
-        memcpy(o, &t, sizeof t);
-    }
-    static inline void fastem_add_v2(double* o, fastem_v2 s) {
-        fastem_v2 t;
-        memcpy(&t, o, sizeof t);
-        t += s;
-        memcpy(o, &t, sizeof t);
-    }
-    #endif
-    static void fastem_moments(const double* F, const double* WR, long n, long mp,
-                               long k, double* M) {
-        long j0 = 0, j, a, a0, r;
-    #if defined(__GNUC__)
-        for (; j0 + 4 <= k; j0 += 4) {
-            a0 = 0;
-    #if defined(__AVX__)
-            for (; a0 + 8 <= mp; a0 += 8) {
-                fastem_v4 s00 = {0.0, 0.0, 0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
-                fastem_v4 s20 = s00, s21 = s00, s30 = s00, s31 = s00, f0, f1;
-                for (r = 0; r < n; r++) {
-                    const double* w = WR + r * k + j0;
-                    memcpy(&f0, F + r * mp + a0, sizeof f0);
-                    memcpy(&f1, F + r * mp + a0 + 4, sizeof f1);
-                    s00 += w[0] * f0;
-                    s01 += w[0] * f1;
-                    s10 += w[1] * f0;
-                    s11 += w[1] * f1;
-                    s20 += w[2] * f0;
-                    s21 += w[2] * f1;
-                    s30 += w[3] * f0;
-                    s31 += w[3] * f1;
-                }
-                double* o = M + j0 * mp + a0;
-                fastem_add_v4(o, s00);
-                fastem_add_v4(o + 4, s01);
-                fastem_add_v4(o + mp, s10);
-                fastem_add_v4(o + mp + 4, s11);
-                fastem_add_v4(o + 2 * mp, s20);
-                fastem_add_v4(o + 2 * mp + 4, s21);
-                fastem_add_v4(o + 3 * mp, s30);
-                fastem_add_v4(o + 3 * mp + 4, s31);
-            }
-    #endif
-            for (; a0 < mp; a0 += 4) {
-                /* 16-byte vectors: GCC keeps 32-byte ones on the stack
-                   when it must split them (no AVX) */
-                fastem_v2 s00 = {0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
-                fastem_v2 s20 = s00, s21 = s00, s30 = s00, s31 = s00, f0, f1;
-                for (r = 0; r < n; r++) {
-                    const double* w = WR + r * k + j0;
-                    memcpy(&f0, F + r * mp + a0, sizeof f0);
-                    memcpy(&f1, F + r * mp + a0 + 2, sizeof f1);
-                    s00 += w[0] * f0;
-                    s01 += w[0] * f1;
-                    s10 += w[1] * f0;
-                    s11 += w[1] * f1;
-                    s20 += w[2] * f0;
-                    s21 += w[2] * f1;
-                    s30 += w[3] * f0;
-                    s31 += w[3] * f1;
-                }
-                double* o = M + j0 * mp + a0;
-                fastem_add_v2(o, s00);
-                fastem_add_v2(o + 2, s01);
-                fastem_add_v2(o + mp, s10);
-                fastem_add_v2(o + mp + 2, s11);
-                fastem_add_v2(o + 2 * mp, s20);
-                fastem_add_v2(o + 2 * mp + 2, s21);
-                fastem_add_v2(o + 3 * mp, s30);
-                fastem_add_v2(o + 3 * mp + 2, s31);
-            }
-        }
-    #endif
-        for (j = j0; j < k; j++) {
-            for (a = 0; a < mp; a++) {
-                double s = 0.0;
-                for (r = 0; r < n; r++) {
-                    s += WR[r * k + j] * F[r * mp + a];
-                }
-                M[j * mp + a] += s;
-            }
-        }
-    }
-    """
-    void fastem_moments(const double* F, const double* WR, long n, long mp, long k,
-                        double* M) nogil
 
 
 def openmp_threads(int num_threads):

@@ -19,7 +19,7 @@ from libc.stdint cimport int64_t
 import numpy as np
 
 from fastem.backends._cython_common cimport (
-    assign_one, chunk_stop, floating, load_row, zero)
+    SUB, assign_one, chunk_stop, fastem_moments, floating, load_row, zero)
 from fastem.backends._cython_kernels import _check
 
 cdef double HALF_LOG_2PI = 0.5 * log(2.0 * 3.141592653589793)
@@ -441,10 +441,21 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     ``miss`` (1 or 0), so that the loops over the coordinates have no
     branches: a missing coordinate adds exact zeros to the observed sums.
     log p and 1 / p are computed once per chunk.
+
+    Statistics: the features o (x - c), o (x - c)^2 and o (o the indicator
+    of an observed entry, c the mean of the means) of ``SUB`` rows and their
+    weighted responsibilities (one-hot when ``hard``) are gathered, and
+    ``fastem_moments`` adds their moments in a register tile; once a chunk
+    they become the observed counts and sums about each mean, and a missing
+    coordinate adds its conditional variance 1 / p_ja times its weight
+    nk_j - nko_ja.  Updating the sums in memory for every (row, component)
+    had been half of this E-step.
     """
-    cdef Py_ssize_t i, a, j, q, best
-    cdef double t, w, r, acc
-    cdef double* buf = <double*> malloc((4 * d + 3 * k + 4 * k * d + 1) * sizeof(double))
+    cdef Py_ssize_t i, a, j, q, best, sub = 0
+    cdef Py_ssize_t mp = (3 * d + 3) // 4 * 4
+    cdef double t, w, acc, m, s1m, no
+    cdef double* buf = <double*> malloc((4 * d + 3 * k + 4 * k * d + 1 + SUB * mp + SUB * k
+                                         + k * mp + d) * sizeof(double))
     if buf == NULL:
         return -1
     cdef double* xi = buf
@@ -458,12 +469,24 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef double* meansT = var + k * d
     cdef double* precT = meansT + k * d
     cdef double* log_pT = precT + k * d
+    cdef double* F = log_pT + k * d + 1
+    cdef double* WRS = F + SUB * mp
+    cdef double* mom = WRS + SUB * k
+    cdef double* cen = mom + k * mp
+    cdef double* row
     for j in range(k):
         for a in range(d):
             var[j * d + a] = 1.0 / precision[j * d + a]
             meansT[a * k + j] = means[j * d + a]
             precT[a * k + j] = precision[j * d + a]
             log_pT[a * k + j] = log(precision[j * d + a])
+    for a in range(d):
+        t = 0.0
+        for j in range(k):
+            t += means[j * d + a]
+        cen[a] = t / k
+    zero(F, SUB * mp)  # the padding features stay 0
+    zero(mom, k * mp)
     zero(nk, k)
     zero(nko, k * d)
     zero(sx, k * d)
@@ -505,20 +528,35 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             continue
         if hard:
             obj[1] += w * maha[best]
-        for j in range(k):
-            if hard:
-                r = w if j == best else 0.0
-            else:
-                r = w * lp[j]
-            if r == 0.0:
-                continue
-            nk[j] += r
-            for a in range(d):
-                t = (xz[a] - means[j * d + a]) * obs[a]
-                nko[j * d + a] += r * obs[a]
-                sx[j * d + a] += r * t
-                # a missing coordinate adds its conditional variance 1 / p
-                sxx[j * d + a] += r * t * t + r * miss[a] * var[j * d + a]
+            nk[best] += w
+            for j in range(k):
+                WRS[sub * k + j] = 0.0
+            WRS[sub * k + best] = w
+        else:
+            for j in range(k):
+                WRS[sub * k + j] = w * lp[j]
+                nk[j] += w * lp[j]
+        row = F + sub * mp
+        for a in range(d):
+            t = (xz[a] - cen[a]) * obs[a]
+            row[a] = t
+            row[d + a] = t * t
+            row[2 * d + a] = obs[a]
+        sub += 1
+        if sub == SUB:
+            fastem_moments(F, WRS, sub, mp, k, mom)
+            sub = 0
+    if sub > 0:
+        fastem_moments(F, WRS, sub, mp, k, mom)
+    for j in range(k):
+        for a in range(d):
+            m = means[j * d + a] - cen[a]
+            s1m = mom[j * mp + a]
+            no = mom[j * mp + 2 * d + a]
+            nko[j * d + a] = no
+            sx[j * d + a] = s1m - no * m
+            sxx[j * d + a] = (mom[j * mp + d + a] - 2.0 * m * s1m + no * m * m
+                              + (nk[j] - no) * var[j * d + a])
     free(buf)
     return 0
 
