@@ -334,6 +334,107 @@ cdef extern from *:
                              long d, double* lp) nogil
 
 
+cdef extern from *:
+    """
+    #include <string.h>
+    /* S[a * dp + b] += sum_{i < rows} D[i * dp + a] Z[i * dp + b] over the
+       blocks of 4 a by 8 b (by 4 b without AVX) that meet the lower triangle
+       b <= a < d; D and Z hold rows of dp floats (a multiple of 8, zero past
+       d).  A block keeps its sums in vector registers while the rows stream
+       past, so S is read and written once a call instead of once a row
+       (numba_backend._lower_moment_tile); summed in row order, as the plain
+       loop of other compilers. */
+    static void fastem_lower_moments(const double* D, const double* Z, long rows,
+                                     long dp, long d, double* S) {
+        long a0, b0, i;
+    #if defined(__GNUC__) && defined(__AVX__)
+        typedef double v4 __attribute__((vector_size(32)));
+        for (a0 = 0; a0 < d; a0 += 4) {
+            for (b0 = 0; b0 < a0 + 4; b0 += 8) {
+                v4 s00 = {0.0, 0.0, 0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
+                v4 s20 = s00, s21 = s00, s30 = s00, s31 = s00, z0, z1, t;
+                for (i = 0; i < rows; i++) {
+                    const double* x = D + i * dp + a0;
+                    memcpy(&z0, Z + i * dp + b0, sizeof z0);
+                    memcpy(&z1, Z + i * dp + b0 + 4, sizeof z1);
+                    s00 += x[0] * z0;
+                    s01 += x[0] * z1;
+                    s10 += x[1] * z0;
+                    s11 += x[1] * z1;
+                    s20 += x[2] * z0;
+                    s21 += x[2] * z1;
+                    s30 += x[3] * z0;
+                    s31 += x[3] * z1;
+                }
+                double* o = S + a0 * dp + b0;
+                memcpy(&t, o, sizeof t); t += s00; memcpy(o, &t, sizeof t);
+                memcpy(&t, o + 4, sizeof t); t += s01; memcpy(o + 4, &t, sizeof t);
+                o += dp;
+                memcpy(&t, o, sizeof t); t += s10; memcpy(o, &t, sizeof t);
+                memcpy(&t, o + 4, sizeof t); t += s11; memcpy(o + 4, &t, sizeof t);
+                o += dp;
+                memcpy(&t, o, sizeof t); t += s20; memcpy(o, &t, sizeof t);
+                memcpy(&t, o + 4, sizeof t); t += s21; memcpy(o + 4, &t, sizeof t);
+                o += dp;
+                memcpy(&t, o, sizeof t); t += s30; memcpy(o, &t, sizeof t);
+                memcpy(&t, o + 4, sizeof t); t += s31; memcpy(o + 4, &t, sizeof t);
+            }
+        }
+    #elif defined(__GNUC__)
+        /* 16-byte vectors: GCC keeps 32-byte ones on the stack when it must
+           split them */
+        typedef double v2 __attribute__((vector_size(16)));
+        for (a0 = 0; a0 < d; a0 += 4) {
+            for (b0 = 0; b0 < a0 + 4; b0 += 4) {
+                v2 s00 = {0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
+                v2 s20 = s00, s21 = s00, s30 = s00, s31 = s00, z0, z1, t;
+                for (i = 0; i < rows; i++) {
+                    const double* x = D + i * dp + a0;
+                    memcpy(&z0, Z + i * dp + b0, sizeof z0);
+                    memcpy(&z1, Z + i * dp + b0 + 2, sizeof z1);
+                    s00 += x[0] * z0;
+                    s01 += x[0] * z1;
+                    s10 += x[1] * z0;
+                    s11 += x[1] * z1;
+                    s20 += x[2] * z0;
+                    s21 += x[2] * z1;
+                    s30 += x[3] * z0;
+                    s31 += x[3] * z1;
+                }
+                double* o = S + a0 * dp + b0;
+                memcpy(&t, o, sizeof t); t += s00; memcpy(o, &t, sizeof t);
+                memcpy(&t, o + 2, sizeof t); t += s01; memcpy(o + 2, &t, sizeof t);
+                o += dp;
+                memcpy(&t, o, sizeof t); t += s10; memcpy(o, &t, sizeof t);
+                memcpy(&t, o + 2, sizeof t); t += s11; memcpy(o + 2, &t, sizeof t);
+                o += dp;
+                memcpy(&t, o, sizeof t); t += s20; memcpy(o, &t, sizeof t);
+                memcpy(&t, o + 2, sizeof t); t += s21; memcpy(o + 2, &t, sizeof t);
+                o += dp;
+                memcpy(&t, o, sizeof t); t += s30; memcpy(o, &t, sizeof t);
+                memcpy(&t, o + 2, sizeof t); t += s31; memcpy(o + 2, &t, sizeof t);
+            }
+        }
+    #else
+        long a, b;
+        for (a0 = 0; a0 < d; a0 += 4) {
+            for (a = a0; a < a0 + 4; a++) {
+                for (b = 0; b < a0 + 4; b++) {
+                    double s = 0.0;
+                    for (i = 0; i < rows; i++) {
+                        s += D[i * dp + a] * Z[i * dp + b];
+                    }
+                    S[a * dp + b] += s;
+                }
+            }
+        }
+    #endif
+    }
+    """
+    void fastem_lower_moments(const double* D, const double* Z, long rows, long dp, long d,
+                              double* S) nogil
+
+
 def openmp_threads(int num_threads):
     """Threads a parallel region asking for ``num_threads`` gets (1 without OpenMP)."""
     return fastem_openmp_threads(num_threads)
@@ -348,6 +449,74 @@ def _check(int[::1] status):
 
 
 # ------------------------------------------------------------------ full
+cdef void _full_moments(const double* XS, const double* WRS, Py_ssize_t rows, Py_ssize_t k,
+                        Py_ssize_t dp, Py_ssize_t d, const double* MP, double* D, double* Z,
+                        double* nk, double* SX, double* SA) noexcept nogil:
+    """Moments about each mean mu_j (``MP``, rows of dp) of ``rows`` staged rows
+    ``XS`` weighted by WRS[:, j]: nk[j], SX[j] (first, rows of dp) and, through
+    ``fastem_lower_moments``, SA[j] (second, dp x dp)."""
+    cdef Py_ssize_t i, j, a
+    cdef double total, rw, v
+    for j in range(k):
+        total = 0.0
+        for i in range(rows):
+            total += WRS[i * k + j]
+        if total == 0.0:  # no weight here (the weights are never negative)
+            continue
+        nk[j] += total
+        for i in range(rows):
+            rw = WRS[i * k + j]
+            for a in range(dp):  # padding: 0 - 0
+                v = XS[i * dp + a] - MP[j * dp + a]
+                D[i * dp + a] = v
+                Z[i * dp + a] = rw * v
+                SX[j * dp + a] += rw * v
+        fastem_lower_moments(D, Z, rows, dp, d, SA + j * dp * dp)
+
+
+cdef enum:
+    TILE_MIN_D = 8  # features from which _full_chunk stages rows for the moment tile
+
+
+cdef inline void _full_block_moments(const double* xb, const double* wr, const double* means,
+                                     Py_ssize_t k, Py_ssize_t d, double* diff, double* nk,
+                                     double* sx, double* sxx) noexcept nogil:
+    """Add the moments about each mean of the BLOCK = 4 rows ``xb`` weighted by
+    ``wr`` (4, k) to nk, sx and the lower triangle of sxx, each row of which
+    is rounded up to whole vectors of 4 (the M-step reads the lower triangle
+    only), so the loops have no scalar remainder; ``diff`` is scratch (4, d)."""
+    cdef Py_ssize_t a, b, j
+    cdef double r0, r1, r2, r3, m, u0, u1, u2, u3
+    cdef double* d0 = diff
+    cdef double* d1 = diff + d
+    cdef double* d2 = diff + 2 * d
+    cdef double* d3 = diff + 3 * d
+    cdef double* row
+    for j in range(k):
+        r0 = wr[j]
+        r1 = wr[k + j]
+        r2 = wr[2 * k + j]
+        r3 = wr[3 * k + j]
+        if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
+            continue
+        nk[j] += r0 + r1 + r2 + r3
+        for a in range(d):
+            m = means[j * d + a]
+            d0[a] = xb[a] - m
+            d1[a] = xb[d + a] - m
+            d2[a] = xb[2 * d + a] - m
+            d3[a] = xb[3 * d + a] - m
+            sx[j * d + a] += r0 * d0[a] + r1 * d1[a] + r2 * d2[a] + r3 * d3[a]
+        for a in range(d):
+            u0 = r0 * d0[a]
+            u1 = r1 * d1[a]
+            u2 = r2 * d2[a]
+            u3 = r3 * d3[a]
+            row = sxx + (j * d + a) * d
+            for b in range(min(d, (a // 4 + 1) * 4)):
+                row[b] += u0 * d0[b] + u1 * d1[b] + u2 * d2[b] + u3 * d3[b]
+
+
 cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                      const double* sample_weight, const double* means, const double* W,
                      const double* cw, const double* log_norm, const double* center,
@@ -355,18 +524,28 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                      Py_ssize_t d, int64_t* labels, double* log_prob, double* nk,
                      double* sx, double* sxx, double* obj) noexcept nogil:
     """Full covariances.  ``W`` (d, k d) = [U_1 | ... | U_k], ``cw`` (k d,) the
-    rows (mu_j - center) U_j, so that (x - mu_j) U_j = (x - center) W_j - cw_j."""
+    rows (mu_j - center) U_j, so that (x - mu_j) U_j = (x - center) W_j - cw_j.
+
+    Soft statistics: ``SUB`` rows and their weighted responsibilities are
+    staged, then their moments about each mean are added by ``_full_moments``
+    (a register tile for the second moments).  A rank-4 update of the sums
+    in memory every 4 rows (``_full_block_moments``) had been about a third
+    of this E-step; it is kept for fewer than ``TILE_MIN_D`` features, where
+    the tile's blocks of 8 features would be mostly padding ((2e5, 2, 8):
+    16 ms a call with it, 21 with the tile).
+    """
     cdef Py_ssize_t kd = k * d
-    cdef Py_ssize_t ib, i0, n_rows, r, a, b, j
+    cdef Py_ssize_t dp = (d + 7) // 8 * 8
+    cdef Py_ssize_t ib, i0, n_rows, r, a, b, j, staged = 0
     cdef Py_ssize_t best_of[BLOCK]
-    cdef double u, u0, u1, u2, u3, r0, r1, r2, r3, w, m
+    cdef double u, w
     cdef double* d0
-    cdef double* d1
-    cdef double* d2
-    cdef double* d3
     cdef double* row
+    cdef bint tiled = not hard and d >= TILE_MIN_D
+    cdef Py_ssize_t soft_size = (3 * SUB * dp + SUB * k + 2 * k * dp + k * dp * dp
+                                 if tiled else 0)
     cdef double* buf = <double*> malloc(
-        (3 * BLOCK * d + BLOCK * kd + 3 * BLOCK * k + 1) * sizeof(double))
+        (3 * BLOCK * d + BLOCK * kd + 3 * BLOCK * k + 1 + soft_size) * sizeof(double))
     if buf == NULL:
         return -1
     cdef double* xb = buf
@@ -376,14 +555,23 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef double* lp = diff + BLOCK * d
     cdef double* maha = lp + BLOCK * k
     cdef double* wr = maha + BLOCK * k
+    cdef double* XS = wr + BLOCK * k + 1
+    cdef double* D = XS + SUB * dp
+    cdef double* Z = D + SUB * dp
+    cdef double* WRS = Z + SUB * dp
+    cdef double* MP = WRS + SUB * k
+    cdef double* SX = MP + k * dp
+    cdef double* SA = SX + k * dp
     d0 = diff
-    d1 = diff + d
-    d2 = diff + 2 * d
-    d3 = diff + 3 * d
     zero(nk, k)
     zero(sx, kd)
     zero(sxx, kd * d)
     zero(obj, 3)
+    if tiled:
+        zero(XS, soft_size)  # padding features stay 0
+        for j in range(k):
+            for a in range(d):
+                MP[j * dp + a] = means[j * d + a]
     for ib in range((stop - start + BLOCK - 1) // BLOCK):
         i0 = start + ib * BLOCK
         n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
@@ -415,32 +603,26 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                     for b in range(a + 1):
                         row[b] += u * d0[b]
             continue
+        if not tiled:
+            _full_block_moments(xb, wr, means, k, d, diff, nk, sx, sxx)
+            continue
+        for r in range(BLOCK):  # rows past the end: zeros (load_block), weight 0
+            for a in range(d):
+                XS[(staged + r) * dp + a] = xb[r * d + a]
+            for j in range(k):
+                WRS[(staged + r) * k + j] = wr[r * k + j]
+        staged += BLOCK
+        if staged == SUB:
+            _full_moments(XS, WRS, staged, k, dp, d, MP, D, Z, nk, SX, SA)
+            staged = 0
+    if tiled:
+        if staged > 0:
+            _full_moments(XS, WRS, staged, k, dp, d, MP, D, Z, nk, SX, SA)
         for j in range(k):
-            r0 = wr[j]
-            r1 = wr[k + j]
-            r2 = wr[2 * k + j]
-            r3 = wr[3 * k + j]
-            if r0 == 0.0 and r1 == 0.0 and r2 == 0.0 and r3 == 0.0:
-                continue
-            nk[j] += r0 + r1 + r2 + r3
             for a in range(d):
-                m = means[j * d + a]
-                d0[a] = xb[a] - m
-                d1[a] = xb[d + a] - m
-                d2[a] = xb[2 * d + a] - m
-                d3[a] = xb[3 * d + a] - m
-                sx[j * d + a] += r0 * d0[a] + r1 * d1[a] + r2 * d2[a] + r3 * d3[a]
-            # lower triangle of sum_r w_r r_rj diff_r diff_r^T, each row
-            # rounded up to whole vectors of 4 (the M-step reads the lower
-            # triangle only): loops without a scalar remainder
-            for a in range(d):
-                u0 = r0 * d0[a]
-                u1 = r1 * d1[a]
-                u2 = r2 * d2[a]
-                u3 = r3 * d3[a]
-                row = sxx + (j * d + a) * d
-                for b in range(min(d, (a // 4 + 1) * 4)):
-                    row[b] += u0 * d0[b] + u1 * d1[b] + u2 * d2[b] + u3 * d3[b]
+                sx[j * d + a] = SX[j * dp + a]
+                for b in range(a + 1):  # the lower triangle: the M-step reads no more
+                    sxx[(j * d + a) * d + b] = SA[(j * dp + a) * dp + b]
     free(buf)
     return 0
 
