@@ -27,7 +27,8 @@ from libc.math cimport isfinite
 import numpy as np
 
 from fastem.backends._cython_common cimport (
-    BLOCK, SUB, chunk_stop, fastem_moments, finish_block, floating, load_block, zero)
+    BLOCK, SUB, chunk_stop, fastem_lower_moments, fastem_moments, finish_block, floating,
+    load_block, zero)
 
 
 cdef extern from *:
@@ -332,107 +333,6 @@ cdef extern from *:
     """
     void fastem_block_scores(const double* xb, const double* GT, const double* base, long k,
                              long d, double* lp) nogil
-
-
-cdef extern from *:
-    """
-    #include <string.h>
-    /* S[a * dp + b] += sum_{i < rows} D[i * dp + a] Z[i * dp + b] over the
-       blocks of 4 a by 8 b (by 4 b without AVX) that meet the lower triangle
-       b <= a < d; D and Z hold rows of dp floats (a multiple of 8, zero past
-       d).  A block keeps its sums in vector registers while the rows stream
-       past, so S is read and written once a call instead of once a row
-       (numba_backend._lower_moment_tile); summed in row order, as the plain
-       loop of other compilers. */
-    static void fastem_lower_moments(const double* D, const double* Z, long rows,
-                                     long dp, long d, double* S) {
-        long a0, b0, i;
-    #if defined(__GNUC__) && defined(__AVX__)
-        typedef double v4 __attribute__((vector_size(32)));
-        for (a0 = 0; a0 < d; a0 += 4) {
-            for (b0 = 0; b0 < a0 + 4; b0 += 8) {
-                v4 s00 = {0.0, 0.0, 0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
-                v4 s20 = s00, s21 = s00, s30 = s00, s31 = s00, z0, z1, t;
-                for (i = 0; i < rows; i++) {
-                    const double* x = D + i * dp + a0;
-                    memcpy(&z0, Z + i * dp + b0, sizeof z0);
-                    memcpy(&z1, Z + i * dp + b0 + 4, sizeof z1);
-                    s00 += x[0] * z0;
-                    s01 += x[0] * z1;
-                    s10 += x[1] * z0;
-                    s11 += x[1] * z1;
-                    s20 += x[2] * z0;
-                    s21 += x[2] * z1;
-                    s30 += x[3] * z0;
-                    s31 += x[3] * z1;
-                }
-                double* o = S + a0 * dp + b0;
-                memcpy(&t, o, sizeof t); t += s00; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 4, sizeof t); t += s01; memcpy(o + 4, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s10; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 4, sizeof t); t += s11; memcpy(o + 4, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s20; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 4, sizeof t); t += s21; memcpy(o + 4, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s30; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 4, sizeof t); t += s31; memcpy(o + 4, &t, sizeof t);
-            }
-        }
-    #elif defined(__GNUC__)
-        /* 16-byte vectors: GCC keeps 32-byte ones on the stack when it must
-           split them */
-        typedef double v2 __attribute__((vector_size(16)));
-        for (a0 = 0; a0 < d; a0 += 4) {
-            for (b0 = 0; b0 < a0 + 4; b0 += 4) {
-                v2 s00 = {0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
-                v2 s20 = s00, s21 = s00, s30 = s00, s31 = s00, z0, z1, t;
-                for (i = 0; i < rows; i++) {
-                    const double* x = D + i * dp + a0;
-                    memcpy(&z0, Z + i * dp + b0, sizeof z0);
-                    memcpy(&z1, Z + i * dp + b0 + 2, sizeof z1);
-                    s00 += x[0] * z0;
-                    s01 += x[0] * z1;
-                    s10 += x[1] * z0;
-                    s11 += x[1] * z1;
-                    s20 += x[2] * z0;
-                    s21 += x[2] * z1;
-                    s30 += x[3] * z0;
-                    s31 += x[3] * z1;
-                }
-                double* o = S + a0 * dp + b0;
-                memcpy(&t, o, sizeof t); t += s00; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 2, sizeof t); t += s01; memcpy(o + 2, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s10; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 2, sizeof t); t += s11; memcpy(o + 2, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s20; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 2, sizeof t); t += s21; memcpy(o + 2, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s30; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 2, sizeof t); t += s31; memcpy(o + 2, &t, sizeof t);
-            }
-        }
-    #else
-        long a, b;
-        for (a0 = 0; a0 < d; a0 += 4) {
-            for (a = a0; a < a0 + 4; a++) {
-                for (b = 0; b < a0 + 4; b++) {
-                    double s = 0.0;
-                    for (i = 0; i < rows; i++) {
-                        s += D[i * dp + a] * Z[i * dp + b];
-                    }
-                    S[a * dp + b] += s;
-                }
-            }
-        }
-    #endif
-    }
-    """
-    void fastem_lower_moments(const double* D, const double* Z, long rows, long dp, long d,
-                              double* S) nogil
 
 
 def openmp_threads(int num_threads):

@@ -19,7 +19,8 @@ from libc.stdint cimport int64_t
 import numpy as np
 
 from fastem.backends._cython_common cimport (
-    SUB, assign_one, chunk_stop, fastem_moments, floating, load_row, zero)
+    SUB, assign_one, chunk_stop, fastem_lower_moments, fastem_moments, floating, load_row,
+    zero)
 from fastem.backends._cython_kernels import _check
 
 cdef double HALF_LOG_2PI = 0.5 * log(2.0 * 3.141592653589793)
@@ -169,6 +170,34 @@ cdef void _sweep_blocks(const double* PL, Py_ssize_t d, Py_ssize_t k,
             B[pp + j] = -rp[j]
 
 
+cdef enum:
+    # rows whose soft second moments _dense_chunk stages for the moment tile:
+    # their k stat vectors stay near the core
+    DENSE_SUB = 32
+
+
+cdef void _dense_moments(const double* DS, const double* RS, Py_ssize_t rows, Py_ssize_t k,
+                         Py_ssize_t dp, Py_ssize_t d, bint tied, double* ZS,
+                         double* SA) noexcept nogil:
+    """SA[j] (tied: SA[0]) += sum_i RS[i, j] DS[j, i] DS[j, i]^T, lower triangle,
+    over the ``rows`` staged rows, through ``fastem_lower_moments``."""
+    cdef Py_ssize_t i, j, a
+    cdef double r
+    cdef const double* D
+    for j in range(k):
+        D = DS + j * DENSE_SUB * dp
+        r = 0.0
+        for i in range(rows):
+            r += RS[i * k + j]
+        if r == 0.0:  # no weight here (the weights are never negative)
+            continue
+        for i in range(rows):
+            r = RS[i * k + j]
+            for a in range(dp):
+                ZS[i * dp + a] = r * D[i * dp + a]
+        fastem_lower_moments(D, ZS, rows, dp, d, SA + (0 if tied else j) * dp * dp)
+
+
 cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                       const double* sample_weight, const double* means,
                       const double* factors, const double* precisions, const double* W,
@@ -196,11 +225,15 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     """
     cdef Py_ssize_t kd = k * d, dd = d * d, ddk = d * d * k
     cdef Py_ssize_t i, a, b, e, j, s, t, q, no, ms, best, target, o1, o2
+    cdef Py_ssize_t dp = (d + 7) // 8 * 8, staged = 0, n_sa = 1 if tied else k
     cdef double xa, v, quad, acc, w, r, u
     cdef double* row
+    cdef Py_ssize_t stage_size = (0 if hard else
+                                  k * DENSE_SUB * dp + DENSE_SUB * dp + DENSE_SUB * k
+                                  + n_sa * dp * dp)
     cdef double* buf = <double*> malloc(
-        (5 * d + 2 * kd + 2 * k + d * kd + 3 * ddk + k * d + 8 * k + 5 * d * k + 1)
-        * sizeof(double))
+        (5 * d + 2 * kd + 2 * k + d * kd + 3 * ddk + k * d + 8 * k + 5 * d * k + 1
+         + stage_size) * sizeof(double))
     cdef Py_ssize_t* idx = <Py_ssize_t*> malloc((2 * d + 1) * sizeof(Py_ssize_t))
     if buf == NULL or idx == NULL:
         free(buf)
@@ -232,6 +265,14 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef double* dev = mean_lanes + d * k  # x_a - mu_ja, observed a
     cdef double* G = dev + d * k         # g = (Lambda_j delta_j)_m
     cdef double* Z = G + d * k           # Lambda_mm^-1 g
+    # soft: staged rows' stat vectors (k, DENSE_SUB, dp), scratch, their r
+    # (DENSE_SUB, k), and the second moments (tied: 1, else k) x (dp, dp)
+    cdef double* DS = Z + d * k
+    cdef double* ZS = DS + k * DENSE_SUB * dp
+    cdef double* RS = ZS + DENSE_SUB * dp
+    cdef double* SA = RS + DENSE_SUB * k
+    if not hard:
+        zero(DS, stage_size)  # the padding features stay 0
     zero(nk, k)
     zero(nko, kd)
     zero(sx, kd)
@@ -367,6 +408,12 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 sx[j * d + a] += r * dhat[j * d + a]
                 # tied: the scatter is taken about the common center
                 stat[a] = dhat[j * d + a] + (means[j * d + a] - center[a] if tied else 0.0)
+            if not hard:
+                # staged: the moment tile adds DENSE_SUB rows at once
+                row = DS + (j * DENSE_SUB + staged) * dp
+                for a in range(d):
+                    row[a] = stat[a]
+                continue
             target = 0 if tied else j
             # the lower triangle, rows rounded up to whole vectors of 4 (the
             # M-step reads the lower triangle only): no scalar remainders
@@ -375,6 +422,13 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 row = sxx + target * dd + a * d
                 for b in range(min(d, (a // 4 + 1) * 4)):
                     row[b] += u * stat[b]
+        if not hard:
+            for j in range(k):
+                RS[staged * k + j] = rr[j]
+            staged += 1
+            if staged == DENSE_SUB:
+                _dense_moments(DS, RS, staged, k, dp, d, tied, ZS, SA)
+                staged = 0
         # r_j Lambda_j,mm^-1 for every j, lower triangle (m is ascending)
         for s in range(q):
             for t in range(s + 1):
@@ -382,6 +436,13 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 o2 = (s * d + t) * k
                 for j in range(k):
                     cond_sum[o1 + j] -= rr[j] * B[o2 + j]
+    if not hard:
+        if staged > 0:
+            _dense_moments(DS, RS, staged, k, dp, d, tied, ZS, SA)
+        for t in range(n_sa):
+            for a in range(d):
+                for b in range(a + 1):
+                    sxx[t * dd + a * d + b] = SA[(t * dp + a) * dp + b]
     for a in range(d):
         for b in range(a + 1):
             if tied:  # one covariance: the components' sum
