@@ -1055,18 +1055,34 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     SXX = np.zeros(k * dp)
     nk[:] = 0.0
     changed = 0
+    one_vector = dp == lanes(xr)
     for i0 in range(start, stop, R):
         n_rows = min(R, stop - i0)
-        for r in range(n_rows):  # lanes past a short last block: stale, not read
-            xx = 0.0
-            for a in range(d):
-                xa = X[i0 + r, a]
-                sstore(xr, r * dp + a, xa)
-                v = xa - c[a]
-                sstore(xT, a * R + r, v)
-                xx += np.float64(v) * np.float64(v)
-            half[r] = 0.5 * xx
-            sstore(xT, d * R + r, -half[r])
+        if one_vector:
+            # d <= 4: the same steps, unrolled (the general loop's setup and
+            # remainder path had cost more than its d iterations)
+            for r in range(n_rows):
+                xx = 0.0
+                for a in range(4):
+                    if a < d:
+                        xa = X[i0 + r, a]
+                        sstore(xr, r * dp + a, xa)
+                        v = xa - c[a]
+                        sstore(xT, a * R + r, v)
+                        xx += np.float64(v) * np.float64(v)
+                half[r] = 0.5 * xx
+                sstore(xT, d * R + r, -half[r])
+        else:
+            for r in range(n_rows):  # lanes past a short last block: stale, not read
+                xx = 0.0
+                for a in range(d):
+                    xa = X[i0 + r, a]
+                    sstore(xr, r * dp + a, xa)
+                    v = xa - c[a]
+                    sstore(xT, a * R + r, v)
+                    xx += np.float64(v) * np.float64(v)
+                half[r] = 0.5 * xx
+                sstore(xT, d * R + r, -half[r])
         _score_tile_lanes(xT, 0, d + 1, CT, A, kp, sc, 0)
         _max_rows_lanes(sc, k, top)
         for r in range(n_rows):
@@ -1092,7 +1108,7 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
             if labels[i] != best:
                 changed += 1
                 labels[i] = best
-        if dp == lanes(xr):
+        if one_vector:
             _add_hard_block_one(xr, M, i0, n_rows, labels, sample_weight, nk, SX, SXX)
         else:
             _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX)
