@@ -1,5 +1,7 @@
 # cython: language_level=3
-"""Helpers shared by the Cython kernels: row blocks and the row-wise softmax.
+"""Helpers shared by the Cython kernels: row blocks, the row-wise softmax and
+the moment tiles (``fastem_moments``, ``fastem_lower_moments``) through which
+the soft kernels add the statistics of ``SUB`` staged rows at once.
 
 Every helper runs without the GIL on raw pointers into C-contiguous float64
 buffers, except ``X``, which is read through its element strides in its own
