@@ -1009,6 +1009,18 @@ def _store_moments(SX, SXX, dp, sx, sxx):
             sxx[j, a] = SXX[j * dp + a]
 
 
+@inline_leaf
+def _prepare_value(X, i, a, c, xr, ro, xT, R, r):
+    """Feature a of row i for the K-means screen: X[i, a] into the float64 row
+    copy ``xr`` (at ro + a), the shifted value X[i, a] - c[a] into lane r of
+    the transposed block ``xT`` (R lanes); returns its square in float64."""
+    xa = X[i, a]
+    sstore(xr, ro + a, xa)
+    v = xa - c[a]
+    sstore(xT, a * R + r, v)
+    return np.float64(v) * np.float64(v)
+
+
 @leaf
 def _exact_score(X, i, means, j, precision, log_norm):
     """log_norm_j - p_j / 2 * ||x_i - mu_j||^2 from differences."""
@@ -1058,6 +1070,7 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     one_vector = dp == lanes(xr)
     for i0 in range(start, stop, R):
         n_rows = min(R, stop - i0)
+        # lanes past a short last block: stale, not read
         if one_vector:
             # d <= 4: the same steps, unrolled (the general loop's setup and
             # remainder path had cost more than its d iterations)
@@ -1065,22 +1078,14 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
                 xx = 0.0
                 for a in range(4):
                     if a < d:
-                        xa = X[i0 + r, a]
-                        sstore(xr, r * dp + a, xa)
-                        v = xa - c[a]
-                        sstore(xT, a * R + r, v)
-                        xx += np.float64(v) * np.float64(v)
+                        xx += _prepare_value(X, i0 + r, a, c, xr, r * dp, xT, R, r)
                 half[r] = 0.5 * xx
                 sstore(xT, d * R + r, -half[r])
         else:
-            for r in range(n_rows):  # lanes past a short last block: stale, not read
+            for r in range(n_rows):
                 xx = 0.0
                 for a in range(d):
-                    xa = X[i0 + r, a]
-                    sstore(xr, r * dp + a, xa)
-                    v = xa - c[a]
-                    sstore(xT, a * R + r, v)
-                    xx += np.float64(v) * np.float64(v)
+                    xx += _prepare_value(X, i0 + r, a, c, xr, r * dp, xT, R, r)
                 half[r] = 0.5 * xx
                 sstore(xT, d * R + r, -half[r])
         _score_tile_lanes(xT, 0, d + 1, CT, A, kp, sc, 0)
