@@ -73,13 +73,13 @@ cdef extern from *:
 cdef extern from *:
     """
     #include <string.h>
-    /* M[j * mp + a] += sum_{r < n} WR[r * k + j] F[r * mp + a] for j < k and
-       a < mp (mp a multiple of 4): the moments of n rows' features F (n, mp)
-       under their weights WR (n, k), row-major.  Tiles of 4 components by 8
-       features in 32-byte vectors (with AVX), or by 4 features in 16-byte
-       ones (the last 4 features, and without AVX, where the 16 registers hold
-       no more), keep their sums in registers over all n rows, summed in row
-       order, as the plain loop of other compilers and leftover components. */
+    /* The moment tiles: O[p * os + q] += sum_{i < n} A[i * as + p] B[i * bs + q]
+       for a block of 4 p by 8 q (``fastem_tile_4x8``, 32-byte vectors, with
+       AVX) or 4 p by 4 q (``fastem_tile_4x4``, 16-byte vectors: without AVX,
+       GCC keeps split 32-byte vectors on the stack, and 4 x 8 sums would not
+       fit in the 16 registers).  The block's sums stay in vector registers
+       while the n rows stream past, summed in row order, and O is read and
+       written once: a sum kept in memory costs a load and a store a term. */
     #if defined(__GNUC__)
     typedef double fastem_v4 __attribute__((vector_size(32)));
     typedef double fastem_v2 __attribute__((vector_size(16)));
@@ -95,185 +95,135 @@ cdef extern from *:
         t += s;
         memcpy(o, &t, sizeof t);
     }
+    static inline void fastem_tile_4x8(const double* A, long as, const double* B, long bs,
+                                       long n, double* O, long os) {
+        fastem_v4 s00 = {0.0, 0.0, 0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
+        fastem_v4 s20 = s00, s21 = s00, s30 = s00, s31 = s00, b0, b1;
+        long i;
+        for (i = 0; i < n; i++) {
+            const double* a = A + i * as;
+            memcpy(&b0, B + i * bs, sizeof b0);
+            memcpy(&b1, B + i * bs + 4, sizeof b1);
+            s00 += a[0] * b0;
+            s01 += a[0] * b1;
+            s10 += a[1] * b0;
+            s11 += a[1] * b1;
+            s20 += a[2] * b0;
+            s21 += a[2] * b1;
+            s30 += a[3] * b0;
+            s31 += a[3] * b1;
+        }
+        fastem_add_v4(O, s00);
+        fastem_add_v4(O + 4, s01);
+        fastem_add_v4(O + os, s10);
+        fastem_add_v4(O + os + 4, s11);
+        fastem_add_v4(O + 2 * os, s20);
+        fastem_add_v4(O + 2 * os + 4, s21);
+        fastem_add_v4(O + 3 * os, s30);
+        fastem_add_v4(O + 3 * os + 4, s31);
+    }
+    static inline void fastem_tile_4x4(const double* A, long as, const double* B, long bs,
+                                       long n, double* O, long os) {
+        fastem_v2 s00 = {0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
+        fastem_v2 s20 = s00, s21 = s00, s30 = s00, s31 = s00, b0, b1;
+        long i;
+        for (i = 0; i < n; i++) {
+            const double* a = A + i * as;
+            memcpy(&b0, B + i * bs, sizeof b0);
+            memcpy(&b1, B + i * bs + 2, sizeof b1);
+            s00 += a[0] * b0;
+            s01 += a[0] * b1;
+            s10 += a[1] * b0;
+            s11 += a[1] * b1;
+            s20 += a[2] * b0;
+            s21 += a[2] * b1;
+            s30 += a[3] * b0;
+            s31 += a[3] * b1;
+        }
+        fastem_add_v2(O, s00);
+        fastem_add_v2(O + 2, s01);
+        fastem_add_v2(O + os, s10);
+        fastem_add_v2(O + os + 2, s11);
+        fastem_add_v2(O + 2 * os, s20);
+        fastem_add_v2(O + 2 * os + 2, s21);
+        fastem_add_v2(O + 3 * os, s30);
+        fastem_add_v2(O + 3 * os + 2, s31);
+    }
     #endif
+    /* The same sums for any block, in plain C (other compilers, leftovers). */
+    static void fastem_tile_plain(const double* A, long as, const double* B, long bs,
+                                  long n, double* O, long os, long np, long nq) {
+        long p, q, i;
+        for (p = 0; p < np; p++) {
+            for (q = 0; q < nq; q++) {
+                double s = 0.0;
+                for (i = 0; i < n; i++) {
+                    s += A[i * as + p] * B[i * bs + q];
+                }
+                O[p * os + q] += s;
+            }
+        }
+    }
+
+    /* M[j * mp + a] += sum_{r < n} WR[r * k + j] F[r * mp + a] for j < k and
+       a < mp (mp a multiple of 4): the moments of n rows' features F (n, mp)
+       under their weights WR (n, k), row-major; tiles of 4 components. */
     static void fastem_moments(const double* F, const double* WR, long n, long mp,
                                long k, double* M) {
-        long j0 = 0, j, a, a0, r;
+        long j0 = 0, a0;
     #if defined(__GNUC__)
         for (; j0 + 4 <= k; j0 += 4) {
             a0 = 0;
     #if defined(__AVX__)
             for (; a0 + 8 <= mp; a0 += 8) {
-                fastem_v4 s00 = {0.0, 0.0, 0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
-                fastem_v4 s20 = s00, s21 = s00, s30 = s00, s31 = s00, f0, f1;
-                for (r = 0; r < n; r++) {
-                    const double* w = WR + r * k + j0;
-                    memcpy(&f0, F + r * mp + a0, sizeof f0);
-                    memcpy(&f1, F + r * mp + a0 + 4, sizeof f1);
-                    s00 += w[0] * f0;
-                    s01 += w[0] * f1;
-                    s10 += w[1] * f0;
-                    s11 += w[1] * f1;
-                    s20 += w[2] * f0;
-                    s21 += w[2] * f1;
-                    s30 += w[3] * f0;
-                    s31 += w[3] * f1;
-                }
-                double* o = M + j0 * mp + a0;
-                fastem_add_v4(o, s00);
-                fastem_add_v4(o + 4, s01);
-                fastem_add_v4(o + mp, s10);
-                fastem_add_v4(o + mp + 4, s11);
-                fastem_add_v4(o + 2 * mp, s20);
-                fastem_add_v4(o + 2 * mp + 4, s21);
-                fastem_add_v4(o + 3 * mp, s30);
-                fastem_add_v4(o + 3 * mp + 4, s31);
+                fastem_tile_4x8(WR + j0, k, F + a0, mp, n, M + j0 * mp + a0, mp);
             }
     #endif
             for (; a0 < mp; a0 += 4) {
-                /* 16-byte vectors: GCC keeps 32-byte ones on the stack
-                   when it must split them (no AVX) */
-                fastem_v2 s00 = {0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
-                fastem_v2 s20 = s00, s21 = s00, s30 = s00, s31 = s00, f0, f1;
-                for (r = 0; r < n; r++) {
-                    const double* w = WR + r * k + j0;
-                    memcpy(&f0, F + r * mp + a0, sizeof f0);
-                    memcpy(&f1, F + r * mp + a0 + 2, sizeof f1);
-                    s00 += w[0] * f0;
-                    s01 += w[0] * f1;
-                    s10 += w[1] * f0;
-                    s11 += w[1] * f1;
-                    s20 += w[2] * f0;
-                    s21 += w[2] * f1;
-                    s30 += w[3] * f0;
-                    s31 += w[3] * f1;
-                }
-                double* o = M + j0 * mp + a0;
-                fastem_add_v2(o, s00);
-                fastem_add_v2(o + 2, s01);
-                fastem_add_v2(o + mp, s10);
-                fastem_add_v2(o + mp + 2, s11);
-                fastem_add_v2(o + 2 * mp, s20);
-                fastem_add_v2(o + 2 * mp + 2, s21);
-                fastem_add_v2(o + 3 * mp, s30);
-                fastem_add_v2(o + 3 * mp + 2, s31);
+                fastem_tile_4x4(WR + j0, k, F + a0, mp, n, M + j0 * mp + a0, mp);
             }
         }
     #endif
-        for (j = j0; j < k; j++) {
-            for (a = 0; a < mp; a++) {
-                double s = 0.0;
-                for (r = 0; r < n; r++) {
-                    s += WR[r * k + j] * F[r * mp + a];
-                }
-                M[j * mp + a] += s;
+        fastem_tile_plain(WR + j0, k, F, mp, n, M + j0 * mp, mp, k - j0, mp);
+    }
+
+    /* S[a * dp + b] += sum_{i < rows} D[i * dp + a] Z[i * dp + b] over the
+       blocks of 4 a by 8 b (4 b without AVX) that meet the lower triangle
+       b <= a < d; D and Z hold rows of dp floats (a multiple of 8, zero past
+       d) (numba_backend._lower_moment_tile). */
+    static void fastem_lower_moments(const double* D, const double* Z, long rows,
+                                     long dp, long d, double* S) {
+        long a0, b0;
+        for (a0 = 0; a0 < d; a0 += 4) {
+    #if defined(__GNUC__) && defined(__AVX__)
+            for (b0 = 0; b0 < a0 + 4; b0 += 8) {
+                fastem_tile_4x8(D + a0, dp, Z + b0, dp, rows, S + a0 * dp + b0, dp);
             }
+    #elif defined(__GNUC__)
+            for (b0 = 0; b0 < a0 + 4; b0 += 4) {
+                fastem_tile_4x4(D + a0, dp, Z + b0, dp, rows, S + a0 * dp + b0, dp);
+            }
+    #else
+            fastem_tile_plain(D + a0, dp, Z, dp, rows, S + a0 * dp, dp, 4, a0 + 4);
+    #endif
         }
     }
     """
     void fastem_moments(const double* F, const double* WR, long n, long mp, long k,
                         double* M) nogil
-
-
-cdef extern from *:
-    """
-    #include <string.h>
-    /* S[a * dp + b] += sum_{i < rows} D[i * dp + a] Z[i * dp + b] over the
-       blocks of 4 a by 8 b (by 4 b without AVX) that meet the lower triangle
-       b <= a < d; D and Z hold rows of dp floats (a multiple of 8, zero past
-       d).  A block keeps its sums in vector registers while the rows stream
-       past, so S is read and written once a call instead of once a row
-       (numba_backend._lower_moment_tile); summed in row order, as the plain
-       loop of other compilers. */
-    static void fastem_lower_moments(const double* D, const double* Z, long rows,
-                                     long dp, long d, double* S) {
-        long a0, b0, i;
-    #if defined(__GNUC__) && defined(__AVX__)
-        typedef double v4 __attribute__((vector_size(32)));
-        for (a0 = 0; a0 < d; a0 += 4) {
-            for (b0 = 0; b0 < a0 + 4; b0 += 8) {
-                v4 s00 = {0.0, 0.0, 0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
-                v4 s20 = s00, s21 = s00, s30 = s00, s31 = s00, z0, z1, t;
-                for (i = 0; i < rows; i++) {
-                    const double* x = D + i * dp + a0;
-                    memcpy(&z0, Z + i * dp + b0, sizeof z0);
-                    memcpy(&z1, Z + i * dp + b0 + 4, sizeof z1);
-                    s00 += x[0] * z0;
-                    s01 += x[0] * z1;
-                    s10 += x[1] * z0;
-                    s11 += x[1] * z1;
-                    s20 += x[2] * z0;
-                    s21 += x[2] * z1;
-                    s30 += x[3] * z0;
-                    s31 += x[3] * z1;
-                }
-                double* o = S + a0 * dp + b0;
-                memcpy(&t, o, sizeof t); t += s00; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 4, sizeof t); t += s01; memcpy(o + 4, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s10; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 4, sizeof t); t += s11; memcpy(o + 4, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s20; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 4, sizeof t); t += s21; memcpy(o + 4, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s30; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 4, sizeof t); t += s31; memcpy(o + 4, &t, sizeof t);
-            }
-        }
-    #elif defined(__GNUC__)
-        /* 16-byte vectors: GCC keeps 32-byte ones on the stack when it must
-           split them */
-        typedef double v2 __attribute__((vector_size(16)));
-        for (a0 = 0; a0 < d; a0 += 4) {
-            for (b0 = 0; b0 < a0 + 4; b0 += 4) {
-                v2 s00 = {0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
-                v2 s20 = s00, s21 = s00, s30 = s00, s31 = s00, z0, z1, t;
-                for (i = 0; i < rows; i++) {
-                    const double* x = D + i * dp + a0;
-                    memcpy(&z0, Z + i * dp + b0, sizeof z0);
-                    memcpy(&z1, Z + i * dp + b0 + 2, sizeof z1);
-                    s00 += x[0] * z0;
-                    s01 += x[0] * z1;
-                    s10 += x[1] * z0;
-                    s11 += x[1] * z1;
-                    s20 += x[2] * z0;
-                    s21 += x[2] * z1;
-                    s30 += x[3] * z0;
-                    s31 += x[3] * z1;
-                }
-                double* o = S + a0 * dp + b0;
-                memcpy(&t, o, sizeof t); t += s00; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 2, sizeof t); t += s01; memcpy(o + 2, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s10; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 2, sizeof t); t += s11; memcpy(o + 2, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s20; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 2, sizeof t); t += s21; memcpy(o + 2, &t, sizeof t);
-                o += dp;
-                memcpy(&t, o, sizeof t); t += s30; memcpy(o, &t, sizeof t);
-                memcpy(&t, o + 2, sizeof t); t += s31; memcpy(o + 2, &t, sizeof t);
-            }
-        }
-    #else
-        long a, b;
-        for (a0 = 0; a0 < d; a0 += 4) {
-            for (a = a0; a < a0 + 4; a++) {
-                for (b = 0; b < a0 + 4; b++) {
-                    double s = 0.0;
-                    for (i = 0; i < rows; i++) {
-                        s += D[i * dp + a] * Z[i * dp + b];
-                    }
-                    S[a * dp + b] += s;
-                }
-            }
-        }
-    #endif
-    }
-    """
     void fastem_lower_moments(const double* D, const double* Z, long rows, long dp, long d,
                               double* S) nogil
+
+
+cdef inline Py_ssize_t add_staged(const double* F, const double* WR, Py_ssize_t staged,
+                                  Py_ssize_t mp, Py_ssize_t k, double* M) noexcept nogil:
+    """``staged`` rows of features F and weights WR are staged; once they are
+    ``SUB``, add their moments to M (``fastem_moments``) and return 0, else
+    return ``staged``."""
+    if staged == SUB:
+        fastem_moments(F, WR, staged, mp, k, M)
+        return 0
+    return staged
 
 
 cdef inline void zero(double* a, Py_ssize_t size) noexcept nogil:

@@ -27,8 +27,8 @@ from libc.math cimport isfinite
 import numpy as np
 
 from fastem.backends._cython_common cimport (
-    BLOCK, SUB, chunk_stop, fastem_lower_moments, fastem_moments, finish_block, floating,
-    load_block, zero)
+    BLOCK, SUB, add_staged, chunk_stop, fastem_lower_moments, fastem_moments, finish_block,
+    floating, load_block, zero)
 
 
 cdef extern from *:
@@ -775,10 +775,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 row[d + a] = t * t
             for j in range(k):
                 WRS[(sub + r) * k + j] = wr[r * k + j]
-        sub += BLOCK
-        if sub == SUB:
-            fastem_moments(F, WRS, sub, mp, k, mom)
-            sub = 0
+        sub = add_staged(F, WRS, sub + BLOCK, mp, k, mom)
     if not hard:
         if sub > 0:
             fastem_moments(F, WRS, sub, mp, k, mom)
@@ -1078,10 +1075,7 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 row[a] = xb[r * d + a]
             for j in range(k):
                 WRS[(sub + r) * k + j] = wr[r * k + j]
-        sub += BLOCK
-        if sub == SUB:
-            fastem_moments(F, WRS, sub, mp, k, mom)
-            sub = 0
+        sub = add_staged(F, WRS, sub + BLOCK, mp, k, mom)
     if not hard:
         if sub > 0:
             fastem_moments(F, WRS, sub, mp, k, mom)

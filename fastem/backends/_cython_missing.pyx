@@ -19,8 +19,8 @@ from libc.stdint cimport int64_t
 import numpy as np
 
 from fastem.backends._cython_common cimport (
-    SUB, assign_one, chunk_stop, fastem_lower_moments, fastem_moments, floating, load_row,
-    zero)
+    SUB, add_staged, assign_one, chunk_stop, fastem_lower_moments, fastem_moments, floating,
+    load_row, zero)
 from fastem.backends._cython_kernels import _check
 
 cdef double HALF_LOG_2PI = 0.5 * log(2.0 * 3.141592653589793)
@@ -603,10 +603,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             row[a] = t
             row[d + a] = t * t
             row[2 * d + a] = obs[a]
-        sub += 1
-        if sub == SUB:
-            fastem_moments(F, WRS, sub, mp, k, mom)
-            sub = 0
+        sub = add_staged(F, WRS, sub + 1, mp, k, mom)
     if sub > 0:
         fastem_moments(F, WRS, sub, mp, k, mom)
     for j in range(k):
