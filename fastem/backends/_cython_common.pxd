@@ -226,6 +226,19 @@ cdef inline Py_ssize_t add_staged(const double* F, const double* WR, Py_ssize_t 
     return staged
 
 
+cdef inline void mean_of_means(const double* means, Py_ssize_t k, Py_ssize_t d,
+                               double* c) noexcept nogil:
+    """c = the mean of the k rows of ``means`` (k, d): the shift of the soft
+    kernels' moments about c, which keeps them well conditioned."""
+    cdef Py_ssize_t a, j
+    cdef double t
+    for a in range(d):
+        t = 0.0
+        for j in range(k):
+            t += means[j * d + a]
+        c[a] = t / k
+
+
 cdef inline void zero(double* a, Py_ssize_t size) noexcept nogil:
     memset(a, 0, size * sizeof(double))
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from fastem.backends._cython_common cimport (
     BLOCK, SUB, add_staged, chunk_stop, fastem_lower_moments, fastem_moments, finish_block,
-    floating, load_block, zero)
+    floating, load_block, mean_of_means, zero)
 
 
 cdef extern from *:
@@ -730,11 +730,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     if not hard:
         zero(F, SUB * mp)  # the padding features stay 0
         zero(mom, k * mp)
-        for a in range(d):
-            t = 0.0
-            for j in range(k):
-                t += means[j * d + a]
-            cen[a] = t / k
+        mean_of_means(means, k, d, cen)
     for ib in range((stop - start + BLOCK - 1) // BLOCK):
         i0 = start + ib * BLOCK
         n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK

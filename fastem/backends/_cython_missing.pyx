@@ -20,7 +20,7 @@ import numpy as np
 
 from fastem.backends._cython_common cimport (
     SUB, add_staged, assign_one, chunk_stop, fastem_lower_moments, fastem_moments, floating,
-    load_row, zero)
+    load_row, mean_of_means, zero)
 from fastem.backends._cython_kernels import _check
 
 cdef double HALF_LOG_2PI = 0.5 * log(2.0 * 3.141592653589793)
@@ -541,11 +541,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             meansT[a * k + j] = means[j * d + a]
             precT[a * k + j] = precision[j * d + a]
             log_pT[a * k + j] = log(precision[j * d + a])
-    for a in range(d):
-        t = 0.0
-        for j in range(k):
-            t += means[j * d + a]
-        cen[a] = t / k
+    mean_of_means(means, k, d, cen)
     zero(F, SUB * mp)  # the padding features stay 0
     zero(mom, k * mp)
     zero(nk, k)
