@@ -869,6 +869,33 @@ def test_hard_spherical_ties_go_to_the_lowest_index(backend, d):
     np.testing.assert_array_equal(labels, [1, 1, 1, 1, 1])
 
 
+@pytest.mark.parametrize("cov_type", COV_TYPES + ("bernoulli",))
+def test_log_likelihood_of_many_unit_weight_rows_in_one_chunk(backend, cov_type):
+    # A compiled kernel may defer the log of a weight-1 row's softmax total
+    # (in [1, k]) by multiplying the totals and logging the product before it
+    # overflows; with 40 components of near-equal means or log-odds the
+    # totals are large, and the product of 4000 of them, in one chunk, passes
+    # float64's range many times over.  The chunk's log-likelihood must still
+    # be sum_i logsumexp_j log(w_j p_j(x_i)).
+    rng = np.random.default_rng(3)
+    n, d, k = 4000, 3, 40
+    if cov_type == "bernoulli":
+        case = make_bernoulli_case(n, d, k, np.float64, rng)
+        case["logit"] = 0.01 * rng.standard_normal((k, d))
+        case["sample_weight"] = np.ones(n)
+        out = run_bernoulli_kernel(backends.get_kernels().estep_bernoulli, case, False, n, True)
+    else:
+        case = make_gaussian_case(cov_type, n, d, k, np.float64, rng)
+        case["means"] = 1.0 + 0.01 * rng.standard_normal((k, d))
+        case["sample_weight"] = np.ones(n)
+        kernel = getattr(backends.get_kernels(), f"estep_{cov_type}")
+        out = run_gaussian_kernel(kernel, case, cov_type, False, n, True)
+    totals = np.exp(logsumexp(out["log_prob"], axis=1) - out["log_prob"].max(axis=1))
+    assert np.log(totals).sum() > 5 * np.log(np.finfo(np.float64).max)
+    expected = logsumexp(out["log_prob"], axis=1).sum()
+    assert rel_err(out["obj"][0, 0], expected) < KERNEL_TOL
+
+
 @pytest.mark.parametrize("kernel", ["estep_diag", "estep_spherical", "estep_bernoulli"])
 def test_soft_labels_of_tied_scores_go_to_the_lowest_index(backend, kernel):
     # components 1, 3 and 6 are copies: every row closest to them gets label 1;

@@ -653,6 +653,24 @@ def test_compiled_and_numpy_missing_kernels_agree(compiled, kind, dtype, hard, w
                                       case["X"][observed].astype(np.float64))
 
 
+@pytest.mark.parametrize("kind", COV_TYPES + ("bernoulli",))
+@pytest.mark.parametrize("compiled", COMPILED_BACKENDS)
+def test_missing_kernels_log_likelihood_of_many_unit_weight_rows(compiled, kind):
+    # The compiled kernels defer the log of a weight-1 row's softmax total,
+    # multiplying the totals and logging the product before it overflows;
+    # 4000 rows of 40 components in one chunk pass float64's range several
+    # times.  The chunk's log-likelihood is sum_i logsumexp_j lp_ij of the
+    # rows' marginal log-probabilities.
+    rng = np.random.default_rng(9)
+    n = 4000
+    case = missing_kernel_case(kind, np.float64, rng, n=n, k=40)
+    case["sample_weight"] = np.ones(n)
+    out = run_missing_kernel(backends._load(compiled), kind, case, False, n, True)
+    lse = logsumexp(out["log_prob"], axis=1)
+    assert (lse - out["log_prob"].max(axis=1)).sum() > 3 * np.log(np.finfo(np.float64).max)
+    assert rel_err(out["obj"][0, 0], lse.sum()) < KERNEL_TOL
+
+
 @pytest.mark.parametrize("scale", [1e-75, 1e75])
 @pytest.mark.parametrize("kind", ["full", "tied"])
 @pytest.mark.parametrize("compiled", COMPILED_BACKENDS)

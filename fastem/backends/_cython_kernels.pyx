@@ -28,7 +28,7 @@ import numpy as np
 
 from fastem.backends._cython_common cimport (
     BLOCK, SUB, add_staged, chunk_stop, fastem_lower_moments, fastem_moments, finish_block,
-    floating, load_block, mean_of_means, zero)
+    floating, flush_log_product, load_block, mean_of_means, zero)
 
 
 cdef extern from *:
@@ -520,6 +520,7 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     than ``TILE_MIN_D`` features, where the tile's blocks of 8 features would
     be mostly padding ((2e5, 2, 8): 16 ms a call with it, 21 with the tile).
     """
+    cdef double prod = 1.0  # deferred logs of row totals (assign_one)
     cdef Py_ssize_t kd = k * d
     cdef Py_ssize_t dp = (d + 7) // 8 * 8
     cdef Py_ssize_t ib, i0, n_rows, r, a, b, j, staged = 0
@@ -572,7 +573,7 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             for j in range(k):
                 lp[r * k + j] = log_norm[j] - 0.5 * maha[r * k + j]
         finish_block(i0, n_rows, k, lp, maha, hard, sample_weight, labels, log_prob,
-                     wr, best_of, obj)
+                     wr, best_of, &prod, obj)
         if hard:
             for r in range(n_rows):
                 j = best_of[r]
@@ -609,6 +610,7 @@ cdef int _full_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 sx[j * d + a] = SX[j * dp + a]
                 for b in range(a + 1):  # the lower triangle: the M-step reads no more
                     sxx[(j * d + a) * d + b] = SA[(j * dp + a) * dp + b]
+    flush_log_product(&prod, obj)
     free(buf)
     return 0
 
@@ -645,6 +647,7 @@ cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                      double* sx, double* sxx, double* obj) noexcept nogil:
     """Tied covariance.  ``U`` (d, d) upper factor, ``cwT`` (d, k) the columns
     (mu_j - center) U; the scatter is taken about ``center``."""
+    cdef double prod = 1.0  # deferred logs of row totals (assign_one)
     cdef Py_ssize_t ib, i0, n_rows, r, a, b, j
     cdef Py_ssize_t best_of[BLOCK]
     cdef double x0, x1, x2, x3, u, u0, u1, u2, u3, r0, r1, r2, r3, w, m, t0, t1, t2, t3
@@ -710,7 +713,7 @@ cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             for j in range(k):
                 lp[r * k + j] = log_norm[j] - 0.5 * maha[r * k + j]
         finish_block(i0, n_rows, k, lp, maha, hard, sample_weight, labels, log_prob,
-                     wr, best_of, obj)
+                     wr, best_of, &prod, obj)
         for r in range(BLOCK):
             wrow[r] = sample_weight[i0 + r] if r < n_rows else 0.0
         if hard:
@@ -745,6 +748,7 @@ cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             row = sxx + a * d
             for b in range(a + 1):
                 row[b] += u0 * c0[b] + u1 * c1[b] + u2 * c2[b] + u3 * c3[b]
+    flush_log_product(&prod, obj)
     free(buf)
     return 0
 
@@ -792,6 +796,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     Updating the sums about mu_j in memory for every block of four rows had
     been about 30 % of the diagonal E-step.
     """
+    cdef double prod = 1.0  # deferred logs of row totals (assign_one)
     cdef Py_ssize_t ib, i0, n_rows, r, a, j, sub = 0
     cdef Py_ssize_t mp = (2 * d + 3) // 4 * 4
     cdef double w, m, t, s1m
@@ -833,7 +838,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                     maha[r * k + j] = spherical[j] * maha[r * k + j]
                 lp[r * k + j] = log_norm[j] - 0.5 * maha[r * k + j]
         finish_block(i0, n_rows, k, lp, maha, hard, sample_weight, labels, log_prob,
-                     wr, best_of, obj)
+                     wr, best_of, &prod, obj)
         if hard:
             for r in range(n_rows):
                 j = best_of[r]
@@ -867,6 +872,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 s1m = mom[j * mp + a]
                 sx[j * d + a] = s1m - nk[j] * m
                 sxx[j * d + a] = mom[j * mp + d + a] - 2.0 * m * s1m + nk[j] * m * m
+    flush_log_product(&prod, obj)
     free(buf)
     return 0
 
@@ -1089,6 +1095,7 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     Soft statistics: the moments of ``SUB`` rows at a time, in a register
     tile (``fastem_moments``), as in ``_coordinate_chunk``.
     """
+    cdef double prod = 1.0  # deferred logs of row totals (assign_one)
     cdef Py_ssize_t ib, i0, n_rows, r, a, j, sub = 0
     cdef Py_ssize_t mp = (d + 3) // 4 * 4
     cdef Py_ssize_t best_of[BLOCK]
@@ -1116,7 +1123,7 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         load_block(X, s0, s1, i0, n_rows, d, xb)
         fastem_block_scores(xb, logitT, log_norm, k, d, lp)
         finish_block(i0, n_rows, k, lp, NULL, hard, sample_weight, labels, log_prob,
-                     wr, best_of, obj)
+                     wr, best_of, &prod, obj)
         if hard:
             for r in range(n_rows):
                 j = best_of[r]
@@ -1141,6 +1148,7 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         for j in range(k):
             for a in range(d):
                 sx[j * d + a] = mom[j * mp + a]
+    flush_log_product(&prod, obj)
     free(buf)
     return 0
 

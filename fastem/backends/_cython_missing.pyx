@@ -20,7 +20,7 @@ import numpy as np
 
 from fastem.backends._cython_common cimport (
     SUB, add_staged, assign_one, chunk_stop, fastem_lower_moments, fastem_moments, floating,
-    load_row, mean_of_means, zero)
+    flush_log_product, load_row, mean_of_means, zero)
 from fastem.backends._cython_kernels import _check
 
 cdef double HALF_LOG_2PI = 0.5 * log(2.0 * 3.141592653589793)
@@ -223,6 +223,7 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     the sum of r Lambda_mm^-1.  Tied: ``sxx`` is one (d, d) scatter about
     ``center``.
     """
+    cdef double prod = 1.0  # deferred logs of row totals (assign_one)
     cdef Py_ssize_t kd = k * d, dd = d * d, ddk = d * d * k
     cdef Py_ssize_t i, a, b, e, j, s, t, q, no, ms, best, target, o1, o2
     cdef Py_ssize_t dp = (d + 7) // 8 * 8, staged = 0, n_sa = 1 if tied else k
@@ -377,7 +378,7 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 lp[j] += q * HALF_LOG_2PI - half_log_det[j]
             maha[j] = quad
             lp[j] -= 0.5 * quad
-        w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, obj)
+        w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, &prod, obj)
         if imputed != NULL:
             for a in range(d):
                 imputed[i * d + a] = xi[a]
@@ -453,6 +454,7 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             else:
                 for j in range(k):
                     sxx[j * dd + a * d + b] += cond_sum[(a * d + b) * k + j]
+    flush_log_product(&prod, obj)
     free(buf)
     free(idx)
     return 0
@@ -512,6 +514,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     nk_j - nko_ja.  (Updating the sums in memory for every (row, component)
     took 18.3 ms a call at (1e5, 16, 8), diag, two threads; this takes 11.4.)
     """
+    cdef double prod = 1.0  # deferred logs of row totals (assign_one)
     cdef Py_ssize_t i, a, j, q, best, sub = 0
     cdef Py_ssize_t mp = (3 * d + 3) // 4 * 4
     cdef double t, w, acc, m, s1m, no
@@ -568,7 +571,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                                          corr)
         for j in range(k):
             lp[j] = log_norm[j] + q * HALF_LOG_2PI - 0.5 * corr[j] - 0.5 * maha[j]
-        w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, obj)
+        w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, &prod, obj)
         if imputed != NULL:
             # the conditional mean of a missing coordinate is the component mean
             for a in range(d):
@@ -611,6 +614,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             sx[j * d + a] = s1m - no * m
             sxx[j * d + a] = (mom[j * mp + d + a] - 2.0 * m * s1m + no * m * m
                               + (nk[j] - no) * var[j * d + a])
+    flush_log_product(&prod, obj)
     free(buf)
     return 0
 
@@ -649,6 +653,7 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                           int64_t* labels, double* log_prob, double* nk, double* nko,
                           double* sx, double* obj) noexcept nogil:
     """Bernoulli with NaN: a missing coordinate's log(1 - p) term is removed."""
+    cdef double prod = 1.0  # deferred logs of row totals (assign_one)
     cdef Py_ssize_t i, a, j, best
     cdef double s, w, r
     cdef double* buf = <double*> malloc((d + k + 1) * sizeof(double))
@@ -670,7 +675,7 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 else:
                     s += xi[a] * logit[j * d + a]
             lp[j] = s
-        w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, obj)
+        w = assign_one(i, lp, k, hard, sample_weight, labels, log_prob, &best, &prod, obj)
         if w == 0.0:
             continue
         for j in range(k):
@@ -685,6 +690,7 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 if not isnan(xi[a]):
                     nko[j * d + a] += r
                     sx[j * d + a] += r * xi[a]
+    flush_log_product(&prod, obj)
     free(buf)
     return 0
 
