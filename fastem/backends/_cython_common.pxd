@@ -208,11 +208,89 @@ cdef extern from *:
     #endif
         }
     }
+
+    /* Y[r * dp + b] += sum_{a <= b, a < d} XT[a * rows + r] U[a * dp + b] for
+       r < rows (a multiple of 4) and b < dp (a multiple of 8): the rows of
+       XT (d, rows, transposed) times the upper triangular U (d, dp, zero
+       past column d), in blocks of 4 rows by 8 columns (4 without AVX) that
+       read only the rows a of U that meet their columns. */
+    static inline void fastem_upper_product(const double* XT, long rows, const double* U,
+                                            long dp, long d, double* Y) {
+        long r0, b0, n;
+    #if defined(__GNUC__) && defined(__AVX__)
+        enum { STEP = 8 };
+    #else
+        enum { STEP = 4 };
+    #endif
+        for (b0 = 0; b0 < dp; b0 += STEP) {
+            n = b0 + STEP < d ? b0 + STEP : d;
+            for (r0 = 0; r0 < rows; r0 += 4) {
+    #if defined(__GNUC__) && defined(__AVX__)
+                fastem_tile_4x8(XT + r0, rows, U + b0, dp, n, Y + r0 * dp + b0, dp);
+    #elif defined(__GNUC__)
+                fastem_tile_4x4(XT + r0, rows, U + b0, dp, n, Y + r0 * dp + b0, dp);
+    #else
+                fastem_tile_plain(XT + r0, rows, U + b0, dp, n, Y + r0 * dp + b0, dp, 4,
+                                  STEP);
+    #endif
+            }
+        }
+    }
+
+    /* maha[r * k + j] = sum_{b < dp} (Y[r * dp + b] - CW[j * dp + b])^2 for
+       r < rows (a multiple of 4), j < k, dp a multiple of 4 (padding 0 - 0):
+       four rows' squares summed in vectors, added up once a component. */
+    static inline void fastem_sq_distances(const double* Y, long rows, long dp,
+                                           const double* CW, long k, double* maha) {
+        long r0, j, b;
+        for (r0 = 0; r0 < rows; r0 += 4) {
+            const double* y = Y + r0 * dp;
+            for (j = 0; j < k; j++) {
+                const double* c = CW + j * dp;
+    #if defined(__GNUC__)
+                fastem_v4 s0 = {0.0, 0.0, 0.0, 0.0}, s1 = s0, s2 = s0, s3 = s0, cv, t;
+                for (b = 0; b < dp; b += 4) {
+                    memcpy(&cv, c + b, sizeof cv);
+                    memcpy(&t, y + b, sizeof t);
+                    t -= cv;
+                    s0 += t * t;
+                    memcpy(&t, y + dp + b, sizeof t);
+                    t -= cv;
+                    s1 += t * t;
+                    memcpy(&t, y + 2 * dp + b, sizeof t);
+                    t -= cv;
+                    s2 += t * t;
+                    memcpy(&t, y + 3 * dp + b, sizeof t);
+                    t -= cv;
+                    s3 += t * t;
+                }
+                maha[r0 * k + j] = (s0[0] + s0[1]) + (s0[2] + s0[3]);
+                maha[(r0 + 1) * k + j] = (s1[0] + s1[1]) + (s1[2] + s1[3]);
+                maha[(r0 + 2) * k + j] = (s2[0] + s2[1]) + (s2[2] + s2[3]);
+                maha[(r0 + 3) * k + j] = (s3[0] + s3[1]) + (s3[2] + s3[3]);
+    #else
+                long r;
+                for (r = 0; r < 4; r++) {
+                    double s = 0.0;
+                    for (b = 0; b < dp; b++) {
+                        double t = y[r * dp + b] - c[b];
+                        s += t * t;
+                    }
+                    maha[(r0 + r) * k + j] = s;
+                }
+    #endif
+            }
+        }
+    }
     """
     void fastem_moments(const double* F, const double* WR, long n, long mp, long k,
                         double* M) nogil
     void fastem_lower_moments(const double* D, const double* Z, long rows, long dp, long d,
                               double* S) nogil
+    void fastem_upper_product(const double* XT, long rows, const double* U, long dp, long d,
+                              double* Y) nogil
+    void fastem_sq_distances(const double* Y, long rows, long dp, const double* CW, long k,
+                             double* maha) nogil
 
 
 cdef inline Py_ssize_t add_staged(const double* F, const double* WR, Py_ssize_t staged,

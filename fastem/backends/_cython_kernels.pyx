@@ -27,8 +27,9 @@ from libc.math cimport isfinite
 import numpy as np
 
 from fastem.backends._cython_common cimport (
-    BLOCK, SUB, add_staged, chunk_stop, fastem_lower_moments, fastem_moments, finish_block,
-    floating, flush_log_product, load_block, mean_of_means, zero)
+    BLOCK, SUB, add_staged, chunk_stop, fastem_lower_moments, fastem_moments,
+    fastem_sq_distances, fastem_upper_product, finish_block, floating, flush_log_product,
+    load_block, mean_of_means, zero)
 
 
 cdef extern from *:
@@ -645,8 +646,9 @@ cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                      bint hard, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t k,
                      Py_ssize_t d, int64_t* labels, double* log_prob, double* nk,
                      double* sx, double* sxx, double* obj) noexcept nogil:
-    """Tied covariance.  ``U`` (d, d) upper factor, ``cwT`` (d, k) the columns
-    (mu_j - center) U; the scatter is taken about ``center``."""
+    """Tied covariance, below ``TILE_MIN_D`` features.  ``U`` (d, d) upper
+    factor, ``cwT`` (d, k) the columns (mu_j - center) U; the scatter is taken
+    about ``center``."""
     cdef double prod = 1.0  # deferred logs of row totals (assign_one)
     cdef Py_ssize_t ib, i0, n_rows, r, a, b, j
     cdef Py_ssize_t best_of[BLOCK]
@@ -753,6 +755,108 @@ cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     return 0
 
 
+cdef enum:
+    TIED_SUB = 32  # rows staged at a time by _tied_staged_chunk
+
+
+cdef int _tied_staged_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                            const double* sample_weight, const double* means,
+                            const double* U, const double* cwT, const double* log_norm,
+                            const double* center, bint hard, Py_ssize_t start,
+                            Py_ssize_t stop, Py_ssize_t k, Py_ssize_t d, int64_t* labels,
+                            double* log_prob, double* nk, double* sx, double* sxx,
+                            double* obj) noexcept nogil:
+    """Tied covariance from ``TILE_MIN_D`` features, ``TIED_SUB`` rows at a time.
+
+    The staged rows' x - center (``D``, rows of dp, and transposed in ``XT``)
+    are whitened by one product with U in register tiles
+    (``fastem_upper_product``); the distances to the whitened means come
+    from differences (``fastem_sq_distances``); the scatter about the center
+    and the soft moments about it are added by the moment tiles.  Row by row,
+    the whitening and the scatter had updated d values in memory per
+    feature, two thirds of the E-step at (5e4, 64, 8).
+    """
+    cdef double prod = 1.0  # deferred logs of row totals (assign_one)
+    cdef Py_ssize_t dp = (d + 7) // 8 * 8
+    cdef Py_ssize_t ib, i0, n_rows, r, a, b, j, ig, g, rows_g
+    cdef double w, t
+    cdef Py_ssize_t best_of[TIED_SUB]
+    cdef double* buf = <double*> malloc((5 * TIED_SUB * dp + d * dp + 2 * k * dp + dp * dp
+                                         + 3 * TIED_SUB * k + 1) * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* D = buf                  # x - center, rows of dp
+    cdef double* Z = D + TIED_SUB * dp    # w (x - center)
+    cdef double* XT = Z + TIED_SUB * dp   # x - center transposed (dp, TIED_SUB)
+    cdef double* Y = XT + TIED_SUB * dp   # (x - center) U
+    cdef double* UP = Y + TIED_SUB * dp   # U, rows of dp
+    cdef double* CW = UP + d * dp         # (mu_j - center) U, rows of dp
+    cdef double* M = CW + k * dp          # soft: sum r w (x - center) per component
+    cdef double* SA = M + k * dp          # sum w (x - center)(x - center)^T, lower blocks
+    cdef double* lp = SA + dp * dp
+    cdef double* maha = lp + TIED_SUB * k
+    cdef double* wr = maha + TIED_SUB * k
+    zero(buf, 5 * TIED_SUB * dp + d * dp + 2 * k * dp + dp * dp)  # padding stays 0
+    zero(nk, k)
+    zero(sx, k * d)
+    zero(sxx, d * d)
+    zero(obj, 3)
+    for a in range(d):
+        for b in range(a, d):
+            UP[a * dp + b] = U[a * d + b]
+        for j in range(k):
+            CW[j * dp + a] = cwT[a * k + j]
+    for ib in range((stop - start + TIED_SUB - 1) // TIED_SUB):
+        i0 = start + ib * TIED_SUB
+        n_rows = stop - i0 if stop - i0 < TIED_SUB else TIED_SUB
+        for r in range(TIED_SUB):
+            w = sample_weight[i0 + r] if r < n_rows else 0.0
+            for a in range(d):
+                # rows past the end (weight 0) keep finite values: 0
+                t = (<double> X[(i0 + r) * s0 + a * s1] - center[a]) if r < n_rows else 0.0
+                D[r * dp + a] = t
+                XT[a * TIED_SUB + r] = t
+                Z[r * dp + a] = w * t
+        zero(Y, TIED_SUB * dp)
+        fastem_upper_product(XT, TIED_SUB, UP, dp, d, Y)
+        fastem_sq_distances(Y, TIED_SUB, dp, CW, k, maha)
+        for r in range(TIED_SUB):
+            for j in range(k):
+                lp[r * k + j] = log_norm[j] - 0.5 * maha[r * k + j]
+        for ig in range(TIED_SUB // BLOCK):
+            g = ig * BLOCK
+            rows_g = n_rows - g if n_rows - g < BLOCK else BLOCK
+            finish_block(i0 + g, rows_g if rows_g > 0 else 0, k, lp + g * k, maha + g * k,
+                         hard, sample_weight, labels, log_prob, wr + g * k, best_of + g,
+                         &prod, obj)
+        if hard:
+            for r in range(n_rows):
+                j = best_of[r]
+                if j < 0:
+                    continue
+                w = sample_weight[i0 + r]
+                nk[j] += w
+                for a in range(d):
+                    sx[j * d + a] += w * (D[r * dp + a] - (means[j * d + a] - center[a]))
+        else:
+            for r in range(TIED_SUB):
+                for j in range(k):
+                    nk[j] += wr[r * k + j]
+            fastem_moments(D, wr, TIED_SUB, dp, k, M)
+        # the tied scatter about the fixed center needs no responsibilities
+        fastem_lower_moments(D, Z, TIED_SUB, dp, d, SA)
+    if not hard:
+        for j in range(k):
+            for a in range(d):
+                sx[j * d + a] = M[j * dp + a] - nk[j] * (means[j * d + a] - center[a])
+    for a in range(d):
+        for b in range(a + 1):  # the lower triangle: the M-step reads no more
+            sxx[a * d + b] = SA[a * dp + b]
+    flush_log_product(&prod, obj)
+    free(buf)
+    return 0
+
+
 def estep_tied(const floating[:, :] X, const double[::1] sample_weight,
                const double[::1] means, const double[::1] U, const double[::1] cwT,
                const double[::1] log_norm, const double[::1] center, bint hard,
@@ -768,11 +872,18 @@ def estep_tied(const floating[:, :] X, const double[::1] sample_weight,
     with nogil:
         for c in prange(n_chunks, schedule="static", num_threads=num_threads):
             start = c * chunk_size
-            status[c] = _tied_chunk(xp, s0, s1, &sample_weight[0], &means[0], &U[0],
-                                    &cwT[0], &log_norm[0], &center[0], hard, start,
-                                    chunk_stop(c, chunk_size, n), k, d, &labels[0], lpp,
-                                    &nk[c * k], &sx[c * k * d], &sxx[c * d * d],
-                                    &obj[c * 3])
+            if d >= TILE_MIN_D:
+                status[c] = _tied_staged_chunk(xp, s0, s1, &sample_weight[0], &means[0],
+                                               &U[0], &cwT[0], &log_norm[0], &center[0],
+                                               hard, start, chunk_stop(c, chunk_size, n), k,
+                                               d, &labels[0], lpp, &nk[c * k],
+                                               &sx[c * k * d], &sxx[c * d * d], &obj[c * 3])
+            else:
+                status[c] = _tied_chunk(xp, s0, s1, &sample_weight[0], &means[0], &U[0],
+                                        &cwT[0], &log_norm[0], &center[0], hard, start,
+                                        chunk_stop(c, chunk_size, n), k, d, &labels[0], lpp,
+                                        &nk[c * k], &sx[c * k * d], &sxx[c * d * d],
+                                        &obj[c * 3])
     _check(status)
 
 
