@@ -356,6 +356,64 @@ cdef inline void load_row(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         xi[a] = row[a * s1]
 
 
+cdef inline double row_top(const double* lp, Py_ssize_t k, Py_ssize_t* best) noexcept nogil:
+    """max_j lp[j]; ``best`` receives its first index."""
+    cdef Py_ssize_t j
+    cdef double top = lp[0]
+    best[0] = 0
+    for j in range(1, k):
+        if lp[j] > top:
+            top = lp[j]
+            best[0] = j
+    return top
+
+
+cdef inline double row_total(const double* e, Py_ssize_t k) noexcept nogil:
+    """sum_j e[j] from four partial sums (one chain of k dependent additions
+    had been slower)."""
+    cdef Py_ssize_t j = 0
+    cdef double t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0
+    while j + 4 <= k:
+        t0 += e[j]
+        t1 += e[j + 1]
+        t2 += e[j + 2]
+        t3 += e[j + 3]
+        j += 4
+    while j < k:
+        t0 += e[j]
+        j += 1
+    return (t0 + t1) + (t2 + t3)
+
+
+cdef inline void add_log_likelihood(double w, double top, double total, double* prod,
+                                    double* obj) noexcept nogil:
+    """obj[0] += w (top + log(total)) for a row of weight w != 0.
+
+    For w = 1 the log of the total (in [1, k]) is deferred: the total
+    multiplies ``prod[0]`` (1 at the start of a chunk), whose log goes to
+    obj[0] before it can overflow and at the end of the chunk
+    (``flush_log_product``): a libm ``log`` per row had been 8 % of the
+    diagonal E-step at (2e5, 2, 8).
+    """
+    cdef double p
+    obj[0] += w * top
+    if total != 1.0:
+        if w == 1.0:
+            p = prod[0] * total
+            if p > 1e270:  # logged long before it could overflow
+                obj[0] += log(p)
+                p = 1.0
+            prod[0] = p
+        else:
+            obj[0] += w * log(total)
+
+
+cdef inline void flush_log_product(double* prod, double* obj) noexcept nogil:
+    """obj[0] += log(prod[0]), the deferred logs of ``add_log_likelihood``; prod[0] = 1."""
+    obj[0] += log(prod[0])
+    prod[0] = 1.0
+
+
 cdef inline Py_ssize_t assign_row(double* lp, Py_ssize_t k, bint hard, double* top_out,
                                   double* total_out) noexcept nogil:
     """Label of a row from its weighted log-probabilities ``lp`` (k,).
@@ -365,12 +423,8 @@ cdef inline Py_ssize_t assign_row(double* lp, Py_ssize_t k, bint hard, double* t
     sum of exp(lp_j - top) (in [1, k]), and ``lp`` is overwritten with the
     responsibilities (all 0 for a row whose entries are all -inf, total 1).
     """
-    cdef Py_ssize_t j, best = 0
-    cdef double top = lp[0], t0, t1, t2, t3, inv
-    for j in range(1, k):
-        if lp[j] > top:
-            top = lp[j]
-            best = j
+    cdef Py_ssize_t j, best
+    cdef double top = row_top(lp, k, &best), total, inv
     top_out[0] = top
     total_out[0] = 1.0
     if hard:
@@ -379,29 +433,14 @@ cdef inline Py_ssize_t assign_row(double* lp, Py_ssize_t k, bint hard, double* t
         for j in range(k):
             lp[j] = 0.0
         return best
-    # the exps in a loop of their own, which the compiler vectorizes; the
-    # total from four partial sums (one chain of k dependent additions)
+    # the exps in a loop of their own, which the compiler vectorizes
     for j in range(k):
         lp[j] = fastem_exp_nonpositive(lp[j] - top)
-    t0 = 0.0
-    t1 = 0.0
-    t2 = 0.0
-    t3 = 0.0
-    j = 0
-    while j + 4 <= k:
-        t0 += lp[j]
-        t1 += lp[j + 1]
-        t2 += lp[j + 2]
-        t3 += lp[j + 3]
-        j += 4
-    while j < k:
-        t0 += lp[j]
-        j += 1
-    t0 = (t0 + t1) + (t2 + t3)
-    inv = 1.0 / t0
+    total = row_total(lp, k)
+    inv = 1.0 / total
     for j in range(k):
         lp[j] *= inv
-    total_out[0] = t0
+    total_out[0] = total
     return best
 
 
@@ -412,14 +451,11 @@ cdef inline double assign_one(Py_ssize_t i, double* lp, Py_ssize_t k, bint hard,
     """Label row i from ``lp`` (see ``assign_row``); update ``obj``.
 
     Copies ``lp`` to ``log_prob`` (unless NULL) first, counts a changed label
-    in obj[2], adds w_i ll_i to obj[0] when w_i != 0, and returns w_i.  For a
-    row of weight 1 the log of its total is deferred: the total multiplies
-    ``prod[0]`` (1 at the start of a chunk), whose log goes to obj[0] before
-    it can overflow and at the end of the chunk (``flush_log_product``): a
-    libm ``log`` per row had been 8 % of the diagonal E-step at (2e5, 2, 8).
+    in obj[2], adds w_i ll_i to obj[0] when w_i != 0 (``add_log_likelihood``),
+    and returns w_i.
     """
     cdef Py_ssize_t j
-    cdef double top = 0.0, total = 1.0, w, p
+    cdef double top = 0.0, total = 1.0, w
     if log_prob != NULL:
         for j in range(k):
             log_prob[i * k + j] = lp[j]
@@ -429,23 +465,8 @@ cdef inline double assign_one(Py_ssize_t i, double* lp, Py_ssize_t k, bint hard,
     labels[i] = best[0]
     w = sample_weight[i]
     if w != 0.0:
-        obj[0] += w * top
-        if total != 1.0:
-            if w == 1.0:
-                p = prod[0] * total
-                if p > 1e270:  # logged long before it could overflow
-                    obj[0] += log(p)
-                    p = 1.0
-                prod[0] = p
-            else:
-                obj[0] += w * log(total)
+        add_log_likelihood(w, top, total, prod, obj)
     return w
-
-
-cdef inline void flush_log_product(double* prod, double* obj) noexcept nogil:
-    """obj[0] += log(prod[0]), the deferred logs of ``assign_one``; prod[0] = 1."""
-    obj[0] += log(prod[0])
-    prod[0] = 1.0
 
 
 cdef inline void finish_block(Py_ssize_t i0, Py_ssize_t n_rows, Py_ssize_t k,
@@ -457,29 +478,57 @@ cdef inline void finish_block(Py_ssize_t i0, Py_ssize_t n_rows, Py_ssize_t k,
 
     ``best_of[r]`` is row r's label, or -1 when the row adds nothing (padding
     or zero weight).  Soft: ``wr[r, j] = w_i r_ij`` (0 for rows that add
-    nothing).  Hard: ``wr`` is left alone and, unless ``maha`` is NULL,
-    w_i maha[r, label] is added to obj[1].
+    nothing), and ``lp`` is overwritten; the exps of the block's rows are
+    taken in one loop, whose independent polynomial chains overlap (one
+    row's exps at a time, their latency had been exposed).  Hard: ``wr`` is
+    left alone and, unless ``maha`` is NULL, w_i maha[r, label] is added to
+    obj[1].
     """
-    cdef Py_ssize_t r, j, best
-    cdef double w
+    cdef Py_ssize_t r, j, best, i
+    cdef double w, total, scale
+    cdef double top[BLOCK]
+    cdef double shift[BLOCK]
+    if hard:
+        for r in range(BLOCK):
+            best_of[r] = -1
+            if r >= n_rows:
+                continue
+            w = assign_one(i0 + r, lp + r * k, k, hard, sample_weight, labels, log_prob,
+                           &best, prod, obj)
+            if w != 0.0:
+                best_of[r] = best
+                if maha != NULL:
+                    obj[1] += w * maha[r * k + best]
+        return
     for r in range(BLOCK):
         best_of[r] = -1
+        shift[r] = 0.0
         if r >= n_rows:
-            if not hard:
-                for j in range(k):
-                    wr[r * k + j] = 0.0
             continue
-        w = assign_one(i0 + r, lp + r * k, k, hard, sample_weight, labels, log_prob,
-                       &best, prod, obj)
-        if w == 0.0:
-            if not hard:
-                for j in range(k):
-                    wr[r * k + j] = 0.0
-            continue
-        best_of[r] = best
-        if hard:
-            if maha != NULL:
-                obj[1] += w * maha[r * k + best]
-        else:
+        i = i0 + r
+        if log_prob != NULL:
             for j in range(k):
-                wr[r * k + j] = w * lp[r * k + j]
+                log_prob[i * k + j] = lp[r * k + j]
+        top[r] = row_top(lp + r * k, k, &best)
+        if labels[i] != best:
+            obj[2] += 1.0
+        labels[i] = best
+        best_of[r] = best
+        # a row whose entries are all -inf is shifted by 0: its exps are 0
+        if top[r] != -INFINITY:
+            shift[r] = top[r]
+    for r in range(BLOCK):
+        for j in range(k):
+            lp[r * k + j] = fastem_exp_nonpositive(lp[r * k + j] - shift[r])
+    for r in range(BLOCK):
+        w = sample_weight[i0 + r] if r < n_rows else 0.0
+        if w == 0.0:
+            best_of[r] = -1
+            for j in range(k):
+                wr[r * k + j] = 0.0
+            continue
+        total = row_total(lp + r * k, k) if top[r] != -INFINITY else 1.0
+        add_log_likelihood(w, top[r], total, prod, obj)
+        scale = w / total
+        for j in range(k):
+            wr[r * k + j] = scale * lp[r * k + j]
