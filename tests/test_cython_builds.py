@@ -118,12 +118,13 @@ def test_each_build_matches_numpy_on_complete_data(build, dtype):
             _assert_outputs_agree(run_bernoulli_kernel(cb.estep_bernoulli, bcase, hard, 64, True),
                                   run_bernoulli_kernel(ref.estep_bernoulli, bcase, hard, 64, True),
                                   (build, "bernoulli", hard))
-        X = bcase["X"]
-        centers = rng.standard_normal((4, X.shape[1]))
-        got, exp = np.full((257, 4), np.nan), np.full((257, 4), np.nan)
-        cb.sqdist(X, centers, 64, got)
-        ref.sqdist(X, centers, 64, exp)
-        assert rel_err(got, exp) < KERNEL_TOL
+        for d in (6, 11):  # sqdist's two paths (sums in registers from 8 features)
+            X = rng.standard_normal((257, d)).astype(dtype)
+            centers = rng.standard_normal((4, d))
+            got, exp = np.full((257, 4), np.nan), np.full((257, 4), np.nan)
+            cb.sqdist(X, centers, 64, got)
+            ref.sqdist(X, centers, 64, exp)
+            assert rel_err(got, exp) < KERNEL_TOL, (build, "sqdist", d)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -329,11 +329,12 @@ def test_soft_loglik_of_rows_of_unit_weight(backend, model):
     assert rel_err(out["obj"][:, 0].sum(), oracle["obj"][0]) < KERNEL_TOL
 
 
+@pytest.mark.parametrize("d", [6, 11])  # the Cython kernel's two paths (sums in registers from 8)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_sqdist_matches_reference(backend, dtype):
+def test_sqdist_matches_reference(backend, dtype, d):
     rng = np.random.default_rng(3)
-    X = (rng.standard_normal((517, 6)) * 3).astype(dtype)
-    centers = rng.standard_normal((5, 6)) * 3
+    X = (rng.standard_normal((517, d)) * 3).astype(dtype)
+    centers = rng.standard_normal((5, d)) * 3
     out = np.full((517, 5), np.nan)
     backends.get_kernels().sqdist(X, centers, 64, out)
     ref = np.full((517, 5), np.nan)
