@@ -133,8 +133,10 @@ def test_each_build_matches_numpy_with_nan(build, dtype):
     ref = backends._load("numpy")
     with cython_build(build) as cb:
         for kind in COV_TYPES + ("bernoulli",):
-            case = missing_kernel_case(kind, dtype, np.random.default_rng(60 + len(kind)))
-            for hard in (False, True):
-                _assert_outputs_agree(run_missing_kernel(cb, kind, case, hard, 64, True),
-                                      run_missing_kernel(ref, kind, case, hard, 64, True),
-                                      (build, kind, hard))
+            for d, k in ((5, 3), (9, 6)):  # (9, 6): blocks of four and leftovers
+                case = missing_kernel_case(kind, dtype, np.random.default_rng(60 + len(kind)),
+                                           d=d, k=k)
+                for hard in (False, True):
+                    _assert_outputs_agree(run_missing_kernel(cb, kind, case, hard, 64, True),
+                                          run_missing_kernel(ref, kind, case, hard, 64, True),
+                                          (build, kind, d, k, hard))

@@ -626,14 +626,18 @@ def run_missing_kernel(module, kind, case, hard, chunk_size, want_outputs):
     return out
 
 
+# (d, k) = (9, 6): the Cython whitening's blocks of four components and
+# four features, and their leftovers
+@pytest.mark.parametrize("d, k", [(5, 3), (9, 6)])
 @pytest.mark.parametrize("want_outputs", [False, True], ids=["fit", "predict"])
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", COV_TYPES + ("bernoulli",))
 @pytest.mark.parametrize("compiled", COMPILED_BACKENDS)
-def test_compiled_and_numpy_missing_kernels_agree(compiled, kind, dtype, hard, want_outputs):
+def test_compiled_and_numpy_missing_kernels_agree(compiled, kind, dtype, hard, want_outputs,
+                                                  d, k):
     rng = np.random.default_rng(20 + len(kind) + 2 * hard)
-    case = missing_kernel_case(kind, dtype, rng)
+    case = missing_kernel_case(kind, dtype, rng, d=d, k=k)
     outs = {name: run_missing_kernel(backends._load(name), kind, case, hard, 64,
                                      want_outputs)
             for name in ("numpy", compiled)}
