@@ -147,9 +147,74 @@ cdef extern from *:
             }
         }
     }
+
+    /* The terms of a row with q missing coordinates miss[:q] (observed
+       obs[:no]), for every component j (arrays with j innermost, stride k):
+         G[s, j] = sum_t PL[miss_s, obs_t, j] dev[obs_t, j]   (g = (Lambda delta)_m),
+         Z[s, j] = -sum_t B[s, t, j] G[t, j]                  (Lambda_mm^-1 g),
+         QC[j] = sum_s G[s, j] Z[s, j]                        (g^T Lambda_mm^-1 g),
+       PL (d, d, k) and B (d, d, k) (rows s, t < q used).  Four components at
+       a time, the sums in vector registers (kept in memory, every term had
+       been a load and a store), in the order of t and s. */
+    static void fastem_schur_terms(const double* PL, const double* dev, const double* B,
+                                   const Py_ssize_t* miss, long q, const Py_ssize_t* obs,
+                                   long no, long d, long k, double* G, double* Z,
+                                   double* QC) {
+        long j0 = 0, j, s, t;
+    #if defined(__GNUC__)
+        typedef double v4 __attribute__((vector_size(32)));
+        for (; j0 + 4 <= k; j0 += 4) {
+            v4 acc, u, v, qc = {0.0, 0.0, 0.0, 0.0};
+            for (s = 0; s < q; s++) {
+                const double* pl = PL + miss[s] * d * k + j0;
+                acc = qc * 0.0;
+                for (t = 0; t < no; t++) {
+                    memcpy(&u, pl + obs[t] * k, sizeof u);
+                    memcpy(&v, dev + obs[t] * k + j0, sizeof v);
+                    acc += u * v;
+                }
+                memcpy(G + s * k + j0, &acc, sizeof acc);
+            }
+            for (s = 0; s < q; s++) {
+                acc = qc * 0.0;
+                for (t = 0; t < q; t++) {
+                    memcpy(&u, B + (s * d + t) * k + j0, sizeof u);
+                    memcpy(&v, G + t * k + j0, sizeof v);
+                    acc -= u * v;
+                }
+                memcpy(Z + s * k + j0, &acc, sizeof acc);
+                memcpy(&v, G + s * k + j0, sizeof v);
+                qc += v * acc;
+            }
+            memcpy(QC + j0, &qc, sizeof qc);
+        }
+    #endif
+        for (j = j0; j < k; j++) {
+            double acc, qc = 0.0;
+            for (s = 0; s < q; s++) {
+                acc = 0.0;
+                for (t = 0; t < no; t++) {
+                    acc += PL[(miss[s] * d + obs[t]) * k + j] * dev[obs[t] * k + j];
+                }
+                G[s * k + j] = acc;
+            }
+            for (s = 0; s < q; s++) {
+                acc = 0.0;
+                for (t = 0; t < q; t++) {
+                    acc -= B[(s * d + t) * k + j] * G[t * k + j];
+                }
+                Z[s * k + j] = acc;
+                qc += G[s * k + j] * acc;
+            }
+            QC[j] = qc;
+        }
+    }
     """
     void fastem_whiten_row(const double* xcz, const double* W, const double* cw, long k,
                            long d, double* y) nogil
+    void fastem_schur_terms(const double* PL, const double* dev, const double* B,
+                            const Py_ssize_t* miss, long q, const Py_ssize_t* obs, long no,
+                            long d, long k, double* G, double* Z, double* QC) nogil
 
 
 # ------------------------------------------------------------------ full, tied
@@ -379,25 +444,7 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 a = obs_idx[t]
                 for j in range(k):
                     dev[a * k + j] = xz[a] - mean_lanes[a * k + j]
-            for s in range(q):
-                o1 = miss_idx[s] * d
-                for j in range(k):
-                    G[s * k + j] = 0.0
-                for t in range(no):
-                    a = obs_idx[t]
-                    for j in range(k):
-                        G[s * k + j] += PL[(o1 + a) * k + j] * dev[a * k + j]
-            for j in range(k):
-                QC[j] = 0.0
-            for s in range(q):
-                for j in range(k):
-                    Z[s * k + j] = 0.0
-                for t in range(q):
-                    o2 = (s * d + t) * k
-                    for j in range(k):
-                        Z[s * k + j] -= B[o2 + j] * G[t * k + j]
-                for j in range(k):
-                    QC[j] += G[s * k + j] * Z[s * k + j]
+            fastem_schur_terms(PL, dev, B, miss_idx, q, obs_idx, no, d, k, G, Z, QC)
         for j in range(k):
             quad = 0.0
             for b in range(j * d, (j + 1) * d):
