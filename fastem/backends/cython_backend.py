@@ -215,9 +215,10 @@ def _screen_constants(X, means, precision, log_norm):
     None when the components' constants are out of float32's safe range.
 
     With x' = x - c (c the mean of the means, rounded to X's dtype) the score
-    of component j is A_j + x' . CT[:, j] - P_j ||x'||^2 / 2, A_j = log_norm_j
-    - p_j ||mu_j - c||^2 / 2, CT[:, j] = p_j (mu_j - c), P_j = p_j.  The
-    float32 scores of a row are within e = e0 + e1 ||x'||^2 / 2 of the exact
+    of component j is A_j + x' . CT[:d, j] - P_j ||x'||^2 / 2, A_j = log_norm_j
+    - p_j ||mu_j - c||^2 / 2, CT[:d, j] = p_j (mu_j - c), CT[d, j] = P_j = p_j;
+    CT (d + 1, kp) and A (kp,) are padded to whole groups of four components
+    (A = -inf, CT = 0 there).  The float32 scores of a row are within e = e0 + e1 ||x'||^2 / 2 of the exact
     ones: the bound of the numba kernel's float32 screen, doubled, because
     the C code rounds products and sums apart (no fused multiply-add in the
     generic build); a larger bound only sends more rows to the exact scores.
