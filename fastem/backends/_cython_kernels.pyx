@@ -640,6 +640,29 @@ def estep_full(const floating[:, :] X, const double[::1] sample_weight,
 
 
 # ------------------------------------------------------------------ tied
+cdef inline void _block_sq_distances(const double* xb, Py_ssize_t d, const double* cT,
+                                     Py_ssize_t m, double* acc) noexcept nogil:
+    """acc[r * m + j] = sum_a (xb[r * d + a] - cT[a * m + j])^2 for the BLOCK
+    rows of xb, cT (d, m) transposed; in memory, summed in feature order
+    (the few-feature path of sqdist and of the tied E-step)."""
+    cdef Py_ssize_t a, j
+    cdef double x0, x1, x2, x3, cv
+    cdef const double* c
+    zero(acc, BLOCK * m)
+    for a in range(d):
+        x0 = xb[a]
+        x1 = xb[d + a]
+        x2 = xb[2 * d + a]
+        x3 = xb[3 * d + a]
+        c = cT + a * m
+        for j in range(m):
+            cv = c[j]
+            acc[j] += (x0 - cv) * (x0 - cv)
+            acc[m + j] += (x1 - cv) * (x1 - cv)
+            acc[2 * m + j] += (x2 - cv) * (x2 - cv)
+            acc[3 * m + j] += (x3 - cv) * (x3 - cv)
+
+
 cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                      const double* sample_weight, const double* means, const double* U,
                      const double* cwT, const double* log_norm, const double* center,
@@ -653,8 +676,6 @@ cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef Py_ssize_t ib, i0, n_rows, r, a, b, j
     cdef Py_ssize_t best_of[BLOCK]
     cdef double x0, x1, x2, x3, u, u0, u1, u2, u3, r0, r1, r2, r3, w, m, t0, t1, t2, t3
-    cdef double yv0, yv1, yv2, yv3, cv
-    cdef const double* cb
     cdef double* row
     cdef double wrow[BLOCK]
     cdef double* buf = <double*> malloc((3 * BLOCK * d + 3 * BLOCK * k + 1) * sizeof(double))
@@ -666,10 +687,6 @@ cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef double* lp = y + BLOCK * d
     cdef double* maha = lp + BLOCK * k
     cdef double* wr = maha + BLOCK * k
-    cdef double* m0 = maha
-    cdef double* m1 = maha + k
-    cdef double* m2 = maha + 2 * k
-    cdef double* m3 = maha + 3 * k
     cdef double* c0 = xc
     cdef double* c1 = xc + d
     cdef double* c2 = xc + 2 * d
@@ -698,19 +715,7 @@ cdef int _tied_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 y[2 * d + b] += x2 * u
                 y[3 * d + b] += x3 * u
         # (x - mu_j) U = (x - center) U - (mu_j - center) U
-        zero(maha, BLOCK * k)
-        for b in range(d):
-            yv0 = y[b]
-            yv1 = y[d + b]
-            yv2 = y[2 * d + b]
-            yv3 = y[3 * d + b]
-            cb = cwT + b * k
-            for j in range(k):
-                cv = cb[j]
-                m0[j] += (yv0 - cv) * (yv0 - cv)
-                m1[j] += (yv1 - cv) * (yv1 - cv)
-                m2[j] += (yv2 - cv) * (yv2 - cv)
-                m3[j] += (yv3 - cv) * (yv3 - cv)
+        _block_sq_distances(y, d, cwT, k, maha)
         for r in range(BLOCK):  # not r * k + j with j = that % k: see _coordinate_chunk
             for j in range(k):
                 lp[r * k + j] = log_norm[j] - 0.5 * maha[r * k + j]
@@ -1297,18 +1302,12 @@ cdef int _sqdist_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     """
     cdef Py_ssize_t ib, i0, n_rows, r, a, j
     cdef Py_ssize_t dp = (d + 3) // 4 * 4
-    cdef double x0, x1, x2, x3, cv
-    cdef const double* cT
     cdef double* buf = <double*> malloc((BLOCK * dp + BLOCK * m + m * dp + 1) * sizeof(double))
     if buf == NULL:
         return -1
     cdef double* xb = buf
     cdef double* acc = xb + BLOCK * dp
     cdef double* CP = acc + BLOCK * m  # the centers, rows of dp (zero past d)
-    cdef double* a0 = acc
-    cdef double* a1 = acc + m
-    cdef double* a2 = acc + 2 * m
-    cdef double* a3 = acc + 3 * m
     cdef bint tiled = d >= TILE_MIN_D
     if tiled:
         zero(xb, BLOCK * dp)
@@ -1329,19 +1328,7 @@ cdef int _sqdist_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             fastem_sq_distances(xb, BLOCK, dp, CP, m, acc)
         else:
             load_block(X, s0, s1, i0, n_rows, d, xb)
-            zero(acc, BLOCK * m)
-            for a in range(d):
-                x0 = xb[a]
-                x1 = xb[d + a]
-                x2 = xb[2 * d + a]
-                x3 = xb[3 * d + a]
-                cT = centersT + a * m
-                for j in range(m):
-                    cv = cT[j]
-                    a0[j] += (x0 - cv) * (x0 - cv)
-                    a1[j] += (x1 - cv) * (x1 - cv)
-                    a2[j] += (x2 - cv) * (x2 - cv)
-                    a3[j] += (x3 - cv) * (x3 - cv)
+            _block_sq_distances(xb, d, centersT, m, acc)
         for r in range(n_rows):
             for j in range(m):
                 out[(i0 + r) * m + j] = acc[r * m + j]
