@@ -504,6 +504,7 @@ cdef inline void finish_block(Py_ssize_t i0, Py_ssize_t n_rows, Py_ssize_t k,
         best_of[r] = -1
         shift[r] = 0.0
         if r >= n_rows:
+            shift[r] = INFINITY  # a padding row's exps: exp(-inf) = 0, never read
             continue
         i = i0 + r
         if log_prob != NULL:
