@@ -817,6 +817,7 @@ def _hard_spherical_labels(X, means, precision, log_norm, chunk_size=64):
 
 
 # numba: (2, 6) takes the exact path of few scores, the others the screened one
+# (the Cython kernel screens all three)
 @pytest.mark.parametrize("d, k", [(2, 6), (3, 13), (7, 13)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("offset", [0.0, 1e4], ids=["centred", "far-from-origin"])
@@ -859,7 +860,7 @@ def test_hard_spherical_labels_are_exact_at_extreme_scales(backend, scale, preci
     np.testing.assert_array_equal(_hard_spherical_labels(X, means, precision, log_norm), expected)
 
 
-@pytest.mark.parametrize("d", [2, 8])  # exact differences, and the screened path
+@pytest.mark.parametrize("d", [2, 8])  # numba: exact differences at 2, the screen at 8
 def test_hard_spherical_ties_go_to_the_lowest_index(backend, d):
     # duplicated centres: every point is equally close to 1 and 3; label 1
     means = np.array([[10.0, 10.0], [0.0, 0.0], [5.0, -5.0], [0.0, 0.0]])
