@@ -95,60 +95,39 @@ cdef extern from *:
         t += s;
         memcpy(o, &t, sizeof t);
     }
-    static inline void fastem_tile_4x8(const double* A, long as, const double* B, long bs,
-                                       long n, double* O, long os) {
-        fastem_v4 s00 = {0.0, 0.0, 0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
-        fastem_v4 s20 = s00, s21 = s00, s30 = s00, s31 = s00, b0, b1;
-        long i;
-        for (i = 0; i < n; i++) {
-            const double* a = A + i * as;
-            memcpy(&b0, B + i * bs, sizeof b0);
-            memcpy(&b1, B + i * bs + 4, sizeof b1);
-            s00 += a[0] * b0;
-            s01 += a[0] * b1;
-            s10 += a[1] * b0;
-            s11 += a[1] * b1;
-            s20 += a[2] * b0;
-            s21 += a[2] * b1;
-            s30 += a[3] * b0;
-            s31 += a[3] * b1;
-        }
-        fastem_add_v4(O, s00);
-        fastem_add_v4(O + 4, s01);
-        fastem_add_v4(O + os, s10);
-        fastem_add_v4(O + os + 4, s11);
-        fastem_add_v4(O + 2 * os, s20);
-        fastem_add_v4(O + 2 * os + 4, s21);
-        fastem_add_v4(O + 3 * os, s30);
-        fastem_add_v4(O + 3 * os + 4, s31);
+    /* One body for both widths (V: the vector type, W: its lanes, ADD: its
+       read-add-write): 4 p by 2 W q, the 8 sums in registers. */
+    #define FASTEM_TILE(NAME, V, W, ADD)                                           \
+    static inline void NAME(const double* A, long as, const double* B, long bs,   \
+                            long n, double* O, long os) {                          \
+        V s00 = {0.0}, s01 = s00, s10 = s00, s11 = s00;                            \
+        V s20 = s00, s21 = s00, s30 = s00, s31 = s00, b0, b1;                      \
+        long i;                                                                    \
+        for (i = 0; i < n; i++) {                                                  \
+            const double* a = A + i * as;                                          \
+            memcpy(&b0, B + i * bs, sizeof b0);                                    \
+            memcpy(&b1, B + i * bs + W, sizeof b1);                                \
+            s00 += a[0] * b0;                                                      \
+            s01 += a[0] * b1;                                                      \
+            s10 += a[1] * b0;                                                      \
+            s11 += a[1] * b1;                                                      \
+            s20 += a[2] * b0;                                                      \
+            s21 += a[2] * b1;                                                      \
+            s30 += a[3] * b0;                                                      \
+            s31 += a[3] * b1;                                                      \
+        }                                                                          \
+        ADD(O, s00);                                                               \
+        ADD(O + W, s01);                                                           \
+        ADD(O + os, s10);                                                          \
+        ADD(O + os + W, s11);                                                      \
+        ADD(O + 2 * os, s20);                                                      \
+        ADD(O + 2 * os + W, s21);                                                  \
+        ADD(O + 3 * os, s30);                                                      \
+        ADD(O + 3 * os + W, s31);                                                  \
     }
-    static inline void fastem_tile_4x4(const double* A, long as, const double* B, long bs,
-                                       long n, double* O, long os) {
-        fastem_v2 s00 = {0.0, 0.0}, s01 = s00, s10 = s00, s11 = s00;
-        fastem_v2 s20 = s00, s21 = s00, s30 = s00, s31 = s00, b0, b1;
-        long i;
-        for (i = 0; i < n; i++) {
-            const double* a = A + i * as;
-            memcpy(&b0, B + i * bs, sizeof b0);
-            memcpy(&b1, B + i * bs + 2, sizeof b1);
-            s00 += a[0] * b0;
-            s01 += a[0] * b1;
-            s10 += a[1] * b0;
-            s11 += a[1] * b1;
-            s20 += a[2] * b0;
-            s21 += a[2] * b1;
-            s30 += a[3] * b0;
-            s31 += a[3] * b1;
-        }
-        fastem_add_v2(O, s00);
-        fastem_add_v2(O + 2, s01);
-        fastem_add_v2(O + os, s10);
-        fastem_add_v2(O + os + 2, s11);
-        fastem_add_v2(O + 2 * os, s20);
-        fastem_add_v2(O + 2 * os + 2, s21);
-        fastem_add_v2(O + 3 * os, s30);
-        fastem_add_v2(O + 3 * os + 2, s31);
-    }
+    FASTEM_TILE(fastem_tile_4x8, fastem_v4, 4, fastem_add_v4)
+    FASTEM_TILE(fastem_tile_4x4, fastem_v2, 2, fastem_add_v2)
+    #undef FASTEM_TILE
     #endif
     /* The same sums for any block, in plain C (other compilers, leftovers). */
     static void fastem_tile_plain(const double* A, long as, const double* B, long bs,

@@ -1058,6 +1058,7 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef bint screened
     cdef double half[FASTEM_SR]
     cdef float cut_f[FASTEM_SR]
+    cdef bint screened_of[FASTEM_SR]
     cdef float top[FASTEM_SR]
     cdef int count[FASTEM_SR]
     cdef int first[FASTEM_SR]
@@ -1109,11 +1110,11 @@ cdef int _screened_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         for r in range(FASTEM_SR):
             cut = top[r] - 4.0 * (e0 + e1 * half[r]) if r < n_rows else 0.0
             cut_f[r] = <float> cut
+            screened_of[r] = r < n_rows and half[r] < h_max and isfinite(cut)
         fastem_screen_count(sc, k, cut_f, count, first)
         for r in range(n_rows):
             i = i0 + r
-            cut = top[r] - 4.0 * (e0 + e1 * half[r])
-            screened = half[r] < h_max and isfinite(cut)
+            screened = screened_of[r]
             if count[r] == 1 and screened:
                 best = first[r]
             else:
