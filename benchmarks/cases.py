@@ -33,8 +33,8 @@ statistics for a row: ``k`` for a soft E-step, 1 for a hard one.
 
 =================  =====================================================
 sqdist             3 n m d              (subtract, square, add; m = k centres)
-estep_spherical    3 n k d              distances (one scale per component)
-                   + 4 n k' d           sx and sxx moments
+estep_spherical    2 n k d              x . mu_k (||x||^2 once per row)
+                   + 2 n k' d           sx moments (and sum r ||x||^2)
 estep_diag         4 n k d              distances (per-coordinate precision)
                    + 4 n k' d           sx and sxx moments
 estep_tied         n d^2                x U (triangular), once per row
@@ -190,7 +190,7 @@ def kernel_flops(name, n, d, k, hard=False):
     if name == "sqdist":
         return 3 * n * k * d
     if name == "estep_spherical":
-        return 3 * n * k * d + 4 * n * kk * d
+        return 2 * n * k * d + 2 * n * kk * d
     if name == "estep_diag":
         return 4 * n * k * d + 4 * n * kk * d
     if name == "estep_tied":

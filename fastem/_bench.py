@@ -55,7 +55,9 @@ GaussianMixture tied        2 n d^2 + 6 n k d   whitening once per row,
                                          distances, first moments, scatter
 GaussianMixture diag        8 n k d      distances and the first and
                                          second moments per coordinate
-GaussianMixture spherical   7 n k d      distances and the moments
+GaussianMixture spherical   4 n k d      x . mu_k and the first moments
+                                         (||x||^2 once per row serves the
+                                         log-densities and the variances)
 BernoulliMixture            4 n k d      x . logit_k and the first moments
 ==========================  ===============================================
 """
@@ -126,7 +128,7 @@ def model_flops(model, covariance_type, n, d, k):
         if covariance_type == "diag":
             return 8 * n * k * d
         if covariance_type == "spherical":
-            return 7 * n * k * d
+            return 4 * n * k * d
     raise ValueError(f"no flop model for {model} {covariance_type!r}")
 
 

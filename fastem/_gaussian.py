@@ -61,7 +61,7 @@ def sxx_shape(covariance_type, n_components, n_features):
         "full": (n_components, n_features, n_features),
         "tied": (n_features, n_features),
         "diag": (n_components, n_features),
-        "spherical": (n_components, n_features),
+        "spherical": (n_components,),
     }[covariance_type]
 
 
@@ -187,10 +187,13 @@ class GaussianFamily:
             cov[np.diag_indices_from(cov)] += reg
             return cov
         delta = means - shift
-        var = (stats.sxx - 2.0 * sx * delta + nk_raw[:, None] * delta ** 2) / nk[:, None]
         if cov_type == "diag":
+            var = (stats.sxx - 2.0 * sx * delta + nk_raw[:, None] * delta ** 2) / nk[:, None]
             return var + reg
-        return var.mean(axis=1) + reg
+        # spherical: sxx holds the sum over the features
+        total = (stats.sxx - 2.0 * np.einsum("ka,ka->k", sx, delta)
+                 + nk_raw * np.einsum("ka,ka->k", delta, delta))
+        return total / (nk * sx.shape[1]) + reg
 
     # ------------------------------------------------------------ initialisation
     def from_resp(self, X, sample_weight, resp_chunks, center, n_components):
@@ -244,7 +247,9 @@ class GaussianFamily:
                     sxx += (wr[:, j, None] * centred).T @ centred
                 if self.covariance_type == "full":
                     sxx[j] += (wr[:, j, None] * diff).T @ diff
-                elif self.covariance_type in ("diag", "spherical"):
+                elif self.covariance_type == "diag":
                     sxx[j] += wr[:, j] @ diff ** 2
+                elif self.covariance_type == "spherical":
+                    sxx[j] += wr[:, j] @ np.einsum("ia,ia->i", diff, diff)
         stats = GaussianStats(nk, sx, sxx, np.zeros(3), float(sample_weight.sum()))
         return self.m_step(stats, None, shift, center, fixed=frozenset())

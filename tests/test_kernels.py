@@ -111,7 +111,7 @@ def make_bernoulli_case(n, d, k, dtype, rng):
 
 
 def sxx_shape(cov_type, k, d):
-    return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k, d)}[cov_type]
+    return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[cov_type]
 
 
 def run_gaussian_kernel(kernel, case, cov_type, hard, chunk_size, want_log_prob):
@@ -180,8 +180,10 @@ def dense_gaussian_oracle(case, cov_type, hard):
     elif cov_type == "tied":
         dc = x - case["center"]
         sxx = np.tril((w[:, None] * dc).T @ dc)
-    else:
+    elif cov_type == "diag":
         sxx = np.einsum("nk,nka->ka", wr, diff ** 2)
+    else:
+        sxx = np.einsum("nk,nka->k", wr, diff ** 2)
     n = x.shape[0]
     obj = np.array([
         np.sum(w * ll),
@@ -812,7 +814,7 @@ def _hard_spherical_labels(X, means, precision, log_norm, chunk_size=64):
     fastem.backends.get_kernels().estep_spherical(
         X, np.ones(n), means, np.sqrt(precision), log_norm, np.zeros(d), True, chunk_size,
         labels, np.empty((0, k)), np.zeros((n_chunks, k)), np.zeros((n_chunks, k, d)),
-        np.zeros((n_chunks, k, d)), np.zeros((n_chunks, 3)))
+        np.zeros((n_chunks, k)), np.zeros((n_chunks, 3)))
     return labels
 
 
@@ -922,7 +924,7 @@ def test_soft_labels_of_tied_scores_go_to_the_lowest_index(backend, kernel):
     args = [X, np.ones(n), *(() if kernel == "estep_bernoulli" else (means,)), *params, False,
             chunk_size, labels, log_prob, np.zeros((n_chunks, k)), np.zeros((n_chunks, k, d))]
     if kernel != "estep_bernoulli":
-        args.append(np.zeros((n_chunks, k, d)))
+        args.append(np.zeros((n_chunks, k, d) if kernel == "estep_diag" else (n_chunks, k)))
     getattr(fastem.backends.get_kernels(), kernel)(*args, np.zeros((n_chunks, 3)))
     expected = np.argmax(log_prob, axis=1)  # numpy's argmax: the first maximum
     assert np.any(log_prob[:, 1] == log_prob.max(axis=1))

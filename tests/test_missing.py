@@ -614,7 +614,7 @@ def run_missing_kernel(module, kind, case, hard, chunk_size, want_outputs):
             chunk_size, out["labels"], out["log_prob"], out["nk"], out["nko"], out["sx"],
             out["obj"])
         return out
-    sxx = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k, d)}[kind]
+    sxx = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[kind]
     out["sxx"] = np.full((n_chunks,) + sxx, np.nan)
     out["imputed"] = np.full((n if want_outputs else 0, d), np.nan)
     getattr(module, f"estep_{kind}_missing")(

@@ -902,10 +902,13 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                            double* sxx, double* obj) noexcept nogil:
     """Diagonal covariances, ``precT`` (d, k) = 1 / variance transposed; or,
     when ``spherical`` (k,) is not NULL, one precision per component and
-    maha_j = p_j ||x - mu_j||^2 (the K-means scores).
+    maha_j = p_j ||x - mu_j||^2 (the K-means scores).  ``sxx`` is (k, d)
+    for the diagonal model and (k,), the sums over the features, for the
+    spherical one.
 
-    Soft statistics: the features x - c and (x - c)^2 of ``SUB`` rows (c the
-    mean of the means) and their weighted responsibilities are gathered, and
+    Soft statistics: the features x - c and (x - c)^2 (spherical: x - c and
+    ||x - c||^2) of ``SUB`` rows (c the mean of the means) and their
+    weighted responsibilities are gathered, and
     ``fastem_moments`` adds their moments in a register tile; the chunk's
     moments about c become sums about each mean at the end, as in the numba
     backend (relative rounding error about u (1 + |mu_j - c|^2 / var_j)).
@@ -914,8 +917,9 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     """
     cdef double prod = 1.0  # deferred logs of row totals (assign_one)
     cdef Py_ssize_t ib, i0, n_rows, r, a, j, sub = 0
-    cdef Py_ssize_t mp = (2 * d + 3) // 4 * 4
-    cdef double w, m, t, s1m
+    cdef bint sph = spherical != NULL
+    cdef Py_ssize_t mp = ((d + 4) if sph else (2 * d + 3)) // 4 * 4  # m rounded up to 4
+    cdef double w, m, t, s1m, ss
     cdef Py_ssize_t best_of[BLOCK]
     cdef double* buf = <double*> malloc((BLOCK * d + 3 * BLOCK * k + 1 + SUB * mp + SUB * k
                                          + k * mp + d) * sizeof(double))
@@ -932,7 +936,7 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef double* row
     zero(nk, k)
     zero(sx, k * d)
-    zero(sxx, k * d)
+    zero(sxx, k if sph else k * d)
     zero(obj, 3)
     if not hard:
         zero(F, SUB * mp)  # the padding features stay 0
@@ -962,6 +966,14 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                     continue
                 w = sample_weight[i0 + r]
                 nk[j] += w
+                if sph:
+                    ss = 0.0
+                    for a in range(d):
+                        t = xb[r * d + a] - means[j * d + a]
+                        sx[j * d + a] += w * t
+                        ss += t * t
+                    sxx[j] += w * ss
+                    continue
                 for a in range(d):
                     t = xb[r * d + a] - means[j * d + a]
                     sx[j * d + a] += w * t
@@ -971,11 +983,17 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             nk[j] += wr[j] + wr[k + j] + wr[2 * k + j] + wr[3 * k + j]
         for r in range(BLOCK):
             row = F + (sub + r) * mp
+            ss = 0.0
             for a in range(d):
                 # rows past the end (weight 0) keep finite features: 0
                 t = xb[r * d + a] - cen[a] if r < n_rows else 0.0
                 row[a] = t
-                row[d + a] = t * t
+                if sph:
+                    ss += t * t
+                else:
+                    row[d + a] = t * t
+            if sph:
+                row[d] = ss
             for j in range(k):
                 WRS[(sub + r) * k + j] = wr[r * k + j]
         sub = add_staged(F, WRS, sub + BLOCK, mp, k, mom)
@@ -983,11 +1001,16 @@ cdef int _coordinate_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         if sub > 0:
             fastem_moments(F, WRS, sub, mp, k, mom)
         for j in range(k):
+            if sph:
+                sxx[j] = mom[j * mp + d]
             for a in range(d):
                 m = means[j * d + a] - cen[a]
                 s1m = mom[j * mp + a]
                 sx[j * d + a] = s1m - nk[j] * m
-                sxx[j * d + a] = mom[j * mp + d + a] - 2.0 * m * s1m + nk[j] * m * m
+                if sph:
+                    sxx[j] += nk[j] * m * m - 2.0 * m * s1m
+                else:
+                    sxx[j * d + a] = mom[j * mp + d + a] - 2.0 * m * s1m + nk[j] * m * m
     flush_log_product(&prod, obj)
     free(buf)
     return 0
@@ -1000,7 +1023,8 @@ def estep_coordinate(const floating[:, :] X, const double[::1] sample_weight,
                      int64_t[::1] labels, double[::1] log_prob, double[::1] nk,
                      double[::1] sx, double[::1] sxx, double[::1] obj, Py_ssize_t k,
                      int num_threads):
-    """Diagonal (``spherical`` empty) or spherical (``spherical`` (k,)) E-step."""
+    """Diagonal (``spherical`` empty; sxx (C, k, d)) or spherical
+    (``spherical`` (k,); sxx (C, k)) E-step."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
     cdef Py_ssize_t n_chunks = obj.shape[0] // 3, c, start
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
@@ -1015,7 +1039,8 @@ def estep_coordinate(const floating[:, :] X, const double[::1] sample_weight,
                                           &meansT[0], &precT[0], sph, &log_norm[0], hard,
                                           start, chunk_stop(c, chunk_size, n), k, d,
                                           &labels[0], lpp, &nk[c * k], &sx[c * k * d],
-                                          &sxx[c * k * d], &obj[c * 3])
+                                          &sxx[c * k * (1 if sph != NULL else d)],
+                                          &obj[c * 3])
     _check(status)
 
 

@@ -23,6 +23,10 @@ register-tiled product needs:
 * ``vadd(a, b)``, ``vsub(a, b)``, ``vmul(a, b)``, ``vdiv(a, b)``  lane-wise sum,
                            difference, product, quotient (correctly rounded)
 * ``vhsum(v)``             the sum of the lanes, as a scalar
+* ``vload4_f64(X, i, a)``  4 elements of a 2-d array, contiguous in memory from
+                           ``X[i, a]``, widened to a float64 vector
+* ``vtranspose4(a, b, c, d)`` the 4 x 4 transpose of four float64 vectors
+* ``vselect_nan(v, x, y)`` lane-wise ``x if v is NaN else y``
 * ``exp2_of_rounded(t)``   2.0 ** n for ``t = n + 1.5 * 2**52`` (the rounding
                            trick of ``exp``), built from the bits of ``t``
 
@@ -215,6 +219,105 @@ def exp2_of_rounded(typingctx, t):
         biased = builder.add(bits, ir.Constant(i64, 1023))
         return builder.bitcast(builder.shl(biased, ir.Constant(i64, 52)), ir.DoubleType())
     return types.float64(t), codegen
+
+
+@intrinsic
+def vload4_f64(typingctx, arr, i, a):
+    """The 4 elements of a 2-d float32 or float64 array that lie next to one
+    another in memory from ``arr[i, a]`` on, as a Vec of float64 (4 lanes).
+
+    They are ``arr[i, a : a + 4]`` when rows are contiguous (C order) and
+    ``arr[i : i + 4, a]`` when columns are (Fortran order); the caller picks
+    the one its strides allow and keeps the 4 elements within the array.
+    float32 values are widened exactly.  Unchecked, as ``vload``.
+    """
+    if not (isinstance(arr, types.Array) and arr.ndim == 2
+            and arr.dtype in (types.float32, types.float64)):
+        raise TypeError(f"vload4_f64: expected a 2-d float32 or float64 array, got {arr}")
+    vt = Vec(types.float64)
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = [context.cast(builder, v, t, types.intp)
+                 for v, t in zip(args[1:], sig.args[1:])]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index,
+                                       wraparound=False)
+        element = context.get_value_type(aryty.dtype)
+        ptr = builder.bitcast(ptr, ir.VectorType(element, 4).as_pointer())
+        value = builder.load(ptr, align=aryty.dtype.bitwidth // 8)
+        if aryty.dtype == types.float32:
+            value = builder.fpext(value, context.get_value_type(vt))
+        return value
+    return vt(arr, i, a), codegen
+
+
+@intrinsic
+def prefetch_row(typingctx, arr, i):
+    """Ask for row i of a C-ordered 2-d array to be brought into the cache
+    (``llvm.prefetch`` of each 64-byte line, for reading, high locality);
+    a hint only: no fault, no result.  Unchecked, as ``vload``."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2):
+        raise TypeError(f"prefetch_row: expected a 2-d array, got {arr}")
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        row = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary,
+                                       [row, ir.Constant(intp, 0)], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        base = builder.bitcast(ptr, i8p)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        nbytes = aryty.dtype.bitwidth // 8 * 1
+        shape = cgutils.unpack_tuple(builder, ary.shape, 2)
+        length = builder.mul(shape[1], ir.Constant(intp, nbytes))
+        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), length,
+                                     ir.Constant(intp, 64)) as (offset, _):
+            builder.call(fn, [builder.gep(base, [offset]), ir.Constant(i32, 0),
+                              ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.none(arr, i), codegen
+
+
+@intrinsic
+def vtranspose4(typingctx, a, b, c, d):
+    """The 4 x 4 transpose of four float64 vectors (a, b, c, d as rows): a tuple
+    of four vectors whose lane t holds lane 0, 1, 2, 3 of the t-th input."""
+    if not (isinstance(a, Vec) and a == b == c == d and a.lanes == 4):
+        raise TypeError(f"vtranspose4: expected four Vec of 4 lanes, got {a}, {b}, {c}, {d}")
+    result = types.UniTuple(a, 4)
+
+    def codegen(context, builder, sig, args):
+        def shuffle(x, y, mask):
+            return builder.shuffle_vector(
+                x, y, ir.Constant(ir.VectorType(ir.IntType(32), 4), mask))
+        va, vb, vc, vd = args
+        ab_even = shuffle(va, vb, [0, 4, 2, 6])   # a0 b0 a2 b2
+        ab_odd = shuffle(va, vb, [1, 5, 3, 7])    # a1 b1 a3 b3
+        cd_even = shuffle(vc, vd, [0, 4, 2, 6])
+        cd_odd = shuffle(vc, vd, [1, 5, 3, 7])
+        rows = [shuffle(ab_even, cd_even, [0, 1, 4, 5]),   # a0 b0 c0 d0
+                shuffle(ab_odd, cd_odd, [0, 1, 4, 5]),     # a1 b1 c1 d1
+                shuffle(ab_even, cd_even, [2, 3, 6, 7]),   # a2 b2 c2 d2
+                shuffle(ab_odd, cd_odd, [2, 3, 6, 7])]     # a3 b3 c3 d3
+        return context.make_tuple(builder, result, rows)
+    return result(a, b, c, d), codegen
+
+
+@intrinsic
+def vselect_nan(typingctx, v, x, y):
+    """Lane-wise ``x if v is NaN else y``."""
+    if not (isinstance(v, Vec) and v == x == y):
+        raise TypeError(f"vselect_nan: expected three Vec of one dtype, got {v}, {x}, {y}")
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_unordered("uno", args[0], args[0]), args[1], args[2])
+    return v(v, x, y), codegen
 
 
 def _lanewise(name, emit):

@@ -38,7 +38,10 @@ Gaussian E-step kernels (``estep_full``, ``estep_tied``, ``estep_diag``,
     sxx          OUT full (C, k, d, d): sum_i w_i r_ik (x_i - m_k)(x_i - m_k)^T;
                      tied (C, d, d): sum_i w_i (x_i - center)(x_i - center)^T
                      (the M-step reads only their lower triangles);
-                     diag and spherical (C, k, d): sum_i w_i r_ik (x_i - m_k)^2
+                     diag (C, k, d): sum_i w_i r_ik (x_i - m_k)^2;
+                     spherical (C, k): sum_i w_i r_ik ||x_i - m_k||^2 (all the
+                     spherical M-step needs, so a kernel may score and
+                     accumulate ||x_i||^2 as one feature)
     obj          OUT (C, 3)        [sum_i w_i ll_i, sum_i w_i maha_i, n_changed]
                      ll_i is log sum_k w_k p_k(x_i) (soft) or max_k of it
                      (hard); maha_i is the squared Mahalanobis distance to the

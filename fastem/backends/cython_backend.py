@@ -191,11 +191,15 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
     if hard and log_prob.shape[0] != np.shape(X)[0]:
         screen = _screen_constants(X, means, spherical, _flat(log_norm))
         if screen is not None:
-            with _Outputs(_labels(labels), nk, sx, sxx, obj) as out:
+            # the screened kernel sums the squares per feature; the table's
+            # statistic is their sum
+            per_feature = np.empty(np.shape(sx))
+            with _Outputs(_labels(labels), nk, sx, per_feature, obj) as out:
                 _ck.estep_spherical_screened(
                     _data(X), _flat(sample_weight), _flat(means), spherical,
                     _flat(log_norm), *screen, int(chunk_size), *out, np.shape(means)[0],
                     _threads())
+            np.sum(per_feature, axis=2, out=sxx)
             return
     precision = np.repeat(spherical[:, None], np.shape(means)[1], axis=1)
     _coordinate(X, sample_weight, means, precision, spherical, log_norm, hard,
@@ -313,8 +317,10 @@ def estep_spherical_missing(X, sample_weight, means, prec_chol, log_norm, center
                             obj):
     precision = np.repeat((np.asarray(prec_chol, dtype=np.float64) ** 2)[:, None],
                           np.shape(means)[1], axis=1)
+    per_feature = np.empty(np.shape(sx))  # summed into the table's (C, k) statistic
     _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
-                        labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+                        labels, log_prob, imputed, nk, nko, sx, per_feature, obj)
+    np.sum(per_feature, axis=2, out=sxx)
 
 
 def estep_bernoulli_missing(X, sample_weight, logit, log_norm, log_q, hard, chunk_size,

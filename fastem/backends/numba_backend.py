@@ -23,8 +23,8 @@ from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_ch
                           strict)
 from ._screen import screen_constants
 from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, sload, sstore, vadd, vdiv,
-                    vexp_nonpositive, vfma, vhsum, vload, vselect_ge, vmax, vmul, vsplat, vstore,
-                    vsub, vzero)
+                    vexp_nonpositive, vfma, vhsum, vload, vload4_f64, prefetch_row, vselect_ge, vselect_nan,
+                    vmax, vmul, vsplat, vstore, vsub, vtranspose4, vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -735,17 +735,21 @@ def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
-    if hard and log_prob.shape[0] != X.shape[0]:
-        _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm,
-                              chunk_size, labels, nk, sx, sxx, obj)
-        return
-    precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
     if not hard:
-        _estep_coordinate_soft(X, sample_weight, means, precision, log_norm, chunk_size,
-                               labels, log_prob, nk, sx, sxx, obj)
+        _estep_spherical_soft(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
+                              labels, log_prob, nk, sx, sxx, obj)
         return
-    _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
-                      chunk_size, labels, log_prob, nk, sx, sxx, obj)
+    # the hard paths accumulate the squares per feature; the table's
+    # statistic is their sum
+    per_feature = np.empty(sx.shape)
+    if log_prob.shape[0] != X.shape[0]:
+        _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm,
+                              chunk_size, labels, nk, sx, per_feature, obj)
+    else:
+        precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
+        _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
+                          chunk_size, labels, log_prob, nk, sx, per_feature, obj)
+    np.sum(per_feature, axis=2, out=sxx)
 
 
 # ------------------------------------------------ hard spherical (the K-means path)
@@ -1249,7 +1253,8 @@ _SUB = 64
 
 _RB = 8  # rows per block of the soft path: two float64 vectors, rows in lanes
 _PRODUCT_MAX = 2.0 ** 900  # flush point of _softmax_lanes' product of totals
-_LINEAR, _QUADRATIC, _OBSERVED = 0, 1, 2  # feature maps of the soft path (_soft_tiled_chunk)
+# feature maps of the soft path (_soft_tiled_chunk)
+_LINEAR, _QUADRATIC, _OBSERVED, _SPHERICAL = 0, 1, 2, 3
 
 
 @leaf
@@ -1433,6 +1438,106 @@ def _moment_tile_lanes(FT, ST, n_blocks, m, kp, mp, M):
             M[o + 1] += vhsum(s31)
 
 
+@inline_leaf
+def _feature_count(features, d):
+    if features == _LINEAR:
+        return d
+    if features == _SPHERICAL:
+        return d + 1
+    return 2 * d if features == _QUADRATIC else 3 * d
+
+
+@inline_leaf
+def _stage_lanes(FT, fo, a, d, v, features):
+    """Feature a of the 4 rows in v's lanes (see ``_soft_tiled_chunk``) into FT."""
+    if features == _OBSERVED:
+        zero = vzero(FT)
+        vstore(FT, fo + (2 * d + a) * _RB, vselect_nan(v, zero, vsplat(FT, 1.0)))
+        v = vselect_nan(v, zero, v)
+    vstore(FT, fo + a * _RB, v)
+    if features == _QUADRATIC or features == _OBSERVED:
+        vstore(FT, fo + (d + a) * _RB, vmul(v, v))
+
+
+@inline_leaf
+def _stage_one(FT, fo, a, d, v, features):
+    """Feature a of one row, value v, into FT (as ``_stage_lanes``)."""
+    if features == _OBSERVED:
+        o = 1.0
+        if np.isnan(v):
+            v = 0.0
+            o = 0.0
+        sstore(FT, fo + (2 * d + a) * _RB, o)
+    sstore(FT, fo + a * _RB, v)
+    if features == _QUADRATIC or features == _OBSERVED:
+        sstore(FT, fo + (d + a) * _RB, v * v)
+
+
+@leaf
+def _stage_features(X, s0, rows, c, features, mp, FT):
+    """The features of rows s0 .. s0 + rows - 1 of X into FT, feature-major
+    blocks of ``_RB`` rows in lanes (the layout of ``_soft_tiled_chunk``).
+
+    Four rows at a time with vectors: in C order, 4 x 4 tiles of X loaded
+    along rows and transposed; in Fortran order, 4 rows of a column in one
+    load.  Element by element had been 40 % of the diagonal E-step (one
+    thread, (5e4, 64, 8)).  Each value is x - c and its square, in float64,
+    as element by element, so the results are the same bits.  ``_SPHERICAL``
+    adds ||x - c||^2 as feature d, its squares summed in the order of the
+    features.
+    """
+    sph = features == _SPHERICAL
+    d = X.shape[1]
+    by_rows = X.strides[1] == X.itemsize
+    by_cols = X.strides[0] == X.itemsize and not by_rows
+    r4 = rows - rows % 4 if by_rows or by_cols else 0
+    d4 = d - d % 4
+    for i in range(0, r4, 4):
+        fo = (i // _RB) * mp * _RB + i % _RB
+        x = s0 + i
+        norm = vzero(FT)
+        if by_rows:
+            for a in range(0, d4, 4):
+                cv = vload(c, a)
+                t = vtranspose4(vsub(vload4_f64(X, x, a), cv), vsub(vload4_f64(X, x + 1, a), cv),
+                                vsub(vload4_f64(X, x + 2, a), cv), vsub(vload4_f64(X, x + 3, a), cv))
+                _stage_lanes(FT, fo, a, d, t[0], features)
+                _stage_lanes(FT, fo, a + 1, d, t[1], features)
+                _stage_lanes(FT, fo, a + 2, d, t[2], features)
+                _stage_lanes(FT, fo, a + 3, d, t[3], features)
+                if sph:
+                    norm = vfma(t[0], t[0], norm)
+                    norm = vfma(t[1], t[1], norm)
+                    norm = vfma(t[2], t[2], norm)
+                    norm = vfma(t[3], t[3], norm)
+            for r in range(4):
+                for a in range(d4, d):
+                    _stage_one(FT, fo + r, a, d, np.float64(X[x + r, a]) - c[a], features)
+            if sph:
+                # the features past d4 (just stored), in order, as in Fortran order
+                for a in range(d4, d):
+                    v = vload(FT, fo + a * _RB)
+                    norm = vfma(v, v, norm)
+                vstore(FT, fo + d * _RB, norm)
+        else:
+            for a in range(d):
+                v = vsub(vload4_f64(X, x, a), vsplat(FT, c[a]))
+                _stage_lanes(FT, fo, a, d, v, features)
+                if sph:
+                    norm = vfma(v, v, norm)
+            if sph:
+                vstore(FT, fo + d * _RB, norm)
+    for i in range(r4, rows):
+        fo = (i // _RB) * mp * _RB + i % _RB
+        n2 = 0.0
+        for a in range(d):
+            v = np.float64(X[s0 + i, a]) - c[a]
+            _stage_one(FT, fo, a, d, v, features)
+            n2 += v * v
+        if sph:
+            sstore(FT, fo + d * _RB, n2)
+
+
 @serial
 def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_size, labels,
                       log_prob, nk_all, M_all, obj_all):
@@ -1440,7 +1545,7 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
 
     Features (zero-padded to mp): ``_LINEAR`` x - c; ``_QUADRATIC`` x - c
     and (x - c)^2; ``_OBSERVED`` o (x - c), o (x - c)^2 and o, with o = 0
-    where x is NaN and 1 elsewhere.
+    where x is NaN and 1 elsewhere; ``_SPHERICAL`` x - c and ||x - c||^2.
     Blocks of ``_RB`` rows are held feature-major with rows in vector lanes,
     so that the maximum, the exps and the normalisation of the softmax run
     on four rows at once.
@@ -1450,7 +1555,7 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     nk, M, obj = nk_all[ci], M_all[ci], obj_all[ci]
     k = nk.shape[0]
     d = X.shape[1]
-    m = d if features == _LINEAR else (2 * d if features == _QUADRATIC else 3 * d)
+    m = _feature_count(features, d)
     want_lp = log_prob.shape[0] == X.shape[0]
     n_blk = _SUB // _RB
     FT = np.zeros(n_blk * mp * _RB)
@@ -1460,28 +1565,20 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     lane[16] = 1.0
     M[:] = 0.0
     obj[:] = 0.0
+    prefetch = X.strides[1] == X.itemsize
     for s0 in range(start, stop, _SUB):
         rows = min(_SUB, stop - s0)
         blocks = -(-rows // _RB)
-        for i in range(rows):
-            fo = (i // _RB) * mp * _RB + i % _RB
-            for a in range(d):
-                v = np.float64(X[s0 + i, a]) - c[a]
-                if features == _OBSERVED:
-                    o = 1.0
-                    if np.isnan(v):
-                        v = 0.0
-                        o = 0.0
-                    sstore(FT, fo + (2 * d + a) * _RB, o)
-                sstore(FT, fo + a * _RB, v)
-                if features != _LINEAR:
-                    sstore(FT, fo + (d + a) * _RB, v * v)
+        _stage_features(X, s0, rows, c, features, mp, FT)
         for i in range(rows, blocks * _RB):  # rows past the end: zero features
             fo = (i // _RB) * mp * _RB + i % _RB
             for a in range(m):
                 FT[fo + a * _RB] = 0.0
         for b in range(blocks):
             i0 = s0 + b * _RB
+            if prefetch:
+                for i in range(i0 + _SUB, min(i0 + _SUB + _RB, stop)):
+                    prefetch_row(X, i)
             _score_tile_lanes(FT, b * mp * _RB, m, G, A, kp, ST, b * kp * _RB)
             _softmax_lanes(ST, b * kp * _RB, k, kp, i0, min(_RB, stop - i0), sample_weight,
                            labels, log_prob, want_lp, lane, NKV, obj)
@@ -1527,6 +1624,31 @@ def _estep_coordinate_soft(X, sample_weight, means, precision, log_norm, chunk_s
     # moments about mu_j from moments about c
     sx[:] = s1 - total * shifted
     sxx[:] = s2 - 2.0 * shifted * s1 + total * shifted ** 2
+    obj[:, 1] = 0.0
+
+
+def _estep_spherical_soft(X, sample_weight, means, precision, log_norm, chunk_size,
+                          labels, log_prob, nk, sx, sxx, obj):
+    """Soft spherical E-step; ``precision`` (k,) is 1 / variance.
+
+    With x' = x - c, the score of component j is
+    A_j + p_j x' . mu_j' - p_j ||x'||^2 / 2: d + 1 features (x' and
+    ||x'||^2) against the 2 d of the diagonal path, and the moments
+    sum r x' and sum r ||x'||^2 come out of the same tile.
+    """
+    k, d = means.shape
+    c = means.mean(axis=0)
+    shifted = means - c
+    G = np.concatenate([(precision[:, None] * shifted).T, -0.5 * precision[None, :]])
+    A = log_norm - 0.5 * precision * np.einsum("ka,ka->k", shifted, shifted)
+    M = _soft_tiled(X, sample_weight, c, _SPHERICAL, G, A, chunk_size, labels, log_prob, nk,
+                    obj)
+    s1 = M[:, :, :d]
+    total = nk[:, :, None]
+    # moments about mu_j from moments about c (see _estep_coordinate_soft)
+    sx[:] = s1 - total * shifted
+    sxx[:] = (M[:, :, d] - 2.0 * np.einsum("cka,ka->ck", s1, shifted)
+              + nk * np.einsum("ka,ka->k", shifted, shifted))
     obj[:, 1] = 0.0
 
 
@@ -2317,8 +2439,10 @@ def estep_spherical_missing(X, sample_weight, means, prec_chol, log_norm, center
                             chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
                             obj):
     precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
+    per_feature = np.empty(sx.shape)  # summed into the table's (C, k) statistic
     _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
-                        labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+                        labels, log_prob, imputed, nk, nko, sx, per_feature, obj)
+    np.sum(per_feature, axis=2, out=sxx)
 
 
 @serial

@@ -124,7 +124,9 @@ def _estep_per_coordinate(precision, X, sample_weight, means, log_norm, hard,
 
     def accumulate_sxx(c, start, stop, x, wresp):
         for j in range(k):
-            sxx[c, j] = wresp[:, j] @ (x - means[j]) ** 2
+            squares = (x - means[j]) ** 2
+            # spherical: one sum over the features (the table's (C, k) statistic)
+            sxx[c, j] = wresp[:, j] @ (squares if sxx.ndim == 3 else squares.sum(axis=1))
 
     _gaussian_estep(maha_fn, accumulate_sxx, X, sample_weight, means, log_norm,
                     hard, chunk_size, labels, log_prob, nk, sx, obj)
@@ -257,7 +259,9 @@ def _gaussian_missing(cov_type, X, sample_weight, means, prec_chol, log_norm, ce
                 sxx[c][np.ix_(mask, mask)] += sample_weight[start + rows].sum() * covs[0]
         else:
             for j in range(k):
-                sxx[c, j] = wresp[:, j] @ (dhat[:, j] ** 2 + miss / precisions[j])
+                expected = dhat[:, j] ** 2 + miss / precisions[j]
+                sxx[c, j] = wresp[:, j] @ (expected if cov_type == "diag"
+                                           else expected.sum(axis=1))
         if imputed.shape[0] == X.shape[0]:
             resp = _responsibilities(lp, hard)[0]  # one-hot when hard
             filled = np.einsum("rj,rja->ra", resp, dhat + means[None, :, :])
