@@ -272,6 +272,50 @@ cdef extern from *:
                              double* maha) nogil
 
 
+cdef extern from *:
+    """
+    #include <string.h>
+    /* lp[r * k + j] = base_j + sum_a xb[r, a] GT[a, j] for the 4 rows of xb
+       (4, d), GT (d, k): four components at a time, the four rows' sums in
+       vector registers, summed in feature order. */
+    static void fastem_block_scores(const double* xb, const double* GT, const double* base,
+                                    long k, long d, double* lp) {
+        long j0 = 0, j, a, r;
+    #if defined(__GNUC__)
+        typedef double v4 __attribute__((vector_size(32)));
+        for (; j0 + 4 <= k; j0 += 4) {
+            v4 s0, s1, s2, s3, u;
+            memcpy(&s0, base + j0, sizeof s0);
+            s1 = s0;
+            s2 = s0;
+            s3 = s0;
+            for (a = 0; a < d; a++) {
+                memcpy(&u, GT + a * k + j0, sizeof u);
+                s0 += xb[a] * u;
+                s1 += xb[d + a] * u;
+                s2 += xb[2 * d + a] * u;
+                s3 += xb[3 * d + a] * u;
+            }
+            memcpy(lp + j0, &s0, sizeof s0);
+            memcpy(lp + k + j0, &s1, sizeof s1);
+            memcpy(lp + 2 * k + j0, &s2, sizeof s2);
+            memcpy(lp + 3 * k + j0, &s3, sizeof s3);
+        }
+    #endif
+        for (r = 0; r < 4; r++) {
+            for (j = j0; j < k; j++) {
+                double t = base[j];
+                for (a = 0; a < d; a++) {
+                    t += xb[r * d + a] * GT[a * k + j];
+                }
+                lp[r * k + j] = t;
+            }
+        }
+    }
+    """
+    void fastem_block_scores(const double* xb, const double* GT, const double* base, long k,
+                             long d, double* lp) nogil
+
 cdef inline Py_ssize_t add_staged(const double* F, const double* WR, Py_ssize_t staged,
                                   Py_ssize_t mp, Py_ssize_t k, double* M) noexcept nogil:
     """``staged`` rows of features F and weights WR are staged; once they are

@@ -24,6 +24,7 @@ import numpy as np
 from .. import _config
 from . import _cython_kernels as _ck_generic
 from . import _cython_missing as _cm_generic
+from ._observed import observed_operands, observed_statistics
 from ._screen import screen_constants
 
 SIMD_CHOICES = ("auto", "avx2", "generic")
@@ -299,6 +300,20 @@ def estep_tied_missing(X, sample_weight, means, prec_chol, log_norm, center, har
 def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
                         labels, log_prob, imputed, nk, nko, sx, sxx, obj):
     means = np.ascontiguousarray(means, dtype=np.float64)
+    if not hard and imputed.shape[0] != np.shape(X)[0]:
+        # one product of the features (o x', o x'^2, o) (``_observed``)
+        c, shifted, G, A = observed_operands(means, precision, _flat(log_norm))
+        k, d = means.shape
+        mp = (3 * d + 3) // 4 * 4
+        GT = np.zeros((mp, k))
+        GT[:3 * d] = G
+        M = np.empty((nk.shape[0], k, mp))
+        with _Outputs(_labels(labels), log_prob, nk, obj) as out:
+            _cm.estep_observed_soft(_data(X), _flat(sample_weight), c, GT.reshape(-1), A,
+                                    int(chunk_size), out[0], out[1], out[2], M.reshape(-1),
+                                    out[3], k, mp, _threads())
+        observed_statistics(M, shifted, precision, nk, nko, sx, sxx, obj)
+        return
     with _Outputs(_labels(labels), log_prob, imputed, nk, nko, sx, sxx, obj) as out:
         _cm.estep_coordinate_missing(_data(X), _flat(sample_weight), means.reshape(-1),
                                      _flat(precision), _flat(log_norm), bool(hard),

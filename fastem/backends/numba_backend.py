@@ -21,6 +21,7 @@ import numpy as np
 
 from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
                           strict)
+from ._observed import observed_operands, observed_statistics
 from ._screen import screen_constants
 from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, sload, sstore, vadd, vdiv,
                     vexp_nonpositive, vfma, vhsum, vload, vload4_f64, prefetch_row, vselect_ge, vselect_nan,
@@ -2394,39 +2395,17 @@ def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chun
     """Diagonal / spherical E-step with NaN; ``precision`` (k, d) is 1 / variance.
 
     The soft E-step without imputation is the tiled soft path with the
-    features (o x', o x'^2, o), o the observed-entry indicator and
-    x' = x - c: with mu' = mu - c and h = log(2 pi) / 2, the log-density of
-    the observed coordinates is
-        log_norm_j + d h - 1/2 sum_a log p_ja
-        + sum_a [o x']_a p_ja mu'_ja - 1/2 [o x'^2]_a p_ja
-        + o_a (log p_ja / 2 - p_ja mu'_ja^2 / 2 - h),
-    and the moments about c give nko, sx and sxx (a missing coordinate adds
-    its variance 1 / p_ja to sxx).
+    features (o x', o x'^2, o) (``_observed``).
     """
     if hard or imputed.shape[0] == X.shape[0]:
         run_chunks(_estep_coordinate_missing_chunk, nk.shape[0], X, sample_weight, means,
                    precision, np.log(precision), 1.0 / precision, log_norm, hard, chunk_size,
                    labels, log_prob, imputed, nk, nko, sx, sxx, obj)
         return
-    k, d = means.shape
-    c = means.mean(axis=0)
-    shifted = means - c
-    log_p = np.log(precision)
-    h = 0.5 * np.log(2.0 * np.pi)
-    G = np.concatenate([(precision * shifted).T, -0.5 * precision.T,
-                        (0.5 * log_p - 0.5 * precision * shifted ** 2 - h).T])
-    A = log_norm + d * h - 0.5 * log_p.sum(axis=1)
+    c, shifted, G, A = observed_operands(means, precision, log_norm)
     M = _soft_tiled(X, sample_weight, c, _OBSERVED, G, A, chunk_size, labels, log_prob, nk,
                     obj)
-    s1 = M[:, :, :d]
-    s2 = M[:, :, d:2 * d]
-    so = M[:, :, 2 * d:]
-    nko[:] = so
-    # moments about mu_j of the observed entries, from moments about c
-    sx[:] = s1 - so * shifted
-    sxx[:] = (s2 - 2.0 * shifted * s1 + so * shifted ** 2
-              + (nk[:, :, None] - so) / precision)
-    obj[:, 1] = 0.0
+    observed_statistics(M, shifted, precision, nk, nko, sx, sxx, obj)
 
 
 def estep_diag_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
