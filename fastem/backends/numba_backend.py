@@ -23,9 +23,9 @@ from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_ch
                           strict)
 from ._observed import observed_operands, observed_statistics
 from ._screen import screen_constants
-from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, sload, sstore, vadd, vdiv,
-                    vexp_nonpositive, vfma, vhsum, vload, vload4_f64, prefetch_row, vselect_ge, vselect_nan,
-                    vmax, vmul, vsplat, vstore, vsub, vtranspose4, vzero)
+from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, prefetch_rows, sload, sstore, vadd,
+                    vdiv, vexp_nonpositive, vfma, vhsum, vload, vload4_f64, vselect_ge,
+                    vselect_nan, vmax, vmul, vsplat, vstore, vsub, vtranspose4, vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -1577,9 +1577,8 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
                 FT[fo + a * _RB] = 0.0
         for b in range(blocks):
             i0 = s0 + b * _RB
-            if prefetch:
-                for i in range(i0 + _SUB, min(i0 + _SUB + _RB, stop)):
-                    prefetch_row(X, i)
+            if prefetch:  # the next sub-block's rows, into the cache while these are scored
+                prefetch_rows(X, i0 + _SUB, min(_RB, stop - i0 - _SUB))
             _score_tile_lanes(FT, b * mp * _RB, m, G, A, kp, ST, b * kp * _RB)
             _softmax_lanes(ST, b * kp * _RB, k, kp, i0, min(_RB, stop - i0), sample_weight,
                            labels, log_prob, want_lp, lane, NKV, obj)
