@@ -19,8 +19,8 @@ from libc.stdint cimport int64_t
 import numpy as np
 
 from fastem.backends._cython_common cimport (
-    BLOCK, SUB, add_staged, assign_one, chunk_stop, fastem_block_scores, fastem_lower_moments,
-    fastem_moments, finish_block, floating, flush_log_product, load_row, mean_of_means, zero)
+    SUB, add_staged, assign_one, chunk_stop, fastem_lower_moments, fastem_moments, floating,
+    flush_log_product, load_row, mean_of_means, zero)
 from fastem.backends._cython_kernels import _check
 
 cdef double HALF_LOG_2PI = 0.5 * log(2.0 * 3.141592653589793)
@@ -723,99 +723,6 @@ def estep_coordinate_missing(const floating[:, :] X, const double[::1] sample_we
                                           chunk_stop(c, chunk_size, n), k, d, &labels[0],
                                           lpp, imp, &nk[c * k], &nko[c * k * d],
                                           &sx[c * k * d], &sxx[c * k * d], &obj[c * 3])
-    _check(status)
-
-
-cdef int _observed_soft_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
-                              const double* sample_weight, const double* c,
-                              const double* GT, const double* A, Py_ssize_t start,
-                              Py_ssize_t stop, Py_ssize_t k, Py_ssize_t d, Py_ssize_t mp,
-                              int64_t* labels, double* log_prob, double* nk, double* mom,
-                              double* obj) noexcept nogil:
-    """Soft diagonal or spherical E-step with NaN, without imputation.
-
-    Four rows at a time: their features (o x', o x'^2, o) are staged in F
-    (rows of mp floats, zero past 3 d), their scores are A + F GT
-    (``fastem_block_scores``, GT (mp, k) zero past 3 d), the block softmax
-    gives their weighted responsibilities, and ``fastem_moments`` adds the
-    features' moments about c to ``mom`` (k, mp) once ``SUB`` rows are
-    staged.  The caller turns the moments into nko, sx and sxx
-    (``_observed``, as the numba backend).  Each row's distances over its
-    observed coordinates, one row at a time, had taken twice as long.
-    """
-    cdef double prod = 1.0  # deferred logs of row totals (finish_block)
-    cdef Py_ssize_t ib, i0, n_rows, r, a, j, sub = 0
-    cdef double x, t
-    cdef const floating* xr
-    cdef double* row
-    cdef Py_ssize_t best_of[BLOCK]
-    cdef double* buf = <double*> malloc((2 * BLOCK * k + SUB * mp + SUB * k) * sizeof(double))
-    if buf == NULL:
-        return -1
-    cdef double* lp = buf
-    cdef double* wr = lp + BLOCK * k
-    cdef double* F = wr + BLOCK * k
-    cdef double* WRS = F + SUB * mp
-    zero(F, SUB * mp)  # the padding features stay 0
-    zero(mom, k * mp)
-    zero(nk, k)
-    zero(obj, 3)
-    for ib in range((stop - start + BLOCK - 1) // BLOCK):
-        i0 = start + ib * BLOCK
-        n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
-        for r in range(BLOCK):
-            row = F + (sub + r) * mp
-            if r >= n_rows:  # rows past the end (weight 0) keep finite features: 0
-                for a in range(3 * d):
-                    row[a] = 0.0
-                continue
-            xr = X + (i0 + r) * s0
-            for a in range(d):
-                x = xr[a * s1]
-                if isnan(x):
-                    row[a] = 0.0
-                    row[d + a] = 0.0
-                    row[2 * d + a] = 0.0
-                else:
-                    t = x - c[a]
-                    row[a] = t
-                    row[d + a] = t * t
-                    row[2 * d + a] = 1.0
-        fastem_block_scores(F + sub * mp, GT, A, k, mp, lp)
-        finish_block(i0, n_rows, k, lp, NULL, False, sample_weight, labels, log_prob, wr,
-                     best_of, &prod, obj)
-        for r in range(BLOCK):
-            for j in range(k):
-                WRS[(sub + r) * k + j] = wr[r * k + j]
-        for j in range(k):
-            nk[j] += wr[j] + wr[k + j] + wr[2 * k + j] + wr[3 * k + j]
-        sub = add_staged(F, WRS, sub + BLOCK, mp, k, mom)
-    if sub > 0:
-        fastem_moments(F, WRS, sub, mp, k, mom)
-    flush_log_product(&prod, obj)
-    free(buf)
-    return 0
-
-
-def estep_observed_soft(const floating[:, :] X, const double[::1] sample_weight,
-                        const double[::1] c, const double[::1] GT, const double[::1] A,
-                        Py_ssize_t chunk_size, int64_t[::1] labels, double[::1] log_prob,
-                        double[::1] nk, double[::1] mom, double[::1] obj, Py_ssize_t k,
-                        Py_ssize_t mp, int num_threads):
-    """Soft diagonal / spherical E-step with NaN: moments (C, k, mp) about c."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
-    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, ch, start
-    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
-    cdef const floating* xp = &X[0, 0]
-    cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
-    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
-    with nogil:
-        for ch in prange(n_chunks, schedule="static", num_threads=num_threads):
-            start = ch * chunk_size
-            status[ch] = _observed_soft_chunk(xp, s0, s1, &sample_weight[0], &c[0], &GT[0],
-                                              &A[0], start, chunk_stop(ch, chunk_size, n), k,
-                                              d, mp, &labels[0], lpp, &nk[ch * k],
-                                              &mom[ch * k * mp], &obj[ch * 3])
     _check(status)
 
 

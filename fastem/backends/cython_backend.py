@@ -24,7 +24,7 @@ import numpy as np
 from .. import _config
 from . import _cython_kernels as _ck_generic
 from . import _cython_missing as _cm_generic
-from ._observed import observed_operands, observed_statistics
+from . import _soft
 from ._screen import screen_constants
 
 SIMD_CHOICES = ("auto", "avx2", "generic")
@@ -168,28 +168,57 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
                        int(chunk_size), *out, means.shape[0], _threads())
 
 
-def _coordinate(X, sample_weight, means, precision, spherical, log_norm, hard,
-                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+def _coordinate_hard(X, sample_weight, means, precision, spherical, log_norm, chunk_size,
+                     labels, log_prob, nk, sx, sxx, obj):
     means = np.ascontiguousarray(means, dtype=np.float64)
     with _Outputs(_labels(labels), log_prob, nk, sx, sxx, obj) as out:
-        _ck.estep_coordinate(_data(X), _flat(sample_weight), means.reshape(-1),
-                             _flat(means.T), _flat(precision.T), spherical,
-                             _flat(log_norm), bool(hard), int(chunk_size), *out,
-                             means.shape[0], _threads())
+        _ck.estep_coordinate_hard(_data(X), _flat(sample_weight), means.reshape(-1),
+                                  _flat(means.T), _flat(precision.T), spherical,
+                                  _flat(log_norm), int(chunk_size), *out, means.shape[0],
+                                  _threads())
+
+
+def _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_prob, nk,
+                   obj):
+    """The soft E-step on a feature map of ``_soft``: the moments (C, k, mp) about c."""
+    m, k = G.shape
+    mp = (m + 3) // 4 * 4
+    GT = np.zeros((mp, k))
+    GT[:m] = G
+    M = np.empty((nk.shape[0], k, mp))
+    with _Outputs(_labels(labels), log_prob, nk, obj) as out:
+        _ck.estep_soft_features(_data(X), _flat(sample_weight), _flat(c), GT.reshape(-1),
+                                _flat(A), features, int(chunk_size), out[0], out[1], out[2],
+                                M.reshape(-1), out[3], k, mp, _threads())
+    return M
 
 
 def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
     precision = np.asarray(prec_chol, dtype=np.float64) ** 2
-    _coordinate(X, sample_weight, means, precision, np.empty(0), log_norm, hard,
-                chunk_size, labels, log_prob, nk, sx, sxx, obj)
+    if not hard:
+        means = np.asarray(means, dtype=np.float64)
+        c, shifted, G, A = _soft.diag_operands(means, precision, _flat(log_norm))
+        M = _soft_features(X, sample_weight, c, G, A, _soft.QUADRATIC, chunk_size, labels,
+                           log_prob, nk, obj)
+        _soft.diag_statistics(M, shifted, nk, sx, sxx, obj)
+        return
+    _coordinate_hard(X, sample_weight, means, precision, np.empty(0), log_norm, chunk_size,
+                     labels, log_prob, nk, sx, sxx, obj)
 
 
 def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
-    # maha_j = p_j ||x - mu_j||^2: the scores of K-means, from differences
     spherical = _flat(np.asarray(prec_chol, dtype=np.float64) ** 2)
-    if hard and log_prob.shape[0] != np.shape(X)[0]:
+    if not hard:
+        means = np.asarray(means, dtype=np.float64)
+        c, shifted, G, A = _soft.spherical_operands(means, spherical, _flat(log_norm))
+        M = _soft_features(X, sample_weight, c, G, A, _soft.SPHERICAL, chunk_size, labels,
+                           log_prob, nk, obj)
+        _soft.spherical_statistics(M, shifted, nk, sx, sxx, obj)
+        return
+    # maha_j = p_j ||x - mu_j||^2: the scores of K-means, from differences
+    if log_prob.shape[0] != np.shape(X)[0]:
         screen = _screen_constants(X, means, spherical, _flat(log_norm))
         if screen is not None:
             # the screened kernel sums the squares per feature; the table's
@@ -203,8 +232,8 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
             np.sum(per_feature, axis=2, out=sxx)
             return
     precision = np.repeat(spherical[:, None], np.shape(means)[1], axis=1)
-    _coordinate(X, sample_weight, means, precision, spherical, log_norm, hard,
-                chunk_size, labels, log_prob, nk, sx, sxx, obj)
+    _coordinate_hard(X, sample_weight, means, precision, spherical, log_norm, chunk_size,
+                     labels, log_prob, nk, sx, sxx, obj)
 
 
 # The hard spherical E-step (K-means) screens its scores in float32, as the
@@ -301,18 +330,10 @@ def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chun
                         labels, log_prob, imputed, nk, nko, sx, sxx, obj):
     means = np.ascontiguousarray(means, dtype=np.float64)
     if not hard and imputed.shape[0] != np.shape(X)[0]:
-        # one product of the features (o x', o x'^2, o) (``_observed``)
-        c, shifted, G, A = observed_operands(means, precision, _flat(log_norm))
-        k, d = means.shape
-        mp = (3 * d + 3) // 4 * 4
-        GT = np.zeros((mp, k))
-        GT[:3 * d] = G
-        M = np.empty((nk.shape[0], k, mp))
-        with _Outputs(_labels(labels), log_prob, nk, obj) as out:
-            _cm.estep_observed_soft(_data(X), _flat(sample_weight), c, GT.reshape(-1), A,
-                                    int(chunk_size), out[0], out[1], out[2], M.reshape(-1),
-                                    out[3], k, mp, _threads())
-        observed_statistics(M, shifted, precision, nk, nko, sx, sxx, obj)
+        c, shifted, G, A = _soft.observed_operands(means, precision, _flat(log_norm))
+        M = _soft_features(X, sample_weight, c, G, A, _soft.OBSERVED, chunk_size, labels,
+                           log_prob, nk, obj)
+        _soft.observed_statistics(M, shifted, precision, nk, nko, sx, sxx, obj)
         return
     with _Outputs(_labels(labels), log_prob, imputed, nk, nko, sx, sxx, obj) as out:
         _cm.estep_coordinate_missing(_data(X), _flat(sample_weight), means.reshape(-1),

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
                           strict)
-from ._observed import observed_operands, observed_statistics
+from . import _soft
 from ._screen import screen_constants
 from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, prefetch_rows, sload, sstore, vadd,
                     vdiv, vexp_nonpositive, vfma, vhsum, vload, vload4_f64, vselect_ge,
@@ -1254,8 +1254,8 @@ _SUB = 64
 
 _RB = 8  # rows per block of the soft path: two float64 vectors, rows in lanes
 _PRODUCT_MAX = 2.0 ** 900  # flush point of _softmax_lanes' product of totals
-# feature maps of the soft path (_soft_tiled_chunk)
-_LINEAR, _QUADRATIC, _OBSERVED, _SPHERICAL = 0, 1, 2, 3
+# feature maps of the soft path (_soft_tiled_chunk); _soft's codes
+_LINEAR, _QUADRATIC, _OBSERVED, _SPHERICAL = 0, _soft.QUADRATIC, _soft.OBSERVED, _soft.SPHERICAL
 
 
 @leaf
@@ -1610,46 +1610,21 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
 
 def _estep_coordinate_soft(X, sample_weight, means, precision, log_norm, chunk_size,
                            labels, log_prob, nk, sx, sxx, obj):
-    """Soft diagonal / spherical E-step; ``precision`` (k, d) is 1 / variance."""
-    k, d = means.shape
-    c = means.mean(axis=0)
-    shifted = means - c
-    G = np.concatenate([(precision * shifted).T, -0.5 * precision.T])
-    A = log_norm - 0.5 * np.einsum("ka,ka->k", precision, shifted ** 2)
+    """Soft diagonal E-step; ``precision`` (k, d) is 1 / variance (``_soft``)."""
+    c, shifted, G, A = _soft.diag_operands(means, precision, log_norm)
     M = _soft_tiled(X, sample_weight, c, _QUADRATIC, G, A, chunk_size, labels, log_prob, nk,
                     obj)
-    s1 = M[:, :, :d]
-    s2 = M[:, :, d:]
-    total = nk[:, :, None]
-    # moments about mu_j from moments about c
-    sx[:] = s1 - total * shifted
-    sxx[:] = s2 - 2.0 * shifted * s1 + total * shifted ** 2
-    obj[:, 1] = 0.0
+    _soft.diag_statistics(M, shifted, nk, sx, sxx, obj)
 
 
 def _estep_spherical_soft(X, sample_weight, means, precision, log_norm, chunk_size,
                           labels, log_prob, nk, sx, sxx, obj):
-    """Soft spherical E-step; ``precision`` (k,) is 1 / variance.
-
-    With x' = x - c, the score of component j is
-    A_j + p_j x' . mu_j' - p_j ||x'||^2 / 2: d + 1 features (x' and
-    ||x'||^2) against the 2 d of the diagonal path, and the moments
-    sum r x' and sum r ||x'||^2 come out of the same tile.
-    """
-    k, d = means.shape
-    c = means.mean(axis=0)
-    shifted = means - c
-    G = np.concatenate([(precision[:, None] * shifted).T, -0.5 * precision[None, :]])
-    A = log_norm - 0.5 * precision * np.einsum("ka,ka->k", shifted, shifted)
+    """Soft spherical E-step; ``precision`` (k,) is 1 / variance (``_soft``):
+    d + 1 features (x' and ||x'||^2) against the 2 d of the diagonal path."""
+    c, shifted, G, A = _soft.spherical_operands(means, precision, log_norm)
     M = _soft_tiled(X, sample_weight, c, _SPHERICAL, G, A, chunk_size, labels, log_prob, nk,
                     obj)
-    s1 = M[:, :, :d]
-    total = nk[:, :, None]
-    # moments about mu_j from moments about c (see _estep_coordinate_soft)
-    sx[:] = s1 - total * shifted
-    sxx[:] = (M[:, :, d] - 2.0 * np.einsum("cka,ka->ck", s1, shifted)
-              + nk * np.einsum("ka,ka->k", shifted, shifted))
-    obj[:, 1] = 0.0
+    _soft.spherical_statistics(M, shifted, nk, sx, sxx, obj)
 
 
 # --------------------------------------------------------------- full and tied, few features
@@ -2394,17 +2369,17 @@ def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chun
     """Diagonal / spherical E-step with NaN; ``precision`` (k, d) is 1 / variance.
 
     The soft E-step without imputation is the tiled soft path with the
-    features (o x', o x'^2, o) (``_observed``).
+    features (o x', o x'^2, o) (``_soft``).
     """
     if hard or imputed.shape[0] == X.shape[0]:
         run_chunks(_estep_coordinate_missing_chunk, nk.shape[0], X, sample_weight, means,
                    precision, np.log(precision), 1.0 / precision, log_norm, hard, chunk_size,
                    labels, log_prob, imputed, nk, nko, sx, sxx, obj)
         return
-    c, shifted, G, A = observed_operands(means, precision, log_norm)
+    c, shifted, G, A = _soft.observed_operands(means, precision, log_norm)
     M = _soft_tiled(X, sample_weight, c, _OBSERVED, G, A, chunk_size, labels, log_prob, nk,
                     obj)
-    observed_statistics(M, shifted, precision, nk, nko, sx, sxx, obj)
+    _soft.observed_statistics(M, shifted, precision, nk, nko, sx, sxx, obj)
 
 
 def estep_diag_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,

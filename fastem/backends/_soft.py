@@ -1,0 +1,92 @@
+"""The soft diagonal and spherical E-steps as products of row features,
+shared by the numba and Cython backends.
+
+With x' = x - c (c the mean of the means), mu' = mu - c and p the
+precisions (1 / variance), the log-density of component j is A_j plus a
+product of a row's features with ``G`` (m, k):
+
+* diagonal, features (x', x'^2) (m = 2 d):
+  G = [p_j mu'_j; -p_j / 2], A_j = log_norm_j - sum_a p_ja mu'_ja^2 / 2;
+* spherical, features (x', ||x'||^2) (m = d + 1):
+  G = [p_j mu'_j; -p_j / 2], A_j = log_norm_j - p_j ||mu'_j||^2 / 2;
+* diagonal or spherical with NaN, features (o x', o x'^2, o) (m = 3 d),
+  o the observed-entry indicator and h = log(2 pi) / 2: the log-density of
+  the observed coordinates is
+      log_norm_j + d h - 1/2 sum_a log p_ja
+      + sum_a [o x']_a p_ja mu'_ja - 1/2 [o x'^2]_a p_ja
+              + o_a (log p_ja / 2 - p_ja mu'_ja^2 / 2 - h).
+
+The moments of the same features under the weighted responsibilities,
+about c, give sx and sxx about each mean (and nko with NaN, where a missing
+coordinate adds its variance 1 / p_ja to sxx).  The moments about c become
+moments about mu_j with a relative rounding error of about
+u (1 + |mu_j - c|^2 / var_j).
+
+``*_operands`` return (c, shifted = mu', G, A); ``*_statistics`` fill the
+kernel table's OUT arrays from the moments M (C, k, >= m) and nk (C, k).
+"""
+
+import numpy as np
+
+QUADRATIC, OBSERVED, SPHERICAL = 1, 2, 3  # feature maps (the kernels' codes)
+
+
+def diag_operands(means, precision, log_norm):
+    """``precision`` (k, d)."""
+    c = means.mean(axis=0)
+    shifted = means - c
+    G = np.concatenate([(precision * shifted).T, -0.5 * precision.T])
+    A = log_norm - 0.5 * np.einsum("ka,ka->k", precision, shifted ** 2)
+    return c, shifted, G, A
+
+
+def diag_statistics(M, shifted, nk, sx, sxx, obj):
+    d = shifted.shape[1]
+    s1 = M[:, :, :d]
+    s2 = M[:, :, d:2 * d]
+    sx[:] = s1 - nk[:, :, None] * shifted
+    sxx[:] = s2 - 2.0 * shifted * s1 + nk[:, :, None] * shifted ** 2
+    obj[:, 1] = 0.0
+
+
+def spherical_operands(means, precision, log_norm):
+    """``precision`` (k,)."""
+    c = means.mean(axis=0)
+    shifted = means - c
+    G = np.concatenate([(precision[:, None] * shifted).T, -0.5 * precision[None, :]])
+    A = log_norm - 0.5 * precision * np.einsum("ka,ka->k", shifted, shifted)
+    return c, shifted, G, A
+
+
+def spherical_statistics(M, shifted, nk, sx, sxx, obj):
+    d = shifted.shape[1]
+    s1 = M[:, :, :d]
+    sx[:] = s1 - nk[:, :, None] * shifted
+    sxx[:] = (M[:, :, d] - 2.0 * np.einsum("cka,ka->ck", s1, shifted)
+              + nk * np.einsum("ka,ka->k", shifted, shifted))
+    obj[:, 1] = 0.0
+
+
+def observed_operands(means, precision, log_norm):
+    """``precision`` (k, d)."""
+    d = means.shape[1]
+    c = means.mean(axis=0)
+    shifted = means - c
+    log_p = np.log(precision)
+    h = 0.5 * np.log(2.0 * np.pi)
+    G = np.concatenate([(precision * shifted).T, -0.5 * precision.T,
+                        (0.5 * log_p - 0.5 * precision * shifted ** 2 - h).T])
+    A = log_norm + d * h - 0.5 * log_p.sum(axis=1)
+    return c, shifted, G, A
+
+
+def observed_statistics(M, shifted, precision, nk, nko, sx, sxx, obj):
+    d = shifted.shape[1]
+    s1 = M[:, :, :d]
+    s2 = M[:, :, d:2 * d]
+    so = M[:, :, 2 * d:3 * d]
+    nko[:] = so
+    sx[:] = s1 - so * shifted
+    sxx[:] = (s2 - 2.0 * shifted * s1 + so * shifted ** 2
+              + (nk[:, :, None] - so) / precision)
+    obj[:, 1] = 0.0
