@@ -28,6 +28,7 @@ register-tiled product needs:
 * ``vtranspose4(a, b, c, d)`` the 4 x 4 transpose of four float64 vectors
 * ``vselect_nan(v, x, y)`` lane-wise ``x if v is NaN else y``
 * ``prefetch_rows(X, i, n)`` a cache hint for rows i .. i + n - 1 of X
+* ``stage_rows4(...)``     the K-means screen's staging of 4 rows by 4 features
 * ``exp2_of_rounded(t)``   2.0 ** n for ``t = n + 1.5 * 2**52`` (the rounding
                            trick of ``exp``), built from the bits of ``t``
 
@@ -289,6 +290,93 @@ def prefetch_rows(typingctx, arr, i, n):
                               ir.Constant(i32, 2), ir.Constant(i32, 1)])
         return context.get_dummy_value()
     return types.none(arr, i, n), codegen
+
+
+@intrinsic
+def stage_rows4(typingctx, X, i, a, c, xT, xo, R, xr, ro, dp, hn, ho):
+    """The K-means screen's staging of 4 rows by 4 features, in vectors.
+
+    For rows i .. i + 3 and features a .. a + 3 of a C-ordered 2-d X
+    (float32 or float64), with c (1-d, X's dtype): X[i + q, a + b] into
+    xr[ro + q * dp + a + b] (float64); v = X[i + q, a + b] - c[a + b],
+    formed in X's dtype, into xT[xo + (a + b) * R + q] (xT's dtype); and
+    hn[ho + q] += v^2 (float64, one feature after the other, products and
+    sums rounded apart).  The values are those of the element-by-element
+    staging (``numba_backend._prepare_value``).  Unchecked, as ``vload``.
+    """
+    for arr, ndim in ((X, 2), (c, 1), (xT, 1), (xr, 1), (hn, 1)):
+        if not (isinstance(arr, types.Array) and arr.ndim == ndim
+                and arr.dtype in (types.float32, types.float64)):
+            raise TypeError(f"stage_rows4: expected a {ndim}-d float array, got {arr}")
+    if c.dtype != X.dtype or xr.dtype != types.float64 or hn.dtype != types.float64:
+        raise TypeError("stage_rows4: c must have X's dtype, xr and hn float64")
+
+    def codegen(context, builder, sig, args):
+        Xt, _, _, ct, xTt, _, _, xrt, _, _, hnt, _ = sig.args
+        Xv, iv, av, cv_, xTv, xov, Rv, xrv, rov, dpv, hnv, hov = args
+        intp = context.get_value_type(types.intp)
+
+        def ix(value, index):
+            return context.cast(builder, value, sig.args[index], types.intp)
+        i0, a0, xo, R, ro, dp, ho = (ix(v, n) for v, n in
+                                     ((iv, 1), (av, 2), (xov, 5), (Rv, 6), (rov, 8),
+                                      (dpv, 9), (hov, 11)))
+        T = context.get_value_type(Xt.dtype)
+        VT = ir.VectorType(T, 4)
+        f64 = ir.DoubleType()
+        V64 = ir.VectorType(f64, 4)
+        UT = context.get_value_type(xTt.dtype)
+        VU = ir.VectorType(UT, 4)
+        ary = context.make_array(Xt)(context, builder, Xv)
+
+        def load_row(q):
+            ptr = cgutils.get_item_pointer(context, builder, Xt, ary,
+                                           [builder.add(i0, ir.Constant(intp, q)), a0],
+                                           wraparound=False)
+            return builder.load(builder.bitcast(ptr, VT.as_pointer()),
+                                align=Xt.dtype.bitwidth // 8)
+
+        def ptr1(arrty, value, offset, vty):
+            p = _element_pointer(context, builder, arrty, value, offset)
+            return builder.bitcast(p, vty.as_pointer())
+
+        def narrow(v, dst_vty):
+            if T == dst_vty.element:
+                return v
+            if isinstance(T, ir.DoubleType):
+                return builder.fptrunc(v, dst_vty)
+            return builder.fpext(v, dst_vty)
+
+        cvec = builder.load(ptr1(ct, cv_, a0, VT), align=ct.dtype.bitwidth // 8)
+        diffs = []
+        for q in range(4):
+            row = load_row(q)
+            wide = row if isinstance(T, ir.DoubleType) else builder.fpext(row, V64)
+            off = builder.add(builder.add(ro, builder.mul(ir.Constant(intp, q), dp)), a0)
+            builder.store(wide, ptr1(xrt, xrv, off, V64), align=8)
+            diffs.append(builder.fsub(row, cvec))
+
+        def shuffle(x, y, mask):
+            return builder.shuffle_vector(
+                x, y, ir.Constant(ir.VectorType(ir.IntType(32), 4), mask))
+        e01 = shuffle(diffs[0], diffs[1], [0, 4, 2, 6])
+        o01 = shuffle(diffs[0], diffs[1], [1, 5, 3, 7])
+        e23 = shuffle(diffs[2], diffs[3], [0, 4, 2, 6])
+        o23 = shuffle(diffs[2], diffs[3], [1, 5, 3, 7])
+        cols = [shuffle(e01, e23, [0, 1, 4, 5]), shuffle(o01, o23, [0, 1, 4, 5]),
+                shuffle(e01, e23, [2, 3, 6, 7]), shuffle(o01, o23, [2, 3, 6, 7])]
+        hptr = ptr1(hnt, hnv, ho, V64)
+        acc = builder.load(hptr, align=8)
+        for b, col in enumerate(cols):
+            off = builder.add(xo, builder.mul(builder.add(a0, ir.Constant(intp, b)), R))
+            builder.store(narrow(col, VU), ptr1(xTt, xTv, off, VU),
+                          align=xTt.dtype.bitwidth // 8)
+            w = col if isinstance(T, ir.DoubleType) else builder.fpext(col, V64)
+            acc = builder.fadd(acc, builder.fmul(w, w))
+        builder.store(acc, hptr, align=8)
+        return context.get_dummy_value()
+    sig = types.none(X, i, a, c, xT, xo, R, xr, ro, dp, hn, ho)
+    return sig, codegen
 
 
 @intrinsic
