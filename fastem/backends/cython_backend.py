@@ -193,15 +193,26 @@ def _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_
     return M
 
 
+def _soft_estep(model, X, sample_weight, means, precision, log_norm, chunk_size, labels,
+                log_prob, nk, sx, sxx, obj):
+    """The soft diagonal or spherical E-step through ``_soft``'s feature map."""
+    operands, statistics, features = {
+        "diag": (_soft.diag_operands, _soft.diag_statistics, _soft.QUADRATIC),
+        "spherical": (_soft.spherical_operands, _soft.spherical_statistics, _soft.SPHERICAL),
+    }[model]
+    c, shifted, G, A = operands(np.asarray(means, dtype=np.float64), precision,
+                                _flat(log_norm))
+    M = _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_prob, nk,
+                       obj)
+    statistics(M, shifted, nk, sx, sxx, obj)
+
+
 def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
     precision = np.asarray(prec_chol, dtype=np.float64) ** 2
     if not hard:
-        means = np.asarray(means, dtype=np.float64)
-        c, shifted, G, A = _soft.diag_operands(means, precision, _flat(log_norm))
-        M = _soft_features(X, sample_weight, c, G, A, _soft.QUADRATIC, chunk_size, labels,
-                           log_prob, nk, obj)
-        _soft.diag_statistics(M, shifted, nk, sx, sxx, obj)
+        _soft_estep("diag", X, sample_weight, means, precision, log_norm, chunk_size, labels,
+                    log_prob, nk, sx, sxx, obj)
         return
     _coordinate_hard(X, sample_weight, means, precision, np.empty(0), log_norm, chunk_size,
                      labels, log_prob, nk, sx, sxx, obj)
@@ -211,11 +222,8 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
     spherical = _flat(np.asarray(prec_chol, dtype=np.float64) ** 2)
     if not hard:
-        means = np.asarray(means, dtype=np.float64)
-        c, shifted, G, A = _soft.spherical_operands(means, spherical, _flat(log_norm))
-        M = _soft_features(X, sample_weight, c, G, A, _soft.SPHERICAL, chunk_size, labels,
-                           log_prob, nk, obj)
-        _soft.spherical_statistics(M, shifted, nk, sx, sxx, obj)
+        _soft_estep("spherical", X, sample_weight, means, spherical, log_norm, chunk_size,
+                    labels, log_prob, nk, sx, sxx, obj)
         return
     # maha_j = p_j ||x - mu_j||^2: the scores of K-means, from differences
     if log_prob.shape[0] != np.shape(X)[0]:
