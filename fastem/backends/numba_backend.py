@@ -1250,9 +1250,10 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
 # features, a (m, k) matrix G and constants A,
 #     log(w_j p_j(x)) = A_j + f(x) . G[:, j]
 # (Bernoulli: f(x) = x, G = logit; diagonal: f(x) = (x', x'^2) with x' = x - c,
-# G = (p_j mu_j', -p_j / 2), A_j = log_norm_j - 1/2 sum_a p_ja mu_ja'^2), and
-# the statistics are the moments sum_i w_i r_ij f(x_i), from which sx and sxx
-# about the current means follow.  Rows are taken ``_SUB`` at a time: their
+# G = (p_j mu_j', -p_j / 2), A_j = log_norm_j - 1/2 sum_a p_ja mu_ja'^2;
+# spherical: f(x) = (x', ||x'||^2); with NaN: (o x', o x'^2, o); see ``_soft``),
+# and the statistics are the moments sum_i w_i r_ij f(x_i), from which sx and
+# sxx about the current means follow.  Rows are taken ``_SUB`` at a time: their
 # features and weighted responsibilities fill two small buffers that stay in
 # cache, held in blocks of ``_RB`` rows with the rows in vector lanes.  The
 # scores come from ``_score_tile_lanes`` and the moments from
