@@ -90,3 +90,10 @@ def observed_statistics(M, shifted, precision, nk, nko, sx, sxx, obj):
     sxx[:] = (s2 - 2.0 * shifted * s1 + so * shifted ** 2
               + (nk[:, :, None] - so) / precision)
     obj[:, 1] = 0.0
+
+
+# the complete-data soft E-steps: (operands, statistics, feature map) per model
+MODELS = {
+    "diag": (diag_operands, diag_statistics, QUADRATIC),
+    "spherical": (spherical_operands, spherical_statistics, SPHERICAL),
+}

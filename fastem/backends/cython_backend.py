@@ -196,10 +196,7 @@ def _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_
 def _soft_estep(model, X, sample_weight, means, precision, log_norm, chunk_size, labels,
                 log_prob, nk, sx, sxx, obj):
     """The soft diagonal or spherical E-step through ``_soft``'s feature map."""
-    operands, statistics, features = {
-        "diag": (_soft.diag_operands, _soft.diag_statistics, _soft.QUADRATIC),
-        "spherical": (_soft.spherical_operands, _soft.spherical_statistics, _soft.SPHERICAL),
-    }[model]
+    operands, statistics, features = _soft.MODELS[model]
     c, shifted, G, A = operands(np.asarray(means, dtype=np.float64), precision,
                                 _flat(log_norm))
     M = _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_prob, nk,

@@ -728,8 +728,8 @@ def _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
 def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
     if not hard:
-        _estep_coordinate_soft(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
-                               labels, log_prob, nk, sx, sxx, obj)
+        _estep_soft("diag", X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
+                    labels, log_prob, nk, sx, sxx, obj)
         return
     _estep_coordinate(X, sample_weight, means, prec_chol ** 2, log_norm, hard,
                       chunk_size, labels, log_prob, nk, sx, sxx, obj)
@@ -738,8 +738,8 @@ def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
 def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
     if not hard:
-        _estep_spherical_soft(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
-                              labels, log_prob, nk, sx, sxx, obj)
+        _estep_soft("spherical", X, sample_weight, means, prec_chol ** 2, log_norm,
+                    chunk_size, labels, log_prob, nk, sx, sxx, obj)
         return
     # the hard paths accumulate the squares per feature; the table's
     # statistic is their sum
@@ -1562,7 +1562,8 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
         for a in range(d):
             v = np.float64(X[s0 + i, a]) - c[a]
             _stage_one(FT, fo, a, d, v, features)
-            n2 += v * v
+            if sph:
+                n2 += v * v
         if sph:
             sstore(FT, fo + d * _RB, n2)
 
@@ -1636,23 +1637,16 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
     return M.reshape(-1, kp, mp)[:, :k, :m]
 
 
-def _estep_coordinate_soft(X, sample_weight, means, precision, log_norm, chunk_size,
-                           labels, log_prob, nk, sx, sxx, obj):
-    """Soft diagonal E-step; ``precision`` (k, d) is 1 / variance (``_soft``)."""
-    c, shifted, G, A = _soft.diag_operands(means, precision, log_norm)
-    M = _soft_tiled(X, sample_weight, c, _QUADRATIC, G, A, chunk_size, labels, log_prob, nk,
+def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size, labels,
+                log_prob, nk, sx, sxx, obj):
+    """Soft diagonal (``precision`` (k, d)) or spherical (``precision`` (k,))
+    E-step through ``_soft``'s feature map: the spherical one has d + 1
+    features (x' and ||x'||^2) against the 2 d of the diagonal one."""
+    operands, statistics, features = _soft.MODELS[model]
+    c, shifted, G, A = operands(means, precision, log_norm)
+    M = _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk,
                     obj)
-    _soft.diag_statistics(M, shifted, nk, sx, sxx, obj)
-
-
-def _estep_spherical_soft(X, sample_weight, means, precision, log_norm, chunk_size,
-                          labels, log_prob, nk, sx, sxx, obj):
-    """Soft spherical E-step; ``precision`` (k,) is 1 / variance (``_soft``):
-    d + 1 features (x' and ||x'||^2) against the 2 d of the diagonal path."""
-    c, shifted, G, A = _soft.spherical_operands(means, precision, log_norm)
-    M = _soft_tiled(X, sample_weight, c, _SPHERICAL, G, A, chunk_size, labels, log_prob, nk,
-                    obj)
-    _soft.spherical_statistics(M, shifted, nk, sx, sxx, obj)
+    statistics(M, shifted, nk, sx, sxx, obj)
 
 
 # --------------------------------------------------------------- full and tied, few features
