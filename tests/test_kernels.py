@@ -473,11 +473,12 @@ def test_row_staging_gives_identical_bits_in_every_layout(backend, d, dtype):
     strided data (and for the rows past a multiple of four): every path must
     give the same bits.  d = 5 and 11 leave features past a multiple of four;
     n = 203 leaves rows past a multiple of four in the last chunk.  Covers
-    the soft diagonal and spherical kernels, K-means (hard spherical without
-    log-probabilities) and Bernoulli."""
+    the soft diagonal, spherical and full kernels, K-means (hard spherical
+    without log-probabilities) and Bernoulli."""
     rng = np.random.default_rng(31 + d)
     kernels = backends.get_kernels()
-    for cov_type, hard in (("diag", False), ("spherical", False), ("spherical", True)):
+    for cov_type, hard in (("diag", False), ("spherical", False), ("spherical", True),
+                           ("full", False)):
         case = make_gaussian_case(cov_type, n=203, d=d, k=5, dtype=dtype, rng=rng)
         kernel = getattr(kernels, "estep_" + cov_type)
         ref = run_gaussian_kernel(kernel, case, cov_type, hard, 64, False)
@@ -491,6 +492,25 @@ def test_row_staging_gives_identical_bits_in_every_layout(backend, d, dtype):
         out = run_bernoulli_kernel(kernels.estep_bernoulli, dict(bcase, X=X), False, 64, False)
         for name in ref:
             np.testing.assert_array_equal(out[name], ref[name], err_msg=("bernoulli", name))
+
+
+@pytest.mark.parametrize("want_log_prob", [False, True], ids=["fit", "predict"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d", [24, 64])
+def test_soft_full_estep_on_products_matches_reference(backend, d, dtype, want_log_prob):
+    """The compiled soft full E-steps score and accumulate the products
+    x'_a x'_b as features (``_soft.PAIRS``) up to ``_soft.PAIRS_MAX_D``
+    features, the quadratic form expanded about c = the mean of the means:
+    against the reference's differences (x - mu_j) U_j, at the largest d of
+    that map and at one in between, with correlated precisions."""
+    rng = np.random.default_rng(700 + d)
+    case = make_gaussian_case("full", n=997, d=d, k=5, dtype=dtype, rng=rng)
+    kernel = backends.get_kernels().estep_full
+    out = run_gaussian_kernel(kernel, case, "full", False, 128, want_log_prob)
+    ref = run_gaussian_kernel(numpy_backend.estep_full, case, "full", False, 128,
+                              want_log_prob)
+    assert_outputs_match(out, ref)  # 2e-15 (d = 24) and 8e-14 (d = 64) at most here
+    assert_totals_match(out, dense_gaussian_oracle(case, "full", False), want_log_prob)
 
 
 # ---------------------------------------------------------------- additivity

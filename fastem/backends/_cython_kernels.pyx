@@ -1133,6 +1133,7 @@ cdef enum:
     QUADRATIC = 1   # x', x'^2 (2 d)
     OBSERVED = 2    # o x', o x'^2, o (3 d)
     SPHERICAL = 3   # x', ||x'||^2 (d + 1)
+    PAIRS = 4       # x', x'_a x'_b for b <= a, a-major (d + d (d + 1) / 2)
 
 
 cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
@@ -1156,9 +1157,10 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     four reference shapes: 1.37-1.73 -> 1.08-1.35).
     """
     cdef double prod = 1.0  # deferred logs of row totals (finish_block)
-    cdef Py_ssize_t ib, i0, n_rows, r, a, j, sub = 0
+    cdef Py_ssize_t ib, i0, n_rows, r, a, b, q, j, sub = 0
     cdef Py_ssize_t m = 3 * d if features == OBSERVED else (
-        d + 1 if features == SPHERICAL else 2 * d)
+        d + 1 if features == SPHERICAL else (
+            d + d * (d + 1) // 2 if features == PAIRS else 2 * d))
     cdef double x, t, ss
     cdef const floating* xr
     cdef double* row
@@ -1191,6 +1193,14 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                     row[a] = t
                     ss += t * t
                 row[d] = ss
+            elif features == PAIRS:
+                for a in range(d):
+                    row[a] = xr[a * s1] - c[a]
+                q = d
+                for a in range(d):
+                    for b in range(a + 1):
+                        row[q + b] = row[a] * row[b]
+                    q += a + 1
             elif features == QUADRATIC:
                 for a in range(d):
                     t = xr[a * s1] - c[a]
@@ -1230,15 +1240,15 @@ def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
                         double[::1] log_prob, double[::1] nk, double[::1] mom,
                         double[::1] obj, Py_ssize_t k, Py_ssize_t mp, int num_threads):
     """Soft E-step on the feature map ``features`` (1 quadratic, 2 observed,
-    3 spherical); ``mom`` receives the moments (C, k, mp) about c."""
+    3 spherical, 4 pairs); ``mom`` receives the moments (C, k, mp) about c."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
     cdef Py_ssize_t n_chunks = obj.shape[0] // 3, ch, start
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
-    if features not in (QUADRATIC, OBSERVED, SPHERICAL):
-        raise ValueError(f"features must be 1, 2 or 3, got {features}")
+    if features not in (QUADRATIC, OBSERVED, SPHERICAL, PAIRS):
+        raise ValueError(f"features must be 1, 2, 3 or 4, got {features}")
     with nogil:
         for ch in prange(n_chunks, schedule="static", num_threads=num_threads):
             start = ch * chunk_size

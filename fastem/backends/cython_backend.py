@@ -147,6 +147,10 @@ def _whitening(means, factors, center):
 # ---------------------------------------------------------------- complete data
 def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    if not hard and X.shape[1] <= _soft.PAIRS_MAX_D:
+        _soft_estep("full", X, sample_weight, means, np.asarray(prec_chol, dtype=np.float64),
+                    log_norm, chunk_size, labels, log_prob, nk, sx, sxx, obj)
+        return
     means = np.ascontiguousarray(means, dtype=np.float64)
     center = _flat(center)
     W, cw = _whitening(means, _upper(prec_chol), center)
@@ -195,7 +199,7 @@ def _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_
 
 def _soft_estep(model, X, sample_weight, means, precision, log_norm, chunk_size, labels,
                 log_prob, nk, sx, sxx, obj):
-    """The soft diagonal or spherical E-step through ``_soft``'s feature map."""
+    """The soft full, diagonal or spherical E-step through ``_soft``'s feature map."""
     operands, statistics, features = _soft.MODELS[model]
     c, shifted, G, A = operands(np.asarray(means, dtype=np.float64), precision,
                                 _flat(log_norm))

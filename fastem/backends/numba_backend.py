@@ -1276,7 +1276,8 @@ _SUB = 64
 _RB = 8  # rows per block of the soft path: two float64 vectors, rows in lanes
 _PRODUCT_MAX = 2.0 ** 900  # flush point of _softmax_lanes' product of totals
 # feature maps of the soft path (_soft_tiled_chunk); _soft's codes
-_LINEAR, _QUADRATIC, _OBSERVED, _SPHERICAL = 0, _soft.QUADRATIC, _soft.OBSERVED, _soft.SPHERICAL
+_LINEAR, _QUADRATIC, _OBSERVED, _SPHERICAL, _PAIRS = (0, _soft.QUADRATIC, _soft.OBSERVED,
+                                                     _soft.SPHERICAL, _soft.PAIRS)
 
 
 @leaf
@@ -1469,6 +1470,8 @@ def _feature_count(features, d):
         return d
     if features == _SPHERICAL:
         return d + 1
+    if features == _PAIRS:
+        return d + d * (d + 1) // 2
     return 2 * d if features == _QUADRATIC else 3 * d
 
 
@@ -1498,6 +1501,23 @@ def _stage_one(FT, fo, a, d, v, features):
         sstore(FT, fo + (d + a) * _RB, v * v)
 
 
+@inline_leaf
+def _stage_pairs(FT, fo, d, four):
+    """``_PAIRS``: the products x_a x_b (b <= a, a-major) of the values
+    already staged at FT[fo + a * _RB], for four rows in lanes or one row."""
+    q = d
+    for a in range(d):
+        if four:
+            v = vload(FT, fo + a * _RB)
+            for b in range(a + 1):
+                vstore(FT, fo + (q + b) * _RB, vmul(v, vload(FT, fo + b * _RB)))
+        else:
+            v = sload(FT, fo + a * _RB)
+            for b in range(a + 1):
+                sstore(FT, fo + (q + b) * _RB, v * sload(FT, fo + b * _RB))
+        q += a + 1
+
+
 @leaf
 def _stage_features(X, s0, rows, c, features, mp, FT):
     """The features of rows s0 .. s0 + rows - 1 of X into FT, feature-major
@@ -1513,6 +1533,7 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
     features.
     """
     sph = features == _SPHERICAL
+    pairs = features == _PAIRS
     d = X.shape[1]
     by_rows = X.strides[1] == X.itemsize
     by_cols = X.strides[0] == X.itemsize and not by_rows
@@ -1556,6 +1577,8 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
                     norm = vfma(v, v, norm)
             if sph:
                 vstore(FT, fo + d * _RB, norm)
+        if pairs:
+            _stage_pairs(FT, fo, d, True)
     for i in range(r4, rows):
         fo = (i // _RB) * mp * _RB + i % _RB
         n2 = 0.0
@@ -1566,6 +1589,8 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
                 n2 += v * v
         if sph:
             sstore(FT, fo + d * _RB, n2)
+        if pairs:
+            _stage_pairs(FT, fo, d, False)
 
 
 @serial
@@ -1575,7 +1600,8 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
 
     Features (zero-padded to mp): ``_LINEAR`` x - c; ``_QUADRATIC`` x - c
     and (x - c)^2; ``_OBSERVED`` o (x - c), o (x - c)^2 and o, with o = 0
-    where x is NaN and 1 elsewhere; ``_SPHERICAL`` x - c and ||x - c||^2.
+    where x is NaN and 1 elsewhere; ``_SPHERICAL`` x - c and ||x - c||^2;
+    ``_PAIRS`` x - c and the products of its values (``_stage_pairs``).
     Blocks of ``_RB`` rows are held feature-major with rows in vector lanes,
     so that the maximum, the exps and the normalisation of the softmax run
     on four rows at once.
@@ -1639,9 +1665,11 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
 
 def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size, labels,
                 log_prob, nk, sx, sxx, obj):
-    """Soft diagonal (``precision`` (k, d)) or spherical (``precision`` (k,))
-    E-step through ``_soft``'s feature map: the spherical one has d + 1
-    features (x' and ||x'||^2) against the 2 d of the diagonal one."""
+    """Soft diagonal (``precision`` (k, d)), spherical (``precision`` (k,))
+    or full (``precision`` the (k, d, d) Cholesky factors) E-step through
+    ``_soft``'s feature map: the spherical one has d + 1 features (x' and
+    ||x'||^2) against the 2 d of the diagonal one, the full one d + d (d + 1) / 2
+    (x' and its products)."""
     operands, statistics, features = _soft.MODELS[model]
     c, shifted, G, A = operands(means, precision, log_norm)
     M = _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk,
@@ -1785,6 +1813,11 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
     if not hard and means.shape[1] <= _SMALL_DENSE_D:
         _estep_small_dense(X, sample_weight, means, prec_chol, log_norm, center, False,
                            chunk_size, labels, log_prob, nk, sx, sxx, obj)
+        return
+    if not hard and means.shape[1] <= _soft.PAIRS_MAX_D:
+        # the whitened differences below took 1.06 - 1.85x as long (see _soft)
+        _estep_soft("full", X, sample_weight, means, prec_chol, log_norm, chunk_size, labels,
+                    log_prob, nk, sx, sxx, obj)
         return
     # soft and hard are separate chunk kernels: a soft fit never compiles the hard one
     W, cw, depth = _full_tile_operands(means, prec_chol, center)
