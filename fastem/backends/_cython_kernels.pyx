@@ -1260,6 +1260,33 @@ def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
     _check(status)
 
 
+def pairs_statistics(const double[:, :, :] M, const double[:, ::1] shifted,
+                     const double[:, ::1] nk, double[:, :, ::1] sx, double[:, :, :, ::1] sxx,
+                     int num_threads):
+    """``_soft.full_statistics``, chunk by chunk in parallel: numpy's (C, k, m)
+    temporaries took 25-32 ms an E-step at (5e4, 64, 8)."""
+    cdef Py_ssize_t n_chunks = M.shape[0], k = shifted.shape[0], d = shifted.shape[1]
+    cdef Py_ssize_t ch, j, a, b, q
+    cdef double n, s1a, ma, mb
+    with nogil:
+        for ch in prange(n_chunks, schedule="static", num_threads=num_threads):
+            for j in range(k):
+                n = nk[ch, j]
+                for a in range(d):
+                    sx[ch, j, a] = M[ch, j, a] - n * shifted[j, a]
+                q = d
+                for a in range(d):
+                    s1a = M[ch, j, a]
+                    ma = shifted[j, a]
+                    for b in range(a + 1):
+                        mb = shifted[j, b]
+                        sxx[ch, j, a, b] = (M[ch, j, q + b] - ma * M[ch, j, b] - s1a * mb
+                                           + n * (ma * mb))
+                    for b in range(a + 1, d):
+                        sxx[ch, j, a, b] = 0.0
+                    q = q + a + 1
+
+
 # ------------------------------------------------------------------ Bernoulli
 cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                           const double* sample_weight, const double* logitT,

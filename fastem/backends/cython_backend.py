@@ -205,6 +205,10 @@ def _soft_estep(model, X, sample_weight, means, precision, log_norm, chunk_size,
                                 _flat(log_norm))
     M = _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_prob, nk,
                        obj)
+    if features == _soft.PAIRS:
+        _ck.pairs_statistics(M[:, :, :G.shape[0]], shifted, nk, sx, sxx, _threads())
+        obj[:, 1] = 0.0
+        return
     statistics(M, shifted, nk, sx, sxx, obj)
 
 

@@ -1663,6 +1663,30 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
     return M.reshape(-1, kp, mp)[:, :k, :m]
 
 
+@strict
+def _pairs_statistics_chunk(ci, M, shifted, nk_all, sx_all, sxx_all):
+    """``_soft.full_statistics`` for chunk ci, the same operations in the same
+    order (strict: the same bits): numpy's took 25-32 ms an E-step at
+    (5e4, 64, 8), its (C, k, m) temporaries too large for the C library's
+    free lists."""
+    k, d = shifted.shape
+    Mc, sx, sxx = M[ci], sx_all[ci], sxx_all[ci]
+    for j in range(k):
+        n = nk_all[ci, j]
+        for a in range(d):
+            sx[j, a] = Mc[j, a] - n * shifted[j, a]
+        q = d
+        for a in range(d):
+            s1a = Mc[j, a]
+            ma = shifted[j, a]
+            for b in range(a + 1):
+                mb = shifted[j, b]
+                sxx[j, a, b] = Mc[j, q + b] - ma * Mc[j, b] - s1a * mb + n * (ma * mb)
+            for b in range(a + 1, d):
+                sxx[j, a, b] = 0.0
+            q += a + 1
+
+
 def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size, labels,
                 log_prob, nk, sx, sxx, obj):
     """Soft diagonal (``precision`` (k, d)), spherical (``precision`` (k,))
@@ -1674,6 +1698,10 @@ def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size,
     c, shifted, G, A = operands(means, precision, log_norm)
     M = _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk,
                     obj)
+    if features == _PAIRS:
+        run_chunks(_pairs_statistics_chunk, nk.shape[0], M, shifted, nk, sx, sxx)
+        obj[:, 1] = 0.0
+        return
     statistics(M, shifted, nk, sx, sxx, obj)
 
 
