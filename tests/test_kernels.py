@@ -473,12 +473,12 @@ def test_row_staging_gives_identical_bits_in_every_layout(backend, d, dtype):
     strided data (and for the rows past a multiple of four): every path must
     give the same bits.  d = 5 and 11 leave features past a multiple of four;
     n = 203 leaves rows past a multiple of four in the last chunk.  Covers
-    the soft diagonal, spherical and full kernels, K-means (hard spherical
-    without log-probabilities) and Bernoulli."""
+    the soft diagonal, spherical, full and tied kernels, K-means (hard
+    spherical without log-probabilities) and Bernoulli."""
     rng = np.random.default_rng(31 + d)
     kernels = backends.get_kernels()
     for cov_type, hard in (("diag", False), ("spherical", False), ("spherical", True),
-                           ("full", False)):
+                           ("full", False), ("tied", False)):
         case = make_gaussian_case(cov_type, n=203, d=d, k=5, dtype=dtype, rng=rng)
         kernel = getattr(kernels, "estep_" + cov_type)
         ref = run_gaussian_kernel(kernel, case, cov_type, hard, 64, False)

@@ -1130,6 +1130,7 @@ def estep_spherical_screened(const floating[:, :] X, const double[::1] sample_we
 # feature maps of the soft path (numba_backend._soft_tiled_chunk):
 # x' = x - c; o = 1 for an observed entry, 0 for NaN
 cdef enum:
+    LINEAR = 0      # x' (d)
     QUADRATIC = 1   # x', x'^2 (2 d)
     OBSERVED = 2    # o x', o x'^2, o (3 d)
     SPHERICAL = 3   # x', ||x'||^2 (d + 1)
@@ -1141,7 +1142,7 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                               const double* GT, const double* A, int features,
                               Py_ssize_t start, Py_ssize_t stop, Py_ssize_t k, Py_ssize_t d,
                               Py_ssize_t mp, int64_t* labels, double* log_prob, double* nk,
-                              double* mom, double* obj) noexcept nogil:
+                              double* mom, double* obj, double* scat) noexcept nogil:
     """Soft E-step whose log-densities are A + F GT for the rows' features F.
 
     Four rows at a time: their features (``features``) are staged in F
@@ -1150,7 +1151,9 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     softmax gives their weighted responsibilities, and ``fastem_moments``
     adds the features' moments to ``mom`` (k, mp) once ``SUB`` rows are
     staged.  The caller turns the moments about c into the statistics
-    (``backends._soft``), as for the numba backend.  Before, the scores
+    (``backends._soft``), as for the numba backend.  Unless ``scat`` is NULL
+    it receives the weighted scatter of the features, sum_i w_i f_i f_i^T
+    (mp, mp; exact on and below the diagonal; mp a multiple of 8).  Before, the scores
     were distances from differences, one row at a time with NaN (diagonal
     with NaN, (1e5, 16, 8), 2 threads: 7.0-7.3 -> 3.9 ms a call), and the
     spherical moments took the diagonal's 2 d features (cython/numba at the
@@ -1160,19 +1163,25 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef Py_ssize_t ib, i0, n_rows, r, a, b, q, j, sub = 0
     cdef Py_ssize_t m = 3 * d if features == OBSERVED else (
         d + 1 if features == SPHERICAL else (
-            d + d * (d + 1) // 2 if features == PAIRS else 2 * d))
+            d + d * (d + 1) // 2 if features == PAIRS else (d if features == LINEAR else 2 * d)))
     cdef double x, t, ss
     cdef const floating* xr
     cdef double* row
     cdef Py_ssize_t best_of[BLOCK]
-    cdef double* buf = <double*> malloc((2 * BLOCK * k + SUB * mp + SUB * k) * sizeof(double))
+    cdef Py_ssize_t zs = SUB * mp if scat != NULL else 0
+    cdef double* buf = <double*> malloc((2 * BLOCK * k + SUB * mp + SUB * k + zs)
+                                        * sizeof(double))
     if buf == NULL:
         return -1
     cdef double* lp = buf
     cdef double* wr = lp + BLOCK * k
     cdef double* F = wr + BLOCK * k
     cdef double* WRS = F + SUB * mp
+    cdef double* Z = WRS + SUB * k  # w f (scatter only)
     zero(F, SUB * mp)  # the padding features stay 0
+    if scat != NULL:
+        zero(Z, zs)
+        zero(scat, mp * mp)
     zero(mom, k * mp)
     zero(nk, k)
     zero(obj, 3)
@@ -1201,6 +1210,9 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                     for b in range(a + 1):
                         row[q + b] = row[a] * row[b]
                     q += a + 1
+            elif features == LINEAR:
+                for a in range(d):
+                    row[a] = xr[a * s1] - c[a]
             elif features == QUADRATIC:
                 for a in range(d):
                     t = xr[a * s1] - c[a]
@@ -1226,9 +1238,18 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 WRS[(sub + r) * k + j] = wr[r * k + j]
         for j in range(k):
             nk[j] += wr[j] + wr[k + j] + wr[2 * k + j] + wr[3 * k + j]
+        if scat != NULL:
+            for r in range(BLOCK):
+                t = sample_weight[i0 + r] if r < n_rows else 0.0
+                for a in range(m):
+                    Z[(sub + r) * mp + a] = t * F[(sub + r) * mp + a]
+            if sub + BLOCK == SUB:
+                fastem_lower_moments(F, Z, SUB, mp, m, scat)
         sub = add_staged(F, WRS, sub + BLOCK, mp, k, mom)
     if sub > 0:
         fastem_moments(F, WRS, sub, mp, k, mom)
+        if scat != NULL:
+            fastem_lower_moments(F, Z, sub, mp, m, scat)
     flush_log_product(&prod, obj)
     free(buf)
     return 0
@@ -1238,17 +1259,21 @@ def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
                         const double[::1] c, const double[::1] GT, const double[::1] A,
                         int features, Py_ssize_t chunk_size, int64_t[::1] labels,
                         double[::1] log_prob, double[::1] nk, double[::1] mom,
-                        double[::1] obj, Py_ssize_t k, Py_ssize_t mp, int num_threads):
-    """Soft E-step on the feature map ``features`` (1 quadratic, 2 observed,
-    3 spherical, 4 pairs); ``mom`` receives the moments (C, k, mp) about c."""
+                        double[::1] obj, double[::1] scat, Py_ssize_t k, Py_ssize_t mp,
+                        int num_threads):
+    """Soft E-step on the feature map ``features`` (0 linear, 1 quadratic,
+    2 observed, 3 spherical, 4 pairs); ``mom`` receives the moments (C, k, mp)
+    about c and ``scat``, unless empty, the features' scatters (C, mp, mp)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
     cdef Py_ssize_t n_chunks = obj.shape[0] // 3, ch, start
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
-    if features not in (QUADRATIC, OBSERVED, SPHERICAL, PAIRS):
-        raise ValueError(f"features must be 1, 2, 3 or 4, got {features}")
+    if features not in (LINEAR, QUADRATIC, OBSERVED, SPHERICAL, PAIRS):
+        raise ValueError(f"features must be 0, 1, 2, 3 or 4, got {features}")
+    if scat.shape[0] > 0 and (scat.shape[0] != n_chunks * mp * mp or mp % 8):
+        raise ValueError("scat must hold one (mp, mp) scatter a chunk, mp a multiple of 8")
     with nogil:
         for ch in prange(n_chunks, schedule="static", num_threads=num_threads):
             start = ch * chunk_size
@@ -1256,7 +1281,9 @@ def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
                                               &A[0], features, start,
                                               chunk_stop(ch, chunk_size, n), k, d, mp,
                                               &labels[0], lpp, &nk[ch * k],
-                                              &mom[ch * k * mp], &obj[ch * 3])
+                                              &mom[ch * k * mp], &obj[ch * 3],
+                                              &scat[ch * mp * mp] if scat.shape[0] > 0
+                                              else NULL)
     _check(status)
 
 

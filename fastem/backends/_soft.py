@@ -13,6 +13,12 @@ product of a row's features with ``G`` (m, k):
   products a-major: a (a + 1) / 2 + b), P_j = U_j U_j^T the precision:
   G = [P_j mu'_j; -P_j,aa / 2 on the squares, -P_j,ab on the other products],
   A_j = log_norm_j - mu'_j^T P_j mu'_j / 2;
+* tied, features x' (m = d) about the tied scatter's center c, P = U U^T:
+  G = P mu'_j, A_j = log_norm_j - mu'_j^T P mu'_j / 2.  The log-density is
+  A_j + x' G_j - x'^T P x' / 2, whose last term is common to the components:
+  the responsibilities do without it, and the rows' sum of it, weighted, is
+  tr(P S) / 2 for the scatter S = sum_i w_i x'_i x'_i^T the E-step returns
+  anyway (``tied_statistics`` takes it off the objective);
 * diagonal or spherical with NaN, features (o x', o x'^2, o) (m = 3 d),
   o the observed-entry indicator and h = log(2 pi) / 2: the log-density of
   the observed coordinates is
@@ -93,6 +99,31 @@ def spherical_statistics(M, shifted, nk, sx, sxx, obj):
         s1 = M[c, :, :d]
         sx[c] = s1 - nk[c, :, None] * shifted
         sxx[c] = M[c, :, d] - 2.0 * np.einsum("cka,ka->ck", s1, shifted) + nk[c] * norm2
+    obj[:, 1] = 0.0
+
+
+def tied_operands(means, prec_chol, log_norm, center):
+    """``prec_chol`` (d, d), upper triangular; also W, the weights of the lower
+    triangle of the scatter in tr(P S): P_ab, doubled off the diagonal."""
+    d = means.shape[1]
+    c = np.asarray(center, dtype=np.float64)
+    shifted = means - c
+    P = prec_chol @ prec_chol.T
+    Pm = shifted @ P  # P is symmetric: row j is P mu'_j
+    A = log_norm - 0.5 * np.einsum("ka,ka->k", Pm, shifted)
+    W = P * (2.0 * np.tri(d, k=-1) + np.eye(d))
+    return c, shifted, Pm.T, A, W
+
+
+def tied_statistics(M, S, shifted, W, nk, sx, sxx, obj):
+    """``S`` (C, d, d): the scatter about c, exact on and below the diagonal."""
+    d = shifted.shape[1]
+    for c in _slabs(M.shape[0], shifted.size):
+        sx[c] = M[c, :, :d] - nk[c, :, None] * shifted
+    lower = np.tri(d)
+    for c in _slabs(M.shape[0], d * d):
+        np.multiply(S[c], lower, out=sxx[c])
+    obj[:, 0] -= 0.5 * np.einsum("cab,ab->c", sxx, W)
     obj[:, 1] = 0.0
 
 

@@ -162,6 +162,15 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    if not hard and log_prob.shape[0] != X.shape[0]:
+        # a fit's E-step (see _soft.tied_operands), as numba's
+        c, shifted, G, A, W = _soft.tied_operands(np.asarray(means, dtype=np.float64),
+                                                  np.asarray(prec_chol, dtype=np.float64),
+                                                  _flat(log_norm), center)
+        M, S = _soft_features(X, sample_weight, c, G, A, _LINEAR, chunk_size, labels,
+                              log_prob, nk, obj, scatter=True)
+        _soft.tied_statistics(M, S, shifted, W, nk, sx, sxx, obj)
+        return
     means = np.ascontiguousarray(means, dtype=np.float64)
     center = _flat(center)
     U = _upper(prec_chol)
@@ -183,17 +192,22 @@ def _coordinate_hard(X, sample_weight, means, precision, spherical, log_norm, ch
 
 
 def _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_prob, nk,
-                   obj):
-    """The soft E-step on a feature map of ``_soft``: the moments (C, k, mp) about c."""
+                   obj, scatter=False):
+    """The soft E-step on a feature map of ``_soft``: the moments (C, k, mp) about c,
+    and with ``scatter`` the features' scatters (C, m, m), exact on and below the
+    diagonal."""
     m, k = G.shape
-    mp = (m + 3) // 4 * 4
+    mp = (m + 7) // 8 * 8 if scatter else (m + 3) // 4 * 4
     GT = np.zeros((mp, k))
     GT[:m] = G
     M = np.empty((nk.shape[0], k, mp))
+    S = np.empty((nk.shape[0] if scatter else 0, mp, mp))
     with _Outputs(_labels(labels), log_prob, nk, obj) as out:
         _ck.estep_soft_features(_data(X), _flat(sample_weight), _flat(c), GT.reshape(-1),
                                 _flat(A), features, int(chunk_size), out[0], out[1], out[2],
-                                M.reshape(-1), out[3], k, mp, _threads())
+                                M.reshape(-1), out[3], S.reshape(-1), k, mp, _threads())
+    if scatter:
+        return M, S[:, :m, :m]
     return M
 
 
@@ -255,6 +269,7 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 # d = 1 to 4 (2 threads, (2e5, d, k) = (2, 8) 5.1 -> 3.5 ms, (3, 3) 5.0 ->
 # 3.7, (1, 8) 4.6 -> 2.9).
 _SCREEN_MAX = 2.0 ** 100  # constants of this size go to the exact kernel
+_LINEAR = 0  # the soft kernel's feature map x - c (_soft's maps are 1 to 4)
 
 
 def _screen_constants(X, means, precision, log_norm):

@@ -1417,13 +1417,15 @@ def _flush_log_total(lane, obj):
 
 
 @leaf
-def _moment_tile_lanes(FT, ST, n_blocks, m, kp, mp, M):
+def _moment_tile_lanes(FT, ST, n_blocks, m, kp, mp, M, lower):
     """M[j * mp + a] += sum over the blocks and their rows of ST[., j, r] FT[., a, r]
-    for j < kp, a < m (rounded up to even; padding features are 0)."""
+    for j < kp, a < m (rounded up to even; padding features are 0); with
+    ``lower``, only for a < j0 + 4, j0 the multiple of 4 at or below j (a
+    symmetric M's lower triangle and a little more)."""
     fstep = mp * _RB
     sstep = kp * _RB
     for j0 in range(0, kp, 4):
-        for a0 in range(0, m, 2):
+        for a0 in range(0, min(m, j0 + 4) if lower else m, 2):
             s00 = vsplat(FT, 0.0)
             s01 = s00
             s10 = s00
@@ -1595,8 +1597,10 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
 
 @serial
 def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_size, labels,
-                      log_prob, nk_all, M_all, obj_all):
-    """Soft E-step of rows start .. stop - 1; M (kp * mp) receives the moments.
+                      log_prob, nk_all, M_all, obj_all, S_all):
+    """Soft E-step of rows start .. stop - 1; M (kp * mp) receives the moments
+    and, when S_all has rows, S (mp * mp) the lower triangle of the weighted
+    scatter of the features, sum_i w_i f_i f_i^T (S[a * mp + b], b <= a).
 
     Features (zero-padded to mp): ``_LINEAR`` x - c; ``_QUADRATIC`` x - c
     and (x - c)^2; ``_OBSERVED`` o (x - c), o (x - c)^2 and o, with o = 0
@@ -1621,6 +1625,12 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     lane[16] = 1.0
     M[:] = 0.0
     obj[:] = 0.0
+    scatter = S_all.shape[0] > 0
+    if scatter:
+        S = S_all[ci]
+        S[:] = 0.0
+        WFT = np.zeros(n_blk * mp * _RB)  # w f, the layout of FT
+        WV = np.zeros(_RB)
     prefetch = X.strides[1] == X.itemsize
     for s0 in range(start, stop, _SUB):
         rows = min(_SUB, stop - s0)
@@ -1637,7 +1647,19 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
             _score_tile_lanes(FT, b * mp * _RB, m, G, A, kp, ST, b * kp * _RB)
             _softmax_lanes(ST, b * kp * _RB, k, kp, i0, min(_RB, stop - i0), sample_weight,
                            labels, log_prob, want_lp, lane, NKV, obj)
-        _moment_tile_lanes(FT, ST, blocks, m, kp, mp, M)
+        _moment_tile_lanes(FT, ST, blocks, m, kp, mp, M, False)
+        if scatter:
+            for b in range(blocks):
+                for r in range(_RB):
+                    i = b * _RB + r
+                    WV[r] = sample_weight[s0 + i] if i < rows else 0.0
+                o = b * mp * _RB
+                w0 = vload(WV, 0)
+                w1 = vload(WV, 4)
+                for a in range(m):
+                    vstore(WFT, o + a * _RB, vmul(vload(FT, o + a * _RB), w0))
+                    vstore(WFT, o + a * _RB + 4, vmul(vload(FT, o + a * _RB + 4), w1))
+            _moment_tile_lanes(FT, WFT, blocks, m, mp, mp, S, True)
     _flush_log_total(lane, obj)
     for j in range(k):
         nk[j] = vhsum(vload(NKV, j * 4))
@@ -1647,8 +1669,11 @@ def _padded(size, multiple):
     return -(-size // multiple) * multiple
 
 
-def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk, obj):
-    """Run the tiled soft E-step; returns the moments, shape (n_chunks, k, m)."""
+def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk, obj,
+                scatter=False):
+    """Run the tiled soft E-step; returns the moments, shape (n_chunks, k, m),
+    and with ``scatter`` also the features' weighted scatter (n_chunks, m, m),
+    its lower triangle only."""
     m, k = G.shape
     kp = _padded(k, 4)
     mp = _padded(m, 8)
@@ -1657,10 +1682,14 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
     Ap = np.full(kp, -np.inf)
     Ap[:k] = A
     M = np.empty((nk.shape[0], kp * mp))
+    S = np.empty((nk.shape[0] if scatter else 0, mp * mp))
     run_chunks(_soft_tiled_chunk, nk.shape[0], X, sample_weight,
                np.ascontiguousarray(c, dtype=np.float64), features, Gp.ravel(), Ap, kp, mp,
-               chunk_size, labels, log_prob, nk, M, obj)
-    return M.reshape(-1, kp, mp)[:, :k, :m]
+               chunk_size, labels, log_prob, nk, M, obj, S)
+    M = M.reshape(-1, kp, mp)[:, :k, :m]
+    if scatter:
+        return M, S.reshape(-1, mp, mp)[:, :m, :m]
+    return M
 
 
 @strict
@@ -1862,6 +1891,14 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
         # one (d, d) scatter per chunk, seen as (1, d, d) like the full model's
         _estep_small_dense(X, sample_weight, means, U, log_norm, center, True, chunk_size,
                            labels, log_prob, nk, sx, sxx.reshape(-1, 1, d, d), obj)
+        return
+    if not hard and log_prob.shape[0] != X.shape[0]:
+        # a fit's E-step: the responsibilities and the objective from x . P mu_j and the
+        # scatter (see _soft.tied_operands); predictions keep the whitened rows below
+        c, shifted, G, A, W = _soft.tied_operands(means, prec_chol, log_norm, center)
+        M, S = _soft_tiled(X, sample_weight, c, _LINEAR, G, A, chunk_size, labels, log_prob,
+                           nk, obj, scatter=True)
+        _soft.tied_statistics(M, S, shifted, W, nk, sx, sxx, obj)
         return
     U, cwT, CT, A, P = _tied_tile_operands(means, prec_chol, log_norm, center)
     run_chunks(_estep_tied_chunk, nk.shape[0], X, sample_weight, means, U, cwT, CT, A, P,
