@@ -264,7 +264,10 @@ def _ms(seconds):
 
 
 def _num(value):
-    return "-" if value is None else f"{value:.2f}"
+    """A ratio: two decimals, or two significant digits below 0.1 (never 0.00)."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
 def _sig(value):
