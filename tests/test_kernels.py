@@ -263,7 +263,7 @@ def test_kernel_table_is_consistent():
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cov_type", COV_TYPES)
-@pytest.mark.parametrize("d", [5, 11])  # numba: rows in lanes up to 6 features, tiles above
+@pytest.mark.parametrize("d", [5, 11])  # features past a multiple of 4 (and of 8 in Cython)
 def test_gaussian_estep_matches_reference(backend, cov_type, d, dtype, hard, want_log_prob):
     rng = np.random.default_rng(10 * COV_TYPES.index(cov_type) + hard + d)
     # k = 5 is not a multiple of a vector: padding components are exercised

@@ -1734,145 +1734,11 @@ def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size,
     statistics(M, shifted, nk, sx, sxx, obj)
 
 
-# --------------------------------------------------------------- full and tied, few features
-_SMALL_DENSE_D = 6  # soft full and tied E-steps of up to this many features: rows in lanes
-
-
-@leaf
-def _small_dense_scores(FT, fo, means, U, log_norm, k, kp, DX, ST, so):
-    """ST[so + j * _RB + r] = log_norm_j - |(x_r - mu_j) U_j|^2 / 2 for the
-    ``_RB`` rows of a block held feature-major in FT (rows in lanes); -inf for
-    the padding components j >= k.  ``DX`` is scratch of 4 * d floats."""
-    d = means.shape[1]
-    for h in range(0, _RB, 4):
-        for j in range(k):
-            for a in range(d):
-                vstore(DX, 4 * a, vsub(vload(FT, fo + a * _RB + h), vsplat(FT, means[j, a])))
-            maha = vzero(FT)
-            for b in range(d):
-                y = vzero(FT)
-                for a in range(b + 1):
-                    y = vfma(vload(DX, 4 * a), vsplat(FT, U[j, a, b]), y)
-                maha = vfma(y, y, maha)
-            vstore(ST, so + j * _RB + h, vfma(maha, vsplat(FT, -0.5), vsplat(FT, log_norm[j])))
-        for j in range(k, kp):
-            vstore(ST, so + j * _RB + h, vsplat(FT, -np.inf))
-
-
-@leaf
-def _small_dense_moments(FT, fo, ST, so, WV, means, center, tied, k, DX, ACC, TACC):
-    """Add a block's moments: per component j, sum w r (x - mu_j) and, unless
-    ``tied``, sum w r (x - mu_j)(x - mu_j)^T (lower triangle) into ACC; when
-    ``tied``, sum w (x - c)(x - c)^T into TACC.  ST holds w r, WV the rows'
-    weights w (0 for padding rows); sums are kept per lane."""
-    d = means.shape[1]
-    per = d + d * (d + 1) // 2
-    for h in range(0, _RB, 4):
-        for j in range(k):
-            r = vload(ST, so + j * _RB + h)
-            o = j * per * 4
-            for a in range(d):
-                v = vsub(vload(FT, fo + a * _RB + h), vsplat(FT, means[j, a]))
-                vstore(DX, 4 * a, v)
-                vstore(ACC, o + 4 * a, vfma(r, v, vload(ACC, o + 4 * a)))
-            if not tied:
-                q = o + 4 * d
-                for a in range(d):
-                    z = vmul(r, vload(DX, 4 * a))
-                    for b in range(a + 1):
-                        vstore(ACC, q, vfma(z, vload(DX, 4 * b), vload(ACC, q)))
-                        q += 4
-        if tied:
-            w = vload(WV, h)
-            for a in range(d):
-                vstore(DX, 4 * a, vsub(vload(FT, fo + a * _RB + h), vsplat(FT, center[a])))
-            q = 0
-            for a in range(d):
-                z = vmul(w, vload(DX, 4 * a))
-                for b in range(a + 1):
-                    vstore(TACC, q, vfma(z, vload(DX, 4 * b), vload(TACC, q)))
-                    q += 4
-
-
-@serial
-def _estep_small_dense_chunk(ci, X, sample_weight, means, U, log_norm, center, tied, chunk_size,
-                             labels, log_prob, nk_all, sx_all, sxx_all, obj_all):
-    """Soft full (``tied`` False) or tied E-step of rows start .. stop - 1 for few
-    features.  Blocks of ``_RB`` rows are held feature-major with rows in vector
-    lanes, like the diagonal path's, and every quantity is formed from
-    differences: the whitened distances (x - mu_j) U_j, the moments about each
-    mean and the tied scatter about the center.  ``U`` is (k, d, d), upper
-    triangular (the tied factor repeated); ``sxx`` is (k, d, d), or (1, d, d)
-    for the tied scatter."""
-    start = ci * chunk_size
-    stop = min(X.shape[0], start + chunk_size)
-    nk, sx, sxx, obj = nk_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
-    k, d = means.shape
-    kp = -(-k // 4) * 4
-    want_lp = log_prob.shape[0] == X.shape[0]
-    per = d + d * (d + 1) // 2
-    FT = np.zeros(d * _RB)
-    ST = np.empty(kp * _RB)
-    WV = np.zeros(_RB)
-    DX = np.empty(4 * d)
-    NKV = np.zeros(kp * 4)
-    ACC = np.zeros(k * per * 4)
-    TACC = np.zeros(d * (d + 1) // 2 * 4)
-    lane = np.zeros(17)
-    lane[16] = 1.0
-    obj[:] = 0.0
-    for i0 in range(start, stop, _RB):
-        rows = min(_RB, stop - i0)
-        for r in range(_RB):
-            if r < rows:
-                WV[r] = sample_weight[i0 + r]
-                for a in range(d):
-                    FT[a * _RB + r] = X[i0 + r, a]
-            else:
-                WV[r] = 0.0
-                for a in range(d):
-                    FT[a * _RB + r] = 0.0
-        _small_dense_scores(FT, 0, means, U, log_norm, k, kp, DX, ST, 0)
-        _softmax_lanes(ST, 0, k, kp, i0, rows, sample_weight, labels, log_prob, want_lp,
-                       lane, NKV, obj)
-        _small_dense_moments(FT, 0, ST, 0, WV, means, center, tied, k, DX, ACC, TACC)
-    _flush_log_total(lane, obj)
-    for j in range(k):
-        nk[j] = vhsum(vload(NKV, j * 4))
-        o = j * per * 4
-        for a in range(d):
-            sx[j, a] = vhsum(vload(ACC, o + 4 * a))
-    # the lower triangle: the M-step reads no more
-    sxx[:] = 0.0
-    if tied:
-        q = 0
-        for a in range(d):
-            for b in range(a + 1):
-                sxx[0, a, b] = vhsum(vload(TACC, 4 * q))
-                q += 1
-    else:
-        for j in range(k):
-            q = (j * per + d) * 4
-            for a in range(d):
-                for b in range(a + 1):
-                    sxx[j, a, b] = vhsum(vload(ACC, q))
-                    q += 4
-
-
-def _estep_small_dense(X, sample_weight, means, U, log_norm, center, tied, chunk_size, labels,
-                       log_prob, nk, sx, sxx, obj):
-    run_chunks(_estep_small_dense_chunk, nk.shape[0], X, sample_weight, means, U, log_norm,
-               center, tied, chunk_size, labels, log_prob, nk, sx, sxx, obj)
-
-
 def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
-    if not hard and means.shape[1] <= _SMALL_DENSE_D:
-        _estep_small_dense(X, sample_weight, means, prec_chol, log_norm, center, False,
-                           chunk_size, labels, log_prob, nk, sx, sxx, obj)
-        return
     if not hard and means.shape[1] <= _soft.PAIRS_MAX_D:
-        # the whitened differences below took 1.06 - 1.85x as long (see _soft)
+        # the whitened differences below took 1.06 - 1.85x as long (see _soft), and
+        # a kernel with rows in lanes for up to 6 features 1.5 - 1.7x
         _estep_soft("full", X, sample_weight, means, prec_chol, log_norm, chunk_size, labels,
                     log_prob, nk, sx, sxx, obj)
         return
@@ -1885,16 +1751,11 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
-    k, d = means.shape
-    if not hard and d <= _SMALL_DENSE_D:
-        U = np.ascontiguousarray(np.broadcast_to(prec_chol, (k, d, d)))
-        # one (d, d) scatter per chunk, seen as (1, d, d) like the full model's
-        _estep_small_dense(X, sample_weight, means, U, log_norm, center, True, chunk_size,
-                           labels, log_prob, nk, sx, sxx.reshape(-1, 1, d, d), obj)
-        return
     if not hard and log_prob.shape[0] != X.shape[0]:
         # a fit's E-step: the responsibilities and the objective from x . P mu_j and the
-        # scatter (see _soft.tied_operands); predictions keep the whitened rows below
+        # scatter (see _soft.tied_operands); predictions keep the whitened rows below.
+        # One thread, ns a row: (1e5, 16, 16) 186 -> 74, (2e5, 2, 8) 43 -> 33 (against
+        # a kernel with rows in lanes for up to 6 features)
         c, shifted, G, A, W = _soft.tied_operands(means, prec_chol, log_norm, center)
         M, S = _soft_tiled(X, sample_weight, c, _LINEAR, G, A, chunk_size, labels, log_prob,
                            nk, obj, scatter=True)
