@@ -1290,8 +1290,8 @@ def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
 def pairs_statistics(const double[:, :, :] M, const double[:, ::1] shifted,
                      const double[:, ::1] nk, double[:, :, ::1] sx, double[:, :, :, ::1] sxx,
                      int num_threads):
-    """``_soft.full_statistics``, chunk by chunk in parallel: numpy's (C, k, m)
-    temporaries took 25-32 ms an E-step at (5e4, 64, 8)."""
+    """The full model's statistics from the moments of ``_soft``'s PAIRS map
+    (see ``_soft.MODELS``), chunk by chunk in parallel."""
     cdef Py_ssize_t n_chunks = M.shape[0], k = shifted.shape[0], d = shifted.shape[1]
     cdef Py_ssize_t ch, j, a, b, q
     cdef double n, s1a, ma, mb

@@ -1694,10 +1694,9 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
 
 @strict
 def _pairs_statistics_chunk(ci, M, shifted, nk_all, sx_all, sxx_all):
-    """``_soft.full_statistics`` for chunk ci, the same operations in the same
-    order (strict: the same bits): numpy's took 25-32 ms an E-step at
-    (5e4, 64, 8), its (C, k, m) temporaries too large for the C library's
-    free lists."""
+    """The full model's statistics of chunk ci from the moments of ``_soft``'s
+    PAIRS map (see ``_soft.MODELS``); strict: IEEE arithmetic in the written
+    order."""
     k, d = shifted.shape
     Mc, sx, sxx = M[ci], sx_all[ci], sxx_all[ci]
     for j in range(k):
