@@ -131,11 +131,6 @@ def tied_statistics(M, S, shifted, W, nk, sx, sxx, obj):
     obj[:, 1] = 0.0
 
 
-def pairs_count(d):
-    """Features of the full model's map: d values and d (d + 1) / 2 products."""
-    return d + d * (d + 1) // 2
-
-
 def full_operands(means, prec_chol, log_norm):
     """``prec_chol`` (k, d, d), upper triangular: P_j = U_j U_j^T."""
     k, d = means.shape
