@@ -657,6 +657,57 @@ def test_compiled_and_numpy_missing_kernels_agree(compiled, kind, dtype, hard, w
                                       case["X"][observed].astype(np.float64))
 
 
+# float32 holds neither 1e75 nor 1e-75 times the data
+@pytest.mark.parametrize("dtype, scale", [(np.float64, 1.0), (np.float32, 1.0),
+                                          (np.float64, 1e-75), (np.float64, 1e75)])
+@pytest.mark.parametrize("d", [5, 16, 33])
+@pytest.mark.parametrize("want_log_prob", [False, True], ids=["fit", "score"])
+@pytest.mark.parametrize("compiled", COMPILED_BACKENDS)
+def test_soft_full_missing_kernel_on_products_matches_numpy(compiled, dtype, want_log_prob, d,
+                                                            scale):
+    """The soft full E-step with NaN of a fit or of scoring (no imputed values
+    asked for) runs on ``_soft``'s PAIRS_OBSERVED features with per-row
+    corrections for the missing coordinates: against the NumPy reference at
+    up to 33 features, with rows of 0, 1, 2 (the tabled determinants) and
+    more missing coordinates, empty rows, zero weights, correlated
+    precisions, and data scaled by 1e-75 and 1e75 (determinants of Lambda_mm
+    out of range, taken from the pivots' logs)."""
+    rng = np.random.default_rng(90 + d)
+    case = missing_kernel_case("full", dtype, rng, n=517, d=d, k=6)
+    X = rng.standard_normal((517, d)) * 2.0 + 1.0
+    for i, q in enumerate(np.resize([0, 1, 2, 3, d // 2, d - 1, d], 517)):
+        X[i, rng.permutation(d)[:q]] = np.nan
+    case["X"] = X.astype(dtype)
+    case["center"] = np.nanmean(X, axis=0)
+    for name in ("X", "means", "center"):
+        case[name] = (case[name] * scale).astype(case[name].dtype)
+    case["prec_chol"] = case["prec_chol"] / scale
+    case["log_norm"] = case["log_norm"] - d * np.log(scale)
+    n, k = X.shape[0], case["means"].shape[0]
+    outs = {}
+    for name in ("numpy", compiled):
+        n_chunks = -(-n // 64)
+        out = dict(labels=case["labels"].copy(),
+                   log_prob=np.full((n if want_log_prob else 0, k), np.nan),
+                   nk=np.full((n_chunks, k), np.nan), nko=np.full((n_chunks, k, d), np.nan),
+                   sx=np.full((n_chunks, k, d), np.nan),
+                   sxx=np.full((n_chunks, k, d, d), np.nan),
+                   obj=np.full((n_chunks, 3), np.nan))
+        backends._load(name).estep_full_missing(
+            case["X"], case["sample_weight"], case["means"], case["prec_chol"],
+            case["log_norm"], case["center"], False, 64, out["labels"], out["log_prob"],
+            np.empty((0, d)), out["nk"], out["nko"], out["sx"], out["sxx"], out["obj"])
+        out["sxx"] = np.tril(out["sxx"])
+        outs[name] = out
+    for name, ref in outs["numpy"].items():
+        got = outs[compiled][name]
+        assert not np.isnan(got).any(), f"{name} left unwritten"
+        if name == "labels":
+            np.testing.assert_array_equal(got, ref)
+        else:
+            assert rel_err(got, ref) < KERNEL_TOL, name
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("compiled", COMPILED_BACKENDS)
 def test_soft_coordinate_missing_kernels_give_identical_bits_in_every_layout(compiled,

@@ -19,8 +19,8 @@ from libc.stdint cimport int64_t
 import numpy as np
 
 from fastem.backends._cython_common cimport (
-    SUB, add_staged, assign_one, chunk_stop, fastem_lower_moments, fastem_moments, floating,
-    flush_log_product, load_row, mean_of_means, zero)
+    BLOCK, SUB, add_staged, assign_one, chunk_stop, fastem_block_scores, fastem_lower_moments,
+    fastem_moments, finish_block, floating, flush_log_product, load_row, mean_of_means, zero)
 from fastem.backends._cython_kernels import _check
 
 cdef double HALF_LOG_2PI = 0.5 * log(2.0 * 3.141592653589793)
@@ -219,8 +219,8 @@ cdef extern from *:
 
 # ------------------------------------------------------------------ full, tied
 cdef void _sweep_blocks(const double* PL, Py_ssize_t d, Py_ssize_t k,
-                        const Py_ssize_t* miss_idx, Py_ssize_t q, double* B, double* det,
-                        double* piv, double* rp) noexcept nogil:
+                        const Py_ssize_t* miss_idx, Py_ssize_t q, double* B, Py_ssize_t bs,
+                        double* det, double* piv, double* rp) noexcept nogil:
     """B = -Lambda_mm^-1 for every component j, m = miss_idx[:q]; det[j] =
     det Lambda_mm and piv[p * k + j] its p-th pivot.
 
@@ -228,20 +228,20 @@ cdef void _sweep_blocks(const double* PL, Py_ssize_t d, Py_ssize_t k,
     of component j is PL[(a * d + b) * k + j].  The missing set is the row's,
     shared by the components, so the sweep operator is applied to each pivot
     in turn for all components at once (loops over j innermost); entry (s, t)
-    of component j is B[(s * d + t) * k + j].  A principal block of a
+    of component j is B[(s * bs + t) * k + j].  A principal block of a
     positive definite matrix needs no pivoting.
     """
     cdef Py_ssize_t s, t, p, j, src, dst, pp, sp, pt, st, ps
     for s in range(q):
         for t in range(q):
             src = (miss_idx[s] * d + miss_idx[t]) * k
-            dst = (s * d + t) * k
+            dst = (s * bs + t) * k
             for j in range(k):
                 B[dst + j] = PL[src + j]
     for j in range(k):
         det[j] = 1.0
     for p in range(q):
-        pp = (p * d + p) * k
+        pp = (p * bs + p) * k
         for j in range(k):
             piv[p * k + j] = B[pp + j]
             det[j] *= B[pp + j]
@@ -249,19 +249,19 @@ cdef void _sweep_blocks(const double* PL, Py_ssize_t d, Py_ssize_t k,
         for s in range(q):
             if s == p:
                 continue
-            sp = (s * d + p) * k
+            sp = (s * bs + p) * k
             for t in range(q):
                 if t == p:
                     continue
-                st = (s * d + t) * k
-                pt = (p * d + t) * k
+                st = (s * bs + t) * k
+                pt = (p * bs + t) * k
                 for j in range(k):
                     B[st + j] = B[st + j] - B[sp + j] * B[pt + j] * rp[j]
         for s in range(q):
             if s == p:
                 continue
-            sp = (s * d + p) * k
-            ps = (p * d + s) * k
+            sp = (s * bs + p) * k
+            ps = (p * bs + s) * k
             for j in range(k):
                 B[sp + j] = B[sp + j] * rp[j]
                 B[ps + j] = B[ps + j] * rp[j]
@@ -429,7 +429,7 @@ cdef int _dense_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
             for e in range(kd):
                 yall[e] += row[e]
         if q > 0:
-            _sweep_blocks(PL, d, k, miss_idx, q, B, det, piv, rp)
+            _sweep_blocks(PL, d, k, miss_idx, q, B, d, det, piv, rp)
             for j in range(k):
                 if q == 1:
                     half_log_det[j] = half_log_lam[j * d + miss_idx[0]]
@@ -568,6 +568,276 @@ def estep_dense_missing(const floating[:, :] X, const double[::1] sample_weight,
                                      chunk_stop(c, chunk_size, n), k, d, &labels[0], lpp,
                                      imp, &nk[c * k], &nko[c * k * d], &sx[c * k * d],
                                      &sxx[c * sxx_slot], &obj[c * 3])
+    _check(status)
+
+
+# ------------------------------------------------------------------ full, soft, on products
+cdef extern from *:
+    """
+    #include <string.h>
+    /* The per-row terms of the soft full E-step with NaN on products (see
+       numba_backend._pairs_missing_scores and _moments), the components the
+       lanes of arrays with the component innermost (kbp lanes, a multiple
+       of 4): for the row's features x~ (d, 0 where missing) and its q
+       missing coordinates miss[:q], with B = -P_mm^-1 (stride q):
+         E[a, j] = x~_a - mu'_ja, H[s, j] = sum_a PL[miss_s, a, j] E[a, j],
+         U[s, j] = sum_t B[s, t, j] H[t, j]  (E[x_m | x_o] - c_m),
+         HU[j] = sum_s H[s, j] U[s, j]       (-h^T P_mm^-1 h). */
+    static void fastem_pairs_missing_terms(const double* xr, long d, long kbp,
+                                           const double* PL, const double* SL,
+                                           const Py_ssize_t* miss, long q, const double* B,
+                                           double* E, double* H, double* U, double* HU) {
+        typedef double v4 __attribute__((vector_size(32)));
+        long a, s, t, jb;
+        v4 acc, u, v, hu;
+        for (a = 0; a < d; a++) {
+            for (jb = 0; jb < kbp; jb += 4) {
+                memcpy(&u, SL + a * kbp + jb, sizeof u);
+                v = xr[a] - u;
+                memcpy(E + a * kbp + jb, &v, sizeof v);
+            }
+        }
+        for (s = 0; s < q; s++) {
+            const double* pl = PL + miss[s] * d * kbp;
+            for (jb = 0; jb < kbp; jb += 4) {
+                acc = (v4){0.0, 0.0, 0.0, 0.0};
+                for (a = 0; a < d; a++) {
+                    memcpy(&u, pl + a * kbp + jb, sizeof u);
+                    memcpy(&v, E + a * kbp + jb, sizeof v);
+                    acc += u * v;
+                }
+                memcpy(H + s * kbp + jb, &acc, sizeof acc);
+            }
+        }
+        for (jb = 0; jb < kbp; jb += 4) {
+            hu = (v4){0.0, 0.0, 0.0, 0.0};
+            for (s = 0; s < q; s++) {
+                acc = (v4){0.0, 0.0, 0.0, 0.0};
+                for (t = 0; t < q; t++) {
+                    memcpy(&u, B + (s * q + t) * kbp + jb, sizeof u);
+                    memcpy(&v, H + t * kbp + jb, sizeof v);
+                    acc += u * v;
+                }
+                memcpy(U + s * kbp + jb, &acc, sizeof acc);
+                memcpy(&v, H + s * kbp + jb, sizeof v);
+                hu += v * acc;
+            }
+            memcpy(HU + jb, &hu, sizeof hu);
+        }
+    }
+
+    /* The row's corrections of the moments, RR[j] its w r_j: U1[m, j] +=
+       r u_m and, into CC (d, d, kbp), r u_m x~_a at (m, a) for every a
+       (x~_a = 0 where missing) and r (u_m u_m' - B_mm') at (m, m'), m' <= m;
+       CC's (a, b) and (b, a) add up to the lower triangle's (a, b). */
+    static void fastem_pairs_missing_moments(const double* xr, long d, long kbp,
+                                             const double* RR, const Py_ssize_t* miss, long q,
+                                             const double* B, const double* U, double* U1,
+                                             double* CC) {
+        typedef double v4 __attribute__((vector_size(32)));
+        long a, s, t, jb;
+        v4 r, ru, u, c;
+        for (s = 0; s < q; s++) {
+            double* row = CC + miss[s] * d * kbp;
+            for (jb = 0; jb < kbp; jb += 4) {
+                memcpy(&r, RR + jb, sizeof r);
+                memcpy(&u, U + s * kbp + jb, sizeof u);
+                ru = r * u;
+                memcpy(&c, U1 + miss[s] * kbp + jb, sizeof c);
+                c += ru;
+                memcpy(U1 + miss[s] * kbp + jb, &c, sizeof c);
+                for (a = 0; a < d; a++) {
+                    memcpy(&c, row + a * kbp + jb, sizeof c);
+                    c += ru * xr[a];
+                    memcpy(row + a * kbp + jb, &c, sizeof c);
+                }
+                for (t = 0; t <= s; t++) {
+                    double* o = row + miss[t] * kbp + jb;
+                    memcpy(&c, o, sizeof c);
+                    memcpy(&u, U + t * kbp + jb, sizeof u);
+                    c += ru * u;
+                    memcpy(&u, B + (s * q + t) * kbp + jb, sizeof u);
+                    c -= r * u;
+                    memcpy(o, &c, sizeof c);
+                }
+            }
+        }
+    }
+    """
+    void fastem_pairs_missing_terms(const double* xr, long d, long kbp, const double* PL,
+                                    const double* SL, const Py_ssize_t* miss, long q,
+                                    const double* B, double* E, double* H, double* U,
+                                    double* HU) nogil
+    void fastem_pairs_missing_moments(const double* xr, long d, long kbp, const double* RR,
+                                      const Py_ssize_t* miss, long q, const double* B,
+                                      const double* U, double* U1, double* CC) nogil
+
+
+cdef int _pairs_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                      const double* sample_weight, const double* c, const double* GT,
+                      const double* A, const double* PL, const double* SL, const double* H1,
+                      const double* H2, Py_ssize_t kbp, Py_ssize_t start, Py_ssize_t stop,
+                      Py_ssize_t k, Py_ssize_t d, Py_ssize_t mp, int64_t* labels,
+                      double* log_prob, double* nk, double* mom, double* obj) noexcept nogil:
+    """Soft full E-step with NaN on ``_soft``'s PAIRS_OBSERVED features, as
+    numba's ``_soft_missing_pairs_chunk``: four rows at a time, their features
+    x~, x~_a x~_b (b <= a) and o staged, their scores A + F GT
+    (``fastem_block_scores``, GT zero on the o features), each row with NaN's
+    corrections added to its scores before the softmax and to the moments
+    after it (``fastem_pairs_missing_terms`` and ``_moments``); the features'
+    moments through ``fastem_moments`` once ``SUB`` rows are staged."""
+    cdef double prod = 1.0  # deferred logs of row totals (finish_block)
+    cdef Py_ssize_t P = d * (d + 1) // 2
+    cdef Py_ssize_t m = 2 * d + P
+    cdef Py_ssize_t ib, i0, n_rows, r, a, b, q, j, t, bo, sub = 0
+    cdef double x, hld, tot, base
+    cdef const floating* xr
+    cdef double* row
+    cdef Py_ssize_t best_of[BLOCK]
+    cdef Py_ssize_t qs[BLOCK]
+    cdef Py_ssize_t bos[BLOCK]
+    cdef Py_ssize_t* miss = <Py_ssize_t*> malloc(BLOCK * d * sizeof(Py_ssize_t))
+    cdef Py_ssize_t dk = d * kbp
+    cdef double* buf = <double*> malloc(
+        (2 * BLOCK * k + SUB * mp + SUB * k + 4 * dk + BLOCK * d * dk + BLOCK * dk
+         + 5 * kbp + d * dk) * sizeof(double))
+    if buf == NULL or miss == NULL:
+        free(buf)
+        free(miss)
+        return -1
+    cdef double* lp = buf
+    cdef double* wr = lp + BLOCK * k
+    cdef double* F = wr + BLOCK * k
+    cdef double* WRS = F + SUB * mp
+    cdef double* E = WRS + SUB * k
+    cdef double* H = E + dk
+    cdef double* piv = H + dk
+    cdef double* U1 = piv + dk         # sum of r u (d, kbp)
+    cdef double* BS = U1 + dk          # the block's -P_mm^-1, q * q * kbp a row
+    cdef double* US = BS + BLOCK * d * dk
+    cdef double* HU = US + BLOCK * dk
+    cdef double* det = HU + kbp
+    cdef double* rp = det + kbp
+    cdef double* RR = rp + kbp
+    cdef double* spare = RR + kbp
+    cdef double* CC = spare + kbp      # (d, d, kbp), see fastem_pairs_missing_moments
+    zero(F, SUB * mp)  # the padding features stay 0
+    zero(RR, kbp)
+    zero(U1, dk)
+    zero(CC, d * dk)
+    zero(mom, k * mp)
+    zero(nk, k)
+    zero(obj, 3)
+    base = 0.5 * log(2.0 * 3.141592653589793)
+    for ib in range((stop - start + BLOCK - 1) // BLOCK):
+        i0 = start + ib * BLOCK
+        n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
+        for r in range(BLOCK):
+            row = F + (sub + r) * mp
+            qs[r] = 0
+            if r >= n_rows:  # rows past the end (weight 0) keep finite features: 0
+                for a in range(m):
+                    row[a] = 0.0
+                continue
+            xr = X + (i0 + r) * s0
+            q = 0
+            for a in range(d):
+                x = xr[a * s1]
+                miss[r * d + q] = a
+                if isnan(x):
+                    q += 1
+                    row[a] = 0.0
+                    row[d + P + a] = 0.0
+                else:
+                    row[a] = x - c[a]
+                    row[d + P + a] = 1.0
+            qs[r] = q
+            t = d
+            for a in range(d):
+                for b in range(a + 1):
+                    row[t + b] = row[a] * row[b]
+                t += a + 1
+        fastem_block_scores(F + sub * mp, GT, A, k, mp, lp)
+        bo = 0
+        for r in range(n_rows):
+            q = qs[r]
+            bos[r] = bo
+            if q == 0:
+                continue
+            _sweep_blocks(PL, d, kbp, miss + r * d, q, BS + bo, q, det, piv, rp)
+            fastem_pairs_missing_terms(F + (sub + r) * mp, d, kbp, PL, SL, miss + r * d, q,
+                                       BS + bo, E, H, US + r * dk, HU)
+            for j in range(k):
+                if q == 1:
+                    hld = H1[miss[r * d] * kbp + j]
+                elif q == 2:
+                    hld = H2[(miss[r * d + 1] * d + miss[r * d]) * kbp + j]
+                elif det[j] > 1e-280 and det[j] < 1e280:
+                    hld = 0.5 * log(det[j])
+                else:  # out of range: the pivots' logs
+                    tot = 0.0
+                    for t in range(q):
+                        tot = tot + log(piv[t * kbp + j])
+                    hld = 0.5 * tot
+                # h^T P_mm^-1 h = -HU
+                lp[r * k + j] += q * base - hld - 0.5 * HU[j]
+            bo += q * q * kbp
+        finish_block(i0, n_rows, k, lp, NULL, False, sample_weight, labels, log_prob, wr,
+                     best_of, &prod, obj)
+        for r in range(n_rows):
+            if qs[r] == 0 or best_of[r] < 0:
+                continue
+            for j in range(k):
+                RR[j] = wr[r * k + j]
+            fastem_pairs_missing_moments(F + (sub + r) * mp, d, kbp, RR, miss + r * d, qs[r],
+                                         BS + bos[r], US + r * dk, U1, CC)
+        for r in range(BLOCK):
+            for j in range(k):
+                WRS[(sub + r) * k + j] = wr[r * k + j]
+        for j in range(k):
+            nk[j] += wr[j] + wr[k + j] + wr[2 * k + j] + wr[3 * k + j]
+        sub = add_staged(F, WRS, sub + BLOCK, mp, k, mom)
+    if sub > 0:
+        fastem_moments(F, WRS, sub, mp, k, mom)
+    flush_log_product(&prod, obj)
+    for j in range(k):
+        for a in range(d):
+            mom[j * mp + a] += U1[a * kbp + j]
+        t = d
+        for a in range(d):
+            for b in range(a):
+                mom[j * mp + t + b] += CC[(a * d + b) * kbp + j] + CC[(b * d + a) * kbp + j]
+            mom[j * mp + t + a] += CC[(a * d + a) * kbp + j]
+            t += a + 1
+    free(buf)
+    free(miss)
+    return 0
+
+
+def estep_pairs_missing(const floating[:, :] X, const double[::1] sample_weight,
+                        const double[::1] c, const double[::1] GT, const double[::1] A,
+                        const double[::1] PL, const double[::1] SL, const double[::1] H1,
+                        const double[::1] H2, Py_ssize_t kbp, Py_ssize_t chunk_size,
+                        int64_t[::1] labels, double[::1] log_prob, double[::1] nk,
+                        double[::1] mom, double[::1] obj, Py_ssize_t k, Py_ssize_t mp,
+                        int num_threads):
+    """Soft full E-step with NaN on products (``_soft.pairs_missing_operands``);
+    ``mom`` receives the corrected moments (C, k, mp) about c."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, ch, start
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
+    if kbp % 4 or kbp < k or mp < 2 * d + d * (d + 1) // 2:
+        raise ValueError("kbp must be a multiple of 4 and at least k, mp at least the features")
+    with nogil:
+        for ch in prange(n_chunks, schedule="static", num_threads=num_threads):
+            start = ch * chunk_size
+            status[ch] = _pairs_chunk(xp, s0, s1, &sample_weight[0], &c[0], &GT[0], &A[0],
+                                      &PL[0], &SL[0], &H1[0], &H2[0], kbp, start,
+                                      chunk_stop(ch, chunk_size, n), k, d, mp, &labels[0],
+                                      lpp, &nk[ch * k], &mom[ch * k * mp], &obj[ch * 3])
     _check(status)
 
 

@@ -19,6 +19,16 @@ product of a row's features with ``G`` (m, k):
   the responsibilities do without it, and the rows' sum of it, weighted, is
   tr(P S) / 2 for the scatter S = sum_i w_i x'_i x'_i^T the E-step returns
   anyway (``tied_statistics`` takes it off the objective);
+* full with NaN, features (x~, x~_a x~_b for b <= a, o) (m = 2 d + d (d + 1) / 2),
+  x~ = o x' (0 where x is missing): the products give log_norm_j - e^T P e / 2
+  for e = x~ - mu'_j, e_m = -mu'_jm at a missing m; with h = (P e)_m the
+  marginal log-density of the observed coordinates is that plus
+      q h2 - 1/2 log det P_mm + 1/2 h^T P_mm^-1 h      (h2 = log(2 pi) / 2),
+  q the number of missing coordinates, and E[x_m | x_o] - c_m = -P_mm^-1 h
+  (the Schur complement of P_mm: e^T P e - h^T P_mm^-1 h is the quadratic
+  form of the observed part, whatever e_m).  The kernels add these
+  corrections, O(q d) a row and component, to the scores of the rows with
+  NaN, and the imputed values' cross terms and P_mm^-1 to their moments;
 * diagonal or spherical with NaN, features (o x', o x'^2, o) (m = 3 d),
   o the observed-entry indicator and h = log(2 pi) / 2: the log-density of
   the observed coordinates is
@@ -51,7 +61,8 @@ kernel table's OUT arrays from the moments M (C, k, >= m) and nk (C, k).
 
 import numpy as np
 
-QUADRATIC, OBSERVED, SPHERICAL, PAIRS = 1, 2, 3, 4  # feature maps (the kernels' codes)
+QUADRATIC, OBSERVED, SPHERICAL, PAIRS, PAIRS_OBSERVED = 1, 2, 3, 4, 5  # feature maps
+# (the kernels' codes)
 PAIRS_MAX_D = 64  # soft full E-steps of up to this many features take the PAIRS map
 
 # Elements of a temporary the statistics below may make at once.  A larger
@@ -183,3 +194,36 @@ MODELS = {
     # s2 the moments of x' and of its products
     "full": (full_operands, None, PAIRS),
 }
+
+
+def pairs_missing_operands(means, prec_chol, log_norm, lanes):
+    """The full model with NaN (PAIRS_OBSERVED): (c, shifted, G, A) of
+    ``full_operands`` (G zero on the o features) and, for the per-row
+    corrections, the components as the vector lanes of arrays (component
+    innermost, padded to kbp, a multiple of ``lanes``, by identities):
+
+    PL (d, d, kbp) the precisions P_j; SL (d, kbp) mu'_j; H1 (d, kbp)
+    log(P_j,aa) / 2, the half log determinant when a alone is missing; H2
+    (d, d, kbp) at (b, a), a < b, that of the pair {a, b}, from the pivots
+    P_aa and P_bb - P_ba P_ab / P_aa (as the sweep takes them).
+    """
+    k, d = means.shape
+    c, shifted, G, A = full_operands(means, prec_chol, log_norm)
+    G = np.concatenate([G, np.zeros((d, k))])
+    kbp = -(-k // lanes) * lanes
+    P = prec_chol @ np.swapaxes(prec_chol, 1, 2)
+    PL = np.zeros((d, d, kbp))
+    PL[:, :, :k] = P.transpose(1, 2, 0)
+    PL[np.arange(d), np.arange(d), k:] = 1.0
+    SL = np.zeros((d, kbp))
+    SL[:, :k] = shifted.T
+    diag = np.einsum("kaa->ak", P)
+    H1 = np.zeros((d, kbp))
+    H1[:, :k] = 0.5 * np.log(diag)
+    H2 = np.zeros((d, d, kbp))
+    # second[b, a] = P_bb - P_ba P_ab / P_aa (lane j); only b > a is used
+    second = diag[:, None, :] - P.transpose(1, 2, 0) * (P.transpose(2, 1, 0) / diag[None, :, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        H2[:, :, :k] = 0.5 * (np.log(diag)[None, :, :] + np.log(np.maximum(second, 0.0)))
+    H2[np.triu_indices(d)] = 0.0
+    return c, shifted, G, A, PL.ravel(), SL.ravel(), H1.ravel(), H2.ravel(), kbp

@@ -344,6 +344,26 @@ def _dense_missing(tied, X, sample_weight, means, prec_chol, log_norm, center, h
 
 def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                        chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    d = np.shape(X)[1]
+    if not hard and imputed.shape[0] != np.shape(X)[0] and d <= _soft.PAIRS_MAX_D:
+        # on products, as numba's (see _soft)
+        c, shifted, G, A, PL, SL, H1, H2, kbp = _soft.pairs_missing_operands(
+            np.asarray(means, dtype=np.float64), np.asarray(prec_chol, dtype=np.float64),
+            _flat(log_norm), 4)
+        m, k = G.shape
+        mp = (m + 3) // 4 * 4
+        GT = np.zeros((mp, k))
+        GT[:m] = G
+        M = np.empty((nk.shape[0], k, mp))
+        with _Outputs(_labels(labels), log_prob, nk, obj) as out:
+            _cm.estep_pairs_missing(_data(X), _flat(sample_weight), _flat(c), GT.reshape(-1),
+                                    _flat(A), PL, SL, H1, H2, kbp, int(chunk_size), out[0],
+                                    out[1], out[2], M.reshape(-1), out[3], k, mp, _threads())
+        P = d + d * (d + 1) // 2
+        _ck.pairs_statistics(M[:, :, :P], shifted, nk, sx, sxx, _threads())
+        nko[...] = M[:, :, P:P + d]
+        obj[:, 1] = 0.0
+        return
     _dense_missing(False, X, sample_weight, means, prec_chol, log_norm, center, hard,
                    chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 

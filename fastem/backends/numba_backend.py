@@ -1276,8 +1276,8 @@ _SUB = 64
 _RB = 8  # rows per block of the soft path: two float64 vectors, rows in lanes
 _PRODUCT_MAX = 2.0 ** 900  # flush point of _softmax_lanes' product of totals
 # feature maps of the soft path (_soft_tiled_chunk); _soft's codes
-_LINEAR, _QUADRATIC, _OBSERVED, _SPHERICAL, _PAIRS = (0, _soft.QUADRATIC, _soft.OBSERVED,
-                                                     _soft.SPHERICAL, _soft.PAIRS)
+_LINEAR, _QUADRATIC, _OBSERVED, _SPHERICAL, _PAIRS, _PAIRS_OBSERVED = (
+    0, _soft.QUADRATIC, _soft.OBSERVED, _soft.SPHERICAL, _soft.PAIRS, _soft.PAIRS_OBSERVED)
 
 
 @leaf
@@ -1474,15 +1474,24 @@ def _feature_count(features, d):
         return d + 1
     if features == _PAIRS:
         return d + d * (d + 1) // 2
+    if features == _PAIRS_OBSERVED:
+        return 2 * d + d * (d + 1) // 2
     return 2 * d if features == _QUADRATIC else 3 * d
+
+
+@inline_leaf
+def _observed_at(features, d):
+    """Index of the first o feature (``_OBSERVED``, ``_PAIRS_OBSERVED``)."""
+    return 2 * d if features == _OBSERVED else d + d * (d + 1) // 2
 
 
 @inline_leaf
 def _stage_lanes(FT, fo, a, d, v, features):
     """Feature a of the 4 rows in v's lanes (see ``_soft_tiled_chunk``) into FT."""
-    if features == _OBSERVED:
+    if features == _OBSERVED or features == _PAIRS_OBSERVED:
         zero = vzero(FT)
-        vstore(FT, fo + (2 * d + a) * _RB, vselect_nan(v, zero, vsplat(FT, 1.0)))
+        vstore(FT, fo + (_observed_at(features, d) + a) * _RB,
+               vselect_nan(v, zero, vsplat(FT, 1.0)))
         v = vselect_nan(v, zero, v)
     vstore(FT, fo + a * _RB, v)
     if features == _QUADRATIC or features == _OBSERVED:
@@ -1492,12 +1501,12 @@ def _stage_lanes(FT, fo, a, d, v, features):
 @inline_leaf
 def _stage_one(FT, fo, a, d, v, features):
     """Feature a of one row, value v, into FT (as ``_stage_lanes``)."""
-    if features == _OBSERVED:
+    if features == _OBSERVED or features == _PAIRS_OBSERVED:
         o = 1.0
         if np.isnan(v):
             v = 0.0
             o = 0.0
-        sstore(FT, fo + (2 * d + a) * _RB, o)
+        sstore(FT, fo + (_observed_at(features, d) + a) * _RB, o)
     sstore(FT, fo + a * _RB, v)
     if features == _QUADRATIC or features == _OBSERVED:
         sstore(FT, fo + (d + a) * _RB, v * v)
@@ -1535,7 +1544,7 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
     features.
     """
     sph = features == _SPHERICAL
-    pairs = features == _PAIRS
+    pairs = features == _PAIRS or features == _PAIRS_OBSERVED
     d = X.shape[1]
     by_rows = X.strides[1] == X.itemsize
     by_cols = X.strides[0] == X.itemsize and not by_rows
@@ -1892,8 +1901,8 @@ def _add_lanes(y, yo, src, so, n):
 
 
 @inline_leaf
-def _sweep_blocks(prec_lanes, d, miss_idx, q, B, det, piv, rp):
-    """B = -Lambda_mm^-1 for every lane j of ``prec_lanes``, m = miss_idx[:q];
+def _sweep_blocks(prec_lanes, d, miss_idx, mo, q, B, bo, bs, det, piv, rp):
+    """B = -Lambda_mm^-1 for every lane j of ``prec_lanes``, m = miss_idx[mo:mo + q];
     det[j] = det Lambda_mm and piv[p * kbp + j] its p-th pivot.
 
     ``prec_lanes`` holds the precisions of the components, component
@@ -1901,7 +1910,7 @@ def _sweep_blocks(prec_lanes, d, miss_idx, q, B, det, piv, rp):
     for kbp lanes, a whole number of vectors (padding lanes hold the
     identity).  The missing set is the row's, shared by the components, so
     the components are the vector lanes of the sweep operator, applied to
-    each pivot in turn; B's entry (s, t) of lane j is B[(s * d + t) * kbp + j].
+    each pivot in turn; B's entry (s, t) of lane j is B[bo + (s * bs + t) * kbp + j].
     A principal block of a positive definite matrix needs no pivoting.
     Every operation is a correctly rounded vector operation, in a fixed order.
     """
@@ -1910,14 +1919,14 @@ def _sweep_blocks(prec_lanes, d, miss_idx, q, B, det, piv, rp):
     one = vsplat(B, 1.0)
     for s in range(q):
         for t in range(q):
-            src = (miss_idx[s] * d + miss_idx[t]) * kbp
-            dst = (s * d + t) * kbp
+            src = (miss_idx[mo + s] * d + miss_idx[mo + t]) * kbp
+            dst = bo + (s * bs + t) * kbp
             for j in range(0, kbp, L):
                 vstore(B, dst + j, vload(prec_lanes, src + j))
     for j in range(0, kbp, L):
         vstore(det, j, one)
     for p in range(q):
-        pp = (p * d + p) * kbp
+        pp = bo + (p * bs + p) * kbp
         for j in range(0, kbp, L):
             pv = vload(B, pp + j)
             vstore(piv, p * kbp + j, pv)
@@ -1926,20 +1935,20 @@ def _sweep_blocks(prec_lanes, d, miss_idx, q, B, det, piv, rp):
         for s in range(q):
             if s == p:
                 continue
-            sp = (s * d + p) * kbp
+            sp = bo + (s * bs + p) * kbp
             for t in range(q):
                 if t == p:
                     continue
-                st = (s * d + t) * kbp
-                pt = (p * d + t) * kbp
+                st = bo + (s * bs + t) * kbp
+                pt = bo + (p * bs + t) * kbp
                 for j in range(0, kbp, L):
                     upd = vmul(vmul(vload(B, sp + j), vload(B, pt + j)), vload(rp, j))
                     vstore(B, st + j, vsub(vload(B, st + j), upd))
         for s in range(q):
             if s == p:
                 continue
-            sp = (s * d + p) * kbp
-            ps = (p * d + s) * kbp
+            sp = bo + (s * bs + p) * kbp
+            ps = bo + (p * bs + s) * kbp
             for j in range(0, kbp, L):
                 vstore(B, sp + j, vmul(vload(B, sp + j), vload(rp, j)))
                 vstore(B, ps + j, vmul(vload(B, ps + j), vload(rp, j)))
@@ -2094,7 +2103,7 @@ def _estep_dense_missing_chunk(ci, X, sample_weight, means, factors, precisions,
         # delta_m = 0 and g = (Lambda delta)_m the quadratic form is
         # |delta U_j|^2 - g^T Lambda_mm^-1 g, and E[x_m | x_o] - mu_m = -Lambda_mm^-1 g
         if q > 0:
-            _sweep_blocks(prec_lanes, d, miss_idx, q, B, det, piv, rp)
+            _sweep_blocks(prec_lanes, d, miss_idx, 0, q, B, 0, d, det, piv, rp)
             for j in range(k):
                 if q == 1:
                     half_log_det[j] = half_log_lam[j, miss_idx[0]]
@@ -2247,8 +2256,206 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
                chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
 
+@ordered_inline_leaf
+def _pairs_missing_scores(FT, fo, d, k, kbp, PL, SL, H1, H2, ST, so, miss, mo, q, E, Hm, BS,
+                          bo, US, uo, HU, det, piv, rp):
+    """A row's corrections of the PAIRS_OBSERVED scores (see ``_soft``): adds
+    q h2 - log det P_mm / 2 + h^T P_mm^-1 h / 2 to ST[so + j * _RB] for each
+    component j, h = (P_j e_j)_m, e_j = x~ - mu'_j (x~ at FT[fo + a * _RB]),
+    m = miss[mo:mo + q] (q > 0).  Leaves -P_mm^-1 at BS[bo:]
+    (``_sweep_blocks``, stride q) and u = E[x_m | x_o] - c_m = -P_mm^-1 h at
+    US[uo:] (s * kbp + j).  The components are the vector lanes."""
+    L = lanes(E)
+    for a in range(d):
+        xv = vsplat(E, FT[fo + a * _RB])
+        for jb in range(0, kbp, L):
+            vstore(E, a * kbp + jb, vsub(xv, vload(SL, a * kbp + jb)))
+    for s in range(q):
+        row = miss[mo + s] * d * kbp
+        for jb in range(0, kbp, L):
+            acc = vzero(E)
+            for a in range(d):
+                acc = vfma(vload(PL, row + a * kbp + jb), vload(E, a * kbp + jb), acc)
+            vstore(Hm, s * kbp + jb, acc)
+    _sweep_blocks(PL, d, miss, mo, q, BS, bo, q, det, piv, rp)
+    for jb in range(0, kbp, L):
+        hu = vzero(E)
+        for s in range(q):
+            acc = vzero(E)
+            for t in range(q):
+                acc = vfma(vload(BS, bo + (s * q + t) * kbp + jb), vload(Hm, t * kbp + jb), acc)
+            vstore(US, uo + s * kbp + jb, acc)
+            hu = vfma(vload(Hm, s * kbp + jb), acc, hu)
+        vstore(HU, jb, hu)
+    base = q * (0.5 * np.log(2.0 * np.pi))
+    for j in range(k):
+        if q == 1:
+            hld = H1[miss[mo] * kbp + j]
+        elif q == 2:
+            hld = H2[(miss[mo + 1] * d + miss[mo]) * kbp + j]
+        elif det[j] > 1e-280 and det[j] < 1e280:
+            hld = 0.5 * np.log(det[j])
+        else:  # out of range: the pivots' logs
+            tot = 0.0
+            for t in range(q):
+                tot += np.log(piv[t * kbp + j])
+            hld = 0.5 * tot
+        # h^T P_mm^-1 h = -h . u
+        ST[so + j * _RB] += base - hld - 0.5 * HU[j]
+
+
+@ordered_inline_leaf
+def _pairs_missing_moments(FT, fo, d, k, kbp, ST, so, miss, mo, q, BS, bo, US, uo, RR, RU, U1,
+                           CC):
+    """Row's corrections of the PAIRS_OBSERVED moments, its weighted
+    responsibilities r_j at ST[so + j * _RB]: U1[m] += r u_m, and into CC
+    (d, d, kbp), whose (a, b) and (b, a) add up to the lower triangle's
+    (a, b): r u_m x~_a at (m, a) for every a (x~_a = 0 where missing) and
+    r (u_m u_m' + (P_mm^-1)_mm') at (m, m'), m' <= m."""
+    L = lanes(RR)
+    for j in range(k):
+        RR[j] = ST[so + j * _RB]
+    for s in range(q):
+        ms = miss[mo + s]
+        for jb in range(0, kbp, L):
+            ru = vmul(vload(RR, jb), vload(US, uo + s * kbp + jb))
+            vstore(RU, jb, ru)
+            vstore(U1, ms * kbp + jb, vadd(vload(U1, ms * kbp + jb), ru))
+        row = ms * d * kbp
+        for a in range(d):
+            xv = vsplat(RR, FT[fo + a * _RB])
+            for jb in range(0, kbp, L):
+                o = row + a * kbp + jb
+                vstore(CC, o, vfma(vload(RU, jb), xv, vload(CC, o)))
+        for t in range(s + 1):
+            o = row + miss[mo + t] * kbp
+            for jb in range(0, kbp, L):
+                v = vfma(vload(RU, jb), vload(US, uo + t * kbp + jb), vload(CC, o + jb))
+                v = vsub(v, vmul(vload(RR, jb), vload(BS, bo + (s * q + t) * kbp + jb)))
+                vstore(CC, o + jb, v)
+
+
+@ordered
+def _soft_missing_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size, labels,
+                              log_prob, nk_all, M_all, obj_all, PL, SL, H1, H2):
+    """Soft E-step of the full model with NaN on ``_soft``'s PAIRS_OBSERVED
+    map: ``_soft_tiled_chunk``'s feature tiles (scores over the x~ and
+    product features, moments over all), with each row's corrections
+    (``_pairs_missing_scores``) added to its scores before the softmax and
+    to the moments after it (``_pairs_missing_moments``, folded into M at
+    the end).  Rows without NaN take the tiles alone."""
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, M, obj = nk_all[ci], M_all[ci], obj_all[ci]
+    k = nk.shape[0]
+    d = X.shape[1]
+    m = _feature_count(_PAIRS_OBSERVED, d)
+    m_score = d + d * (d + 1) // 2  # the o features only count
+    kbp = SL.shape[0] // d
+    want_lp = log_prob.shape[0] == X.shape[0]
+    n_blk = _SUB // _RB
+    FT = np.zeros(n_blk * mp * _RB)
+    ST = np.empty(n_blk * kp * _RB)
+    NKV = np.zeros(kp * 4)
+    lane = np.zeros(17)
+    lane[16] = 1.0
+    miss = np.empty(_RB * d, dtype=np.int64)  # row r's missing coordinates at r * d
+    qs = np.zeros(_RB, dtype=np.int64)
+    bos = np.zeros(_RB, dtype=np.int64)
+    E = np.empty(d * kbp)
+    Hm = np.empty(d * kbp)
+    BS = np.empty(_RB * d * d * kbp)  # the block's -P_mm^-1, q * q * kbp a row
+    US = np.empty(_RB * d * kbp)
+    HU = np.empty(kbp)
+    det = np.empty(kbp)
+    piv = np.empty(d * kbp)
+    rp = np.empty(kbp)
+    RR = np.zeros(kbp)
+    RU = np.empty(kbp)
+    U1 = np.zeros(d * kbp)
+    CC = np.zeros(d * d * kbp)
+    M[:] = 0.0
+    obj[:] = 0.0
+    prefetch = X.strides[1] == X.itemsize
+    for s0 in range(start, stop, _SUB):
+        rows = min(_SUB, stop - s0)
+        blocks = -(-rows // _RB)
+        _stage_features(X, s0, rows, c, _PAIRS_OBSERVED, mp, FT)
+        for i in range(rows, blocks * _RB):  # rows past the end: zero features
+            fo = (i // _RB) * mp * _RB + i % _RB
+            for a in range(m):
+                FT[fo + a * _RB] = 0.0
+        for b in range(blocks):
+            i0 = s0 + b * _RB
+            n_rows = min(_RB, stop - i0)
+            if prefetch:
+                prefetch_rows(X, i0 + _SUB, min(_RB, stop - i0 - _SUB))
+            so = b * kp * _RB
+            fo = b * mp * _RB
+            _score_tile_lanes(FT, fo, m_score, G, A, kp, ST, so)
+            bo = 0
+            for r in range(n_rows):
+                q = 0
+                for a in range(d):  # without branches: NaN's are where the data put them
+                    miss[r * d + q] = a
+                    q += np.isnan(X[i0 + r, a])
+                qs[r] = q
+                bos[r] = bo
+                if q > 0:
+                    _pairs_missing_scores(FT, fo + r, d, k, kbp, PL, SL, H1, H2, ST, so + r,
+                                          miss, r * d, q, E, Hm, BS, bo, US, r * d * kbp, HU,
+                                          det, piv, rp)
+                    bo += q * q * kbp
+            _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob,
+                           want_lp, lane, NKV, obj)
+            for r in range(n_rows):
+                if qs[r] > 0 and sample_weight[i0 + r] != 0.0:
+                    _pairs_missing_moments(FT, fo + r, d, k, kbp, ST, so + r, miss, r * d,
+                                           qs[r], BS, bos[r], US, r * d * kbp, RR, RU, U1, CC)
+        _moment_tile_lanes(FT, ST, blocks, m, kp, mp, M, False)
+    _flush_log_total(lane, obj)
+    for j in range(k):
+        nk[j] = vhsum(vload(NKV, j * 4))
+        for a in range(d):
+            M[j * mp + a] += U1[a * kbp + j]
+        q = d
+        for a in range(d):
+            for b in range(a):
+                M[j * mp + q + b] += CC[(a * d + b) * kbp + j] + CC[(b * d + a) * kbp + j]
+            M[j * mp + q + a] += CC[(a * d + a) * kbp + j]
+            q += a + 1
+
+
+def _estep_full_missing_soft(X, sample_weight, means, prec_chol, log_norm, chunk_size,
+                             labels, log_prob, nk, nko, sx, sxx, obj):
+    """The soft E-step of a full model with NaN on products (see ``_soft``)."""
+    d = means.shape[1]
+    L = VECTOR_BYTES // 8
+    c, shifted, G, A, PL, SL, H1, H2, kbp = _soft.pairs_missing_operands(
+        means, prec_chol, log_norm, L)
+    m, k = G.shape
+    kp = _padded(k, 4)
+    mp = _padded(m, 8)
+    Gp = np.zeros((mp, kp))
+    Gp[:m, :k] = G
+    Ap = np.full(kp, -np.inf)
+    Ap[:k] = A
+    M = np.empty((nk.shape[0], kp * mp))
+    run_chunks(_soft_missing_pairs_chunk, nk.shape[0], X, sample_weight, c, Gp.ravel(),
+               Ap, kp, mp, chunk_size, labels, log_prob, nk, M, obj, PL, SL, H1, H2)
+    M = M.reshape(-1, kp, mp)[:, :k, :m]
+    run_chunks(_pairs_statistics_chunk, nk.shape[0], M, shifted, nk, sx, sxx)
+    P = d + d * (d + 1) // 2
+    nko[...] = M[:, :, P:P + d]
+    obj[:, 1] = 0.0
+
+
 def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                        chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    if not hard and imputed.shape[0] != X.shape[0] and means.shape[1] <= _soft.PAIRS_MAX_D:
+        _estep_full_missing_soft(X, sample_weight, means, prec_chol, log_norm, chunk_size,
+                                 labels, log_prob, nk, nko, sx, sxx, obj)
+        return
     _estep_dense_missing(X, sample_weight, means, prec_chol, log_norm, center, False,
                          hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
                          obj)
