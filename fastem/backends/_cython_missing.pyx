@@ -579,32 +579,26 @@ cdef extern from *:
        numba_backend._pairs_missing_scores and _moments), the components the
        lanes of arrays with the component innermost (kbp lanes, a multiple
        of 4): for the row's features x~ (d, 0 where missing) and its q
-       missing coordinates miss[:q], with B = -P_mm^-1 (stride q):
-         E[a, j] = x~_a - mu'_ja, H[s, j] = sum_a PL[miss_s, a, j] E[a, j],
+       missing coordinates miss[:q], with B = -P_mm^-1 (stride q) and SL the
+       lanes of P_j mu'_j:
+         H[s, j] = sum_a PL[miss_s, a, j] x~_a - SL[miss_s, j]  (h = (P e)_m),
          U[s, j] = sum_t B[s, t, j] H[t, j]  (E[x_m | x_o] - c_m),
          HU[j] = sum_s H[s, j] U[s, j]       (-h^T P_mm^-1 h). */
     static void fastem_pairs_missing_terms(const double* xr, long d, long kbp,
                                            const double* PL, const double* SL,
                                            const Py_ssize_t* miss, long q, const double* B,
-                                           double* E, double* H, double* U, double* HU) {
+                                           double* H, double* U, double* HU) {
         typedef double v4 __attribute__((vector_size(32)));
         long a, s, t, jb;
         v4 acc, u, v, hu;
-        for (a = 0; a < d; a++) {
-            for (jb = 0; jb < kbp; jb += 4) {
-                memcpy(&u, SL + a * kbp + jb, sizeof u);
-                v = xr[a] - u;
-                memcpy(E + a * kbp + jb, &v, sizeof v);
-            }
-        }
         for (s = 0; s < q; s++) {
             const double* pl = PL + miss[s] * d * kbp;
             for (jb = 0; jb < kbp; jb += 4) {
-                acc = (v4){0.0, 0.0, 0.0, 0.0};
+                memcpy(&u, SL + miss[s] * kbp + jb, sizeof u);
+                acc = -u;
                 for (a = 0; a < d; a++) {
                     memcpy(&u, pl + a * kbp + jb, sizeof u);
-                    memcpy(&v, E + a * kbp + jb, sizeof v);
-                    acc += u * v;
+                    acc += u * xr[a];
                 }
                 memcpy(H + s * kbp + jb, &acc, sizeof acc);
             }
@@ -666,8 +660,7 @@ cdef extern from *:
     """
     void fastem_pairs_missing_terms(const double* xr, long d, long kbp, const double* PL,
                                     const double* SL, const Py_ssize_t* miss, long q,
-                                    const double* B, double* E, double* H, double* U,
-                                    double* HU) nogil
+                                    const double* B, double* H, double* U, double* HU) nogil
     void fastem_pairs_missing_moments(const double* xr, long d, long kbp, const double* RR,
                                       const Py_ssize_t* miss, long q, const double* B,
                                       const double* U, double* U1, double* CC) nogil
@@ -699,7 +692,7 @@ cdef int _pairs_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef Py_ssize_t* miss = <Py_ssize_t*> malloc(BLOCK * d * sizeof(Py_ssize_t))
     cdef Py_ssize_t dk = d * kbp
     cdef double* buf = <double*> malloc(
-        (2 * BLOCK * k + SUB * mp + SUB * k + 4 * dk + BLOCK * d * dk + BLOCK * dk
+        (2 * BLOCK * k + SUB * mp + SUB * k + 3 * dk + BLOCK * d * dk + BLOCK * dk
          + 5 * kbp + d * dk) * sizeof(double))
     if buf == NULL or miss == NULL:
         free(buf)
@@ -709,8 +702,7 @@ cdef int _pairs_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef double* wr = lp + BLOCK * k
     cdef double* F = wr + BLOCK * k
     cdef double* WRS = F + SUB * mp
-    cdef double* E = WRS + SUB * k
-    cdef double* H = E + dk
+    cdef double* H = WRS + SUB * k
     cdef double* piv = H + dk
     cdef double* U1 = piv + dk         # sum of r u (d, kbp)
     cdef double* BS = U1 + dk          # the block's -P_mm^-1, q * q * kbp a row
@@ -766,7 +758,7 @@ cdef int _pairs_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 continue
             _sweep_blocks(PL, d, kbp, miss + r * d, q, BS + bo, q, det, piv, rp)
             fastem_pairs_missing_terms(F + (sub + r) * mp, d, kbp, PL, SL, miss + r * d, q,
-                                       BS + bo, E, H, US + r * dk, HU)
+                                       BS + bo, H, US + r * dk, HU)
             for j in range(k):
                 if q == 1:
                     hld = H1[miss[r * d] * kbp + j]

@@ -202,7 +202,7 @@ def pairs_missing_operands(means, prec_chol, log_norm, lanes):
     corrections, the components as the vector lanes of arrays (component
     innermost, padded to kbp, a multiple of ``lanes``, by identities):
 
-    PL (d, d, kbp) the precisions P_j; SL (d, kbp) mu'_j; H1 (d, kbp)
+    PL (d, d, kbp) the precisions P_j; SL (d, kbp) P_j mu'_j; H1 (d, kbp)
     log(P_j,aa) / 2, the half log determinant when a alone is missing; H2
     (d, d, kbp) at (b, a), a < b, that of the pair {a, b}, from the pivots
     P_aa and P_bb - P_ba P_ab / P_aa (as the sweep takes them).
@@ -216,7 +216,7 @@ def pairs_missing_operands(means, prec_chol, log_norm, lanes):
     PL[:, :, :k] = P.transpose(1, 2, 0)
     PL[np.arange(d), np.arange(d), k:] = 1.0
     SL = np.zeros((d, kbp))
-    SL[:, :k] = shifted.T
+    SL[:, :k] = G[:d]  # the rows P_j mu'_j of full_operands
     diag = np.einsum("kaa->ak", P)
     H1 = np.zeros((d, kbp))
     H1[:, :k] = 0.5 * np.log(diag)

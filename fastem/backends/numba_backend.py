@@ -2257,31 +2257,29 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
 
 
 @ordered_inline_leaf
-def _pairs_missing_scores(FT, fo, d, k, kbp, PL, SL, H1, H2, ST, so, miss, mo, q, E, Hm, BS,
+def _pairs_missing_scores(FT, fo, d, k, kbp, PL, SL, H1, H2, ST, so, miss, mo, q, Hm, BS,
                           bo, US, uo, HU, det, piv, rp):
     """A row's corrections of the PAIRS_OBSERVED scores (see ``_soft``): adds
     q h2 - log det P_mm / 2 + h^T P_mm^-1 h / 2 to ST[so + j * _RB] for each
-    component j, h = (P_j e_j)_m, e_j = x~ - mu'_j (x~ at FT[fo + a * _RB]),
-    m = miss[mo:mo + q] (q > 0).  Leaves -P_mm^-1 at BS[bo:]
-    (``_sweep_blocks``, stride q) and u = E[x_m | x_o] - c_m = -P_mm^-1 h at
-    US[uo:] (s * kbp + j).  The components are the vector lanes."""
-    L = lanes(E)
-    for a in range(d):
-        xv = vsplat(E, FT[fo + a * _RB])
-        for jb in range(0, kbp, L):
-            vstore(E, a * kbp + jb, vsub(xv, vload(SL, a * kbp + jb)))
+    component j, h = (P_j e_j)_m = (P_j x~)_m - (P_j mu'_j)_m (x~ at
+    FT[fo + a * _RB], SL the lanes of P_j mu'_j), m = miss[mo:mo + q]
+    (q > 0).  Leaves -P_mm^-1 at BS[bo:] (``_sweep_blocks``, stride q) and
+    u = E[x_m | x_o] - c_m = -P_mm^-1 h at US[uo:] (s * kbp + j).  The
+    components are the vector lanes."""
+    L = lanes(Hm)
     for s in range(q):
-        row = miss[mo + s] * d * kbp
+        ms = miss[mo + s]
+        row = ms * d * kbp
         for jb in range(0, kbp, L):
-            acc = vzero(E)
+            acc = vsub(vzero(Hm), vload(SL, ms * kbp + jb))
             for a in range(d):
-                acc = vfma(vload(PL, row + a * kbp + jb), vload(E, a * kbp + jb), acc)
+                acc = vfma(vload(PL, row + a * kbp + jb), vsplat(Hm, FT[fo + a * _RB]), acc)
             vstore(Hm, s * kbp + jb, acc)
     _sweep_blocks(PL, d, miss, mo, q, BS, bo, q, det, piv, rp)
     for jb in range(0, kbp, L):
-        hu = vzero(E)
+        hu = vzero(Hm)
         for s in range(q):
-            acc = vzero(E)
+            acc = vzero(Hm)
             for t in range(q):
                 acc = vfma(vload(BS, bo + (s * q + t) * kbp + jb), vload(Hm, t * kbp + jb), acc)
             vstore(US, uo + s * kbp + jb, acc)
@@ -2362,7 +2360,6 @@ def _soft_missing_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size,
     miss = np.empty(_RB * d, dtype=np.int64)  # row r's missing coordinates at r * d
     qs = np.zeros(_RB, dtype=np.int64)
     bos = np.zeros(_RB, dtype=np.int64)
-    E = np.empty(d * kbp)
     Hm = np.empty(d * kbp)
     BS = np.empty(_RB * d * d * kbp)  # the block's -P_mm^-1, q * q * kbp a row
     US = np.empty(_RB * d * kbp)
@@ -2403,7 +2400,7 @@ def _soft_missing_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size,
                 bos[r] = bo
                 if q > 0:
                     _pairs_missing_scores(FT, fo + r, d, k, kbp, PL, SL, H1, H2, ST, so + r,
-                                          miss, r * d, q, E, Hm, BS, bo, US, r * d * kbp, HU,
+                                          miss, r * d, q, Hm, BS, bo, US, r * d * kbp, HU,
                                           det, piv, rp)
                     bo += q * q * kbp
             _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob,
