@@ -184,6 +184,23 @@ def vfma(typingctx, a, b, c):
 
 
 @intrinsic
+def sfma(typingctx, a, b, c):
+    """a * b + c for float64 scalars, rounded once (``llvm.fma``): the lane
+    arithmetic of ``vfma`` for one value, which the caller's fast-math flags
+    cannot split or reorder (a scalar ``s += v * v`` in a loop may be
+    vectorised and reassociated differently in each compiled version)."""
+    if not (a == b == c == types.float64):
+        raise TypeError(f"sfma: expected three float64, got {a}, {b}, {c}")
+
+    def codegen(context, builder, sig, args):
+        dbl = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module,
+                                            ir.FunctionType(dbl, [dbl] * 3), "llvm.fma.f64")
+        return builder.call(fn, args)
+    return types.float64(a, b, c), codegen
+
+
+@intrinsic
 def vmax(typingctx, a, b):
     if not (isinstance(a, Vec) and a == b):
         raise TypeError(f"vmax: expected two Vec of one dtype, got {a}, {b}")
