@@ -21,9 +21,8 @@ from ._em import fit_em
 from ._gaussian import GaussianFamily, GaussianParams
 from ._utils import column_mean, column_variance, row_blocks, weighted_sum
 from ._validation import (check_array, check_float, check_int, check_is_fitted,
-                          check_observed_columns,
                           check_n_features, check_param_array, check_random_state,
-                          check_sample_weight)
+                          check_sample_weight, observed_column_mean)
 from .backends import get_kernels
 from .exceptions import ConvergenceWarning
 
@@ -394,8 +393,7 @@ class KMeans(BaseEstimator):
         k = self.n_clusters
         fill = None
         if missing:
-            check_observed_columns(X, sample_weight)
-            fill = column_mean(X, sample_weight, missing=True)
+            fill = observed_column_mean(X, sample_weight)
         tol = float(np.mean(column_variance(X, missing))) * self.tol if self.tol > 0 else 0.0
 
         def initialize():

@@ -14,9 +14,9 @@ from ._base import BaseEstimator
 from ._em import ConvergenceMonitor, fit_em
 from ._utils import column_mean, logsumexp_rows
 from ._validation import (check_array, check_fixed, check_float, check_int,
-                          check_observed_columns,
                           check_is_fitted, check_n_features, check_option,
-                          check_param_array, check_random_state, check_sample_weight)
+                          check_param_array, check_random_state, check_sample_weight,
+                          observed_column_mean)
 from .backends import get_kernels
 from .exceptions import ConvergenceWarning
 
@@ -123,13 +123,12 @@ class BaseMixture(BaseEstimator):
                 f"n_samples={X.shape[0]} should be >= n_components={self.n_components}"
             )
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        if missing:
-            check_observed_columns(X, sample_weight)
+        center = (observed_column_mean(X, sample_weight) if missing
+                  else column_mean(X, sample_weight))
         family = self._make_family(fixed)
         family.missing = missing
         kernels = get_kernels()
         random_state = check_random_state(self.random_state)
-        center = column_mean(X, sample_weight, missing=missing)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         warm = None if do_init else (self._get_params(), self.lower_bound_)
         run = fit_em(

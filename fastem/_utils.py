@@ -39,8 +39,12 @@ def _as_float64(block):
     return block if block.dtype == np.float64 else block.astype(np.float64)
 
 
-def column_mean(X, sample_weight=None, missing=False):
-    """Weighted column means in float64; with ``missing``, over observed entries."""
+def column_mean(X, sample_weight=None, missing=False, return_weight=False):
+    """Weighted column means in float64; with ``missing``, over observed entries.
+
+    With ``return_weight``, also the weight each mean is over (NaN for a
+    column of weight 0, without a warning: the caller checks the weights).
+    """
     total = np.zeros(X.shape[1])
     weight = np.zeros(X.shape[1]) if missing else 0.0
     for start in range(0, X.shape[0], _ROWS):
@@ -55,6 +59,9 @@ def column_mean(X, sample_weight=None, missing=False):
             total += weighted_sum(w, x)
             weight += w.sum()
         del x  # before the next block is made: one block alive at a time
+    if return_weight:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total / weight, weight
     return total / weight
 
 

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from ._utils import weighted_sum
+from ._utils import column_mean
 from .exceptions import NotFittedError
 
 # rows per block when scanning X for NaN or infinity (masks of 128 KB for 16 features)
@@ -91,18 +91,19 @@ def _check_finite(arr, name, allow_nan=False):
     )
 
 
-def check_observed_columns(X, sample_weight):
-    """A column with no observed (non-NaN, positive-weight) entry cannot be fitted."""
-    observed = np.zeros(X.shape[1])
-    for start in range(0, X.shape[0], _ROWS):
-        part = ~np.isnan(X[start:start + _ROWS])
-        observed += weighted_sum(sample_weight[start:start + _ROWS], part.astype(np.float64))
+def observed_column_mean(X, sample_weight):
+    """The weighted means of X's columns over their observed (non-NaN) entries,
+    in float64.  A column with no observed, positive-weight entry cannot be
+    fitted: an error.  (One pass over X for both: the check alone had taken a
+    quarter of the time before a first E-step with NaN.)"""
+    mean, observed = column_mean(X, sample_weight, missing=True, return_weight=True)
     empty = np.flatnonzero(observed == 0)
     if empty.size:
         raise ValueError(
             f"X has no observed value in column {empty[0]} (every entry is NaN or "
             "has zero sample_weight); drop that column"
         )
+    return mean
 
 
 def check_sample_weight(sample_weight, n_samples):

@@ -1314,6 +1314,43 @@ def pairs_statistics(const double[:, :, :] M, const double[:, ::1] shifted,
                     q = q + a + 1
 
 
+def coordinate_statistics(const double[:, :, :] M, const double[:, ::1] shifted,
+                          const double[:, ::1] nk, const double[:, ::1] precision,
+                          bint spherical, double[:, :, ::1] nko, double[:, :, ::1] sx,
+                          double[:, :, ::1] sxx):
+    """The statistics of the soft diagonal (``precision`` empty), spherical
+    (``spherical``, sxx (C, k, 1)) and NaN-diagonal (``precision`` (k, d), M
+    with the o features) E-steps from their moments (formulas at
+    ``_soft.MODELS``), as numba's ``_coordinate_statistics``; serial."""
+    cdef Py_ssize_t C = sx.shape[0], k = sx.shape[1], d = sx.shape[2], c, j, a
+    cdef bint observed = precision.shape[0] > 0
+    cdef double n, s1, m, so, cross, norm2
+    with nogil:
+        for c in range(C):
+            for j in range(k):
+                n = nk[c, j]
+                cross = 0.0
+                norm2 = 0.0
+                for a in range(d):
+                    s1 = M[c, j, a]
+                    m = shifted[j, a]
+                    if observed:
+                        so = M[c, j, 2 * d + a]
+                        nko[c, j, a] = so
+                        sx[c, j, a] = s1 - so * m
+                        sxx[c, j, a] = ((M[c, j, d + a] - (2.0 * m) * s1 + so * (m * m))
+                                        + (n - so) / precision[j, a])
+                    else:
+                        sx[c, j, a] = s1 - n * m
+                        if spherical:
+                            cross = cross + s1 * m
+                            norm2 = norm2 + m * m
+                        else:
+                            sxx[c, j, a] = M[c, j, d + a] - (2.0 * m) * s1 + n * (m * m)
+                if spherical:
+                    sxx[c, j, 0] = M[c, j, d] - 2.0 * cross + n * norm2
+
+
 # ------------------------------------------------------------------ Bernoulli
 cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                           const double* sample_weight, const double* logitT,

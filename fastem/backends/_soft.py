@@ -55,8 +55,9 @@ relative from the reference backend's, covariances up to 1e-12 / 8e-11 /
 diagonal one (one thread, ns a row: (1e5, 16, 16) 496 -> 292, (5e4, 64, 8)
 3490 -> 2410, (1e5, 8, 8) 134 -> 73, (5e4, 32, 8) 661 -> 623).
 
-``*_operands`` return (c, shifted = mu', G, A); ``*_statistics`` fill the
-kernel table's OUT arrays from the moments M (C, k, >= m) and nk (C, k).
+``*_operands`` return (c, shifted = mu', G, A); ``tied_statistics`` fills the
+kernel table's OUT arrays from the moments M (C, k, >= m) and nk (C, k); the
+other models' statistics are compiled in each backend (see ``MODELS``).
 """
 
 import numpy as np
@@ -88,16 +89,6 @@ def diag_operands(means, precision, log_norm):
     return c, shifted, G, A
 
 
-def diag_statistics(M, shifted, nk, sx, sxx, obj):
-    d = shifted.shape[1]
-    for c in _slabs(M.shape[0], shifted.size):
-        s1 = M[c, :, :d]
-        s2 = M[c, :, d:2 * d]
-        sx[c] = s1 - nk[c, :, None] * shifted
-        sxx[c] = s2 - 2.0 * shifted * s1 + nk[c, :, None] * shifted ** 2
-    obj[:, 1] = 0.0
-
-
 def spherical_operands(means, precision, log_norm):
     """``precision`` (k,)."""
     c = means.mean(axis=0)
@@ -105,16 +96,6 @@ def spherical_operands(means, precision, log_norm):
     G = np.concatenate([(precision[:, None] * shifted).T, -0.5 * precision[None, :]])
     A = log_norm - 0.5 * precision * np.einsum("ka,ka->k", shifted, shifted)
     return c, shifted, G, A
-
-
-def spherical_statistics(M, shifted, nk, sx, sxx, obj):
-    d = shifted.shape[1]
-    norm2 = np.einsum("ka,ka->k", shifted, shifted)
-    for c in _slabs(M.shape[0], shifted.size):
-        s1 = M[c, :, :d]
-        sx[c] = s1 - nk[c, :, None] * shifted
-        sxx[c] = M[c, :, d] - 2.0 * np.einsum("cka,ka->ck", s1, shifted) + nk[c] * norm2
-    obj[:, 1] = 0.0
 
 
 def tied_operands(means, prec_chol, log_norm, center):
@@ -170,29 +151,24 @@ def observed_operands(means, precision, log_norm):
     return c, shifted, G, A
 
 
-def observed_statistics(M, shifted, precision, nk, nko, sx, sxx, obj):
-    d = shifted.shape[1]
-    for c in _slabs(M.shape[0], shifted.size):
-        s1 = M[c, :, :d]
-        s2 = M[c, :, d:2 * d]
-        so = M[c, :, 2 * d:3 * d]
-        nko[c] = so
-        sx[c] = s1 - so * shifted
-        sxx[c] = (s2 - 2.0 * shifted * s1 + so * shifted ** 2
-                  + (nk[c, :, None] - so) / precision)
-    obj[:, 1] = 0.0
-
-
-# the complete-data soft E-steps: (operands, statistics, feature map) per model
+# the complete-data soft E-steps: (operands, feature map) per model.  Both
+# backends compile the statistics from the moments (numba's
+# _coordinate_statistics and _pairs_statistics_chunk, Cython's
+# coordinate_statistics and pairs_statistics; numpy's temporaries took 0.15 -
+# 0.2 ms an E-step for the diagonal and spherical models and 25-32 ms for the
+# full one at (5e4, 64, 8)).  With s1, s2 the moments of x' and of its squares
+# or products, nk the weights and mu'_j the shifted means:
+#   every model: sx_j = s1 - nk mu'_j;
+#   diag: sxx_j = s2 - 2 mu'_j s1 + nk mu'_j^2;
+#   spherical (s2 the moment of ||x'||^2): sxx_j = s2 - 2 s1 . mu'_j + nk ||mu'_j||^2;
+#   full, for b <= a (zero above):
+#     sxx_j,ab = s2_ab - mu'_ja s1_b - s1_a mu'_jb + nk mu'_ja mu'_jb;
+#   diag or spherical with NaN (so the moment of o, which is nko):
+#     sx_j = s1 - so mu'_j, sxx_j = s2 - 2 mu'_j s1 + so mu'_j^2 + (nk - so) / p_j.
 MODELS = {
-    "diag": (diag_operands, diag_statistics, QUADRATIC),
-    "spherical": (spherical_operands, spherical_statistics, SPHERICAL),
-    # compiled in each backend (numba's _pairs_statistics_chunk, Cython's
-    # pairs_statistics): numpy's (C, k, m) temporaries took 25-32 ms an E-step at
-    # (5e4, 64, 8).  sx_j = s1 - nk mu'_j and, for b <= a (zero above),
-    # sxx_j,ab = s2_ab - mu'_ja s1_b - s1_a mu'_jb + nk mu'_ja mu'_jb, with s1 and
-    # s2 the moments of x' and of its products
-    "full": (full_operands, None, PAIRS),
+    "diag": (diag_operands, QUADRATIC),
+    "spherical": (spherical_operands, SPHERICAL),
+    "full": (full_operands, PAIRS),
 }
 
 

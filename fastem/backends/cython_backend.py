@@ -211,19 +211,26 @@ def _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_
     return M
 
 
+_NO_PRECISION = np.zeros((0, 0))
+_NO_NKO = np.zeros((0, 0, 0))
+
+
 def _soft_estep(model, X, sample_weight, means, precision, log_norm, chunk_size, labels,
                 log_prob, nk, sx, sxx, obj):
     """The soft full, diagonal or spherical E-step through ``_soft``'s feature map."""
-    operands, statistics, features = _soft.MODELS[model]
+    operands, features = _soft.MODELS[model]
     c, shifted, G, A = operands(np.asarray(means, dtype=np.float64), precision,
                                 _flat(log_norm))
     M = _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_prob, nk,
                        obj)
     if features == _soft.PAIRS:
         _ck.pairs_statistics(M[:, :, :G.shape[0]], shifted, nk, sx, sxx, _threads())
-        obj[:, 1] = 0.0
-        return
-    statistics(M, shifted, nk, sx, sxx, obj)
+    elif features == _soft.SPHERICAL:
+        _ck.coordinate_statistics(M, shifted, nk, _NO_PRECISION, True, _NO_NKO, sx,
+                                  sxx.reshape(sxx.shape + (1,)))
+    else:
+        _ck.coordinate_statistics(M, shifted, nk, _NO_PRECISION, False, _NO_NKO, sx, sxx)
+    obj[:, 1] = 0.0
 
 
 def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -381,7 +388,8 @@ def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chun
         c, shifted, G, A = _soft.observed_operands(means, precision, _flat(log_norm))
         M = _soft_features(X, sample_weight, c, G, A, _soft.OBSERVED, chunk_size, labels,
                            log_prob, nk, obj)
-        _soft.observed_statistics(M, shifted, precision, nk, nko, sx, sxx, obj)
+        _ck.coordinate_statistics(M, shifted, nk, precision, False, nko, sx, sxx)
+        obj[:, 1] = 0.0
         return
     with _Outputs(_labels(labels), log_prob, imputed, nk, nko, sx, sxx, obj) as out:
         _cm.estep_coordinate_missing(_data(X), _flat(sample_weight), means.reshape(-1),

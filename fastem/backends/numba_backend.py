@@ -1726,14 +1726,15 @@ def _pairs_statistics_chunk(ci, M, shifted, nk_all, sx_all, sxx_all):
 
 @strict
 def _coordinate_statistics(M, shifted, nk, precision, spherical, nko, sx, sxx):
-    """``_soft``'s diag_statistics (``precision`` empty), spherical_statistics
-    (``spherical``) and observed_statistics (``precision`` (k, d), its M with
-    the o features), compiled: their numpy temporaries and slabs cost 0.15 -
-    0.2 ms an E-step at (1e5, 16, 16) and (5e4, 64, 8), 3 - 5 % of a fit's
-    iteration.  The same operations in the same order as the numpy versions,
-    so the same bits, except the spherical sums over the features, taken in
-    their order (numpy's einsum takes its own: within an ulp).  Serial: a
-    parallel launch would cost as much as the work."""
+    """The statistics of the soft diagonal (``precision`` empty), spherical
+    (``spherical``) and NaN-diagonal (``precision`` (k, d), M with the o
+    features) E-steps from their moments (formulas at ``_soft.MODELS``).
+    numpy's temporaries and slabs had cost 0.15 - 0.2 ms an E-step at
+    (1e5, 16, 16) and (5e4, 64, 8), 3 - 5 % of a fit's iteration; this takes
+    0.03 - 0.04.  Serial: a parallel launch would cost as much as the work.
+    The operations of the numpy versions it replaced, in their order (the
+    same bits), except the spherical sum over the features, in their order
+    (numpy's einsum took its own: within an ulp)."""
     C, k, d = sx.shape
     observed = precision.shape[0] > 0
     for c in range(C):
@@ -1773,7 +1774,7 @@ def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size,
     ``_soft``'s feature map: the spherical one has d + 1 features (x' and
     ||x'||^2) against the 2 d of the diagonal one, the full one d + d (d + 1) / 2
     (x' and its products)."""
-    operands, statistics, features = _soft.MODELS[model]
+    operands, features = _soft.MODELS[model]
     c, shifted, G, A = operands(means, precision, log_norm)
     M = _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk,
                     obj)
