@@ -826,6 +826,43 @@ def test_set_chunk_size_rejects_bad_values(restore_config, bad, error):
 
 
 @requires_numba
+@pytest.mark.parametrize("m, kp, blocks", [(7, 4, 8), (33, 8, 5), (130, 12, 3)])
+def test_wide_and_narrow_register_tiles_give_the_same_bits(m, kp, blocks):
+    """numba's soft kernels take score and moment tiles of 16 accumulators on
+    CPUs with 32 vector registers and of 8 elsewhere (``_WIDE_TILES``): each
+    sum runs in the same order in both, so they must give the same bits.
+    Both are compiled and compared here, whichever this CPU uses; an odd
+    number of blocks leaves one to the narrow score tile."""
+    from fastem.backends import numba_backend as nb
+    rng = np.random.default_rng(m)
+    R = nb._RB
+    mp = -(-m // 8) * 8
+    FT = np.zeros((blocks, mp, R))
+    FT[:, :m] = rng.standard_normal((blocks, m, R))  # padding features stay 0
+    FT = FT.ravel()
+    G = rng.standard_normal(mp * kp)
+    A = rng.standard_normal(kp)
+    narrow, wide = np.full(blocks * kp * R, np.nan), np.full(blocks * kp * R, np.nan)
+    for b in range(blocks):
+        nb._score_tile_lanes(FT, b * mp * R, m, G, A, kp, narrow, b * kp * R)
+    for b in range(0, blocks - 1, 2):
+        nb._score_tile_pair(FT, b * mp * R, m, G, A, kp, wide, b * kp * R, mp * R, kp * R)
+    if blocks % 2:
+        nb._score_tile_lanes(FT, (blocks - 1) * mp * R, m, G, A, kp, wide,
+                             (blocks - 1) * kp * R)
+    np.testing.assert_array_equal(wide, narrow)
+    # moments of the features under weights (responsibilities), and a
+    # scatter's lower triangle (kp = mp)
+    for weights, cols, lower in ((rng.random(blocks * kp * R), kp, False),
+                                 (rng.random(blocks * mp * R), mp, True)):
+        M_narrow, M_wide = np.zeros(cols * mp), np.zeros(cols * mp)
+        nb._moment_tile_narrow(FT, weights, blocks, m, cols, mp, M_narrow, lower)
+        nb._moment_tile_wide(FT, weights, blocks, m, cols, mp, M_wide, lower)
+        assert np.abs(M_narrow).sum() > 0
+        np.testing.assert_array_equal(M_wide, M_narrow)
+
+
+@requires_numba
 def test_numba_kernels_in_a_process_pool(tmp_path):
     """Cached parallel kernels must load and run in spawned worker processes."""
     code = textwrap.dedent("""

@@ -51,6 +51,23 @@ from numba.extending import intrinsic, models, register_model
 VECTOR_BYTES = 32
 
 
+def _vector_registers():
+    """How many vector registers numba's code may use: 32 on a CPU with
+    AVX-512 (its 256-bit instructions reach registers 16-31 too), else 16;
+    16 whenever numba is told to compile for another CPU (NUMBA_CPU_NAME)."""
+    try:
+        import numba
+        from llvmlite import binding
+        if numba.config.CPU_NAME or numba.config.CPU_FEATURES:
+            return 16
+        return 32 if binding.get_host_cpu_features().get("avx512vl", False) else 16
+    except Exception:  # an llvmlite without the query: the safe answer
+        return 16
+
+
+VECTOR_REGISTERS = _vector_registers()
+
+
 class Vec(types.Type):
     """A 32-byte SIMD vector of float32 or float64."""
 

@@ -23,7 +23,7 @@ from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_ch
                           strict)
 from . import _soft
 from ._screen import screen_constants
-from ._simd import (VECTOR_BYTES, exp2_of_rounded, lanes, prefetch_rows, sfma, sload, sstore,
+from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, exp2_of_rounded, lanes, prefetch_rows, sfma, sload, sstore,
                     stage_rows4, vadd, vdiv, vexp_nonpositive, vfma, vhsum, vload, vload4_f64,
                     vselect_ge, vselect_nan, vmax, vmul, vsplat, vstore, vsub, vtranspose4,
                     vzero)
@@ -1330,6 +1330,95 @@ def _score_tile_lanes(FT, fo, m, G, A, kp, ST, so):
 
 
 @leaf
+def _score_tile_pair(FT, fo, m, G, A, kp, ST, so, fstep, sstep):
+    """``_score_tile_lanes`` for two blocks at once, the second at fo + fstep
+    (features) and so + sstep (scores): four row vectors by four components,
+    each load of G feeding four multiply-adds, for CPUs with 32 vector
+    registers (``_WIDE_TILES``); every score summed in the order of a, as
+    there (the same bits)."""
+    L = lanes(FT)
+    R = 2 * L
+    for j0 in range(0, kp, 4):
+        s00 = vsplat(FT, A[j0])
+        s01 = s00
+        s02 = s00
+        s03 = s00
+        s10 = vsplat(FT, A[j0 + 1])
+        s11 = s10
+        s12 = s10
+        s13 = s10
+        s20 = vsplat(FT, A[j0 + 2])
+        s21 = s20
+        s22 = s20
+        s23 = s20
+        s30 = vsplat(FT, A[j0 + 3])
+        s31 = s30
+        s32 = s30
+        s33 = s30
+        for a in range(m):
+            x0 = vload(FT, fo + a * R)
+            x1 = vload(FT, fo + a * R + L)
+            x2 = vload(FT, fo + fstep + a * R)
+            x3 = vload(FT, fo + fstep + a * R + L)
+            g = a * kp + j0
+            c = vsplat(FT, sload(G, g))
+            s00 = vfma(x0, c, s00)
+            s01 = vfma(x1, c, s01)
+            s02 = vfma(x2, c, s02)
+            s03 = vfma(x3, c, s03)
+            c = vsplat(FT, sload(G, g + 1))
+            s10 = vfma(x0, c, s10)
+            s11 = vfma(x1, c, s11)
+            s12 = vfma(x2, c, s12)
+            s13 = vfma(x3, c, s13)
+            c = vsplat(FT, sload(G, g + 2))
+            s20 = vfma(x0, c, s20)
+            s21 = vfma(x1, c, s21)
+            s22 = vfma(x2, c, s22)
+            s23 = vfma(x3, c, s23)
+            c = vsplat(FT, sload(G, g + 3))
+            s30 = vfma(x0, c, s30)
+            s31 = vfma(x1, c, s31)
+            s32 = vfma(x2, c, s32)
+            s33 = vfma(x3, c, s33)
+        o = so + j0 * R
+        p = o + sstep
+        vstore(ST, o, s00)
+        vstore(ST, o + L, s01)
+        vstore(ST, p, s02)
+        vstore(ST, p + L, s03)
+        vstore(ST, o + R, s10)
+        vstore(ST, o + R + L, s11)
+        vstore(ST, p + R, s12)
+        vstore(ST, p + R + L, s13)
+        vstore(ST, o + 2 * R, s20)
+        vstore(ST, o + 2 * R + L, s21)
+        vstore(ST, p + 2 * R, s22)
+        vstore(ST, p + 2 * R + L, s23)
+        vstore(ST, o + 3 * R, s30)
+        vstore(ST, o + 3 * R + L, s31)
+        vstore(ST, p + 3 * R, s32)
+        vstore(ST, p + 3 * R + L, s33)
+
+
+@inline_leaf
+def _score_blocks(FT, blocks, m, G, A, kp, mp, ST):
+    """The scores of ``blocks`` consecutive blocks of ``_RB`` rows (block b's
+    features at FT[b * mp * _RB], its scores to ST[b * kp * _RB]), over their
+    first m features; two blocks at a time when the registers hold that tile."""
+    fstep = mp * _RB
+    sstep = kp * _RB
+    b = 0
+    if _WIDE_TILES:
+        while b + 1 < blocks:
+            _score_tile_pair(FT, b * fstep, m, G, A, kp, ST, b * sstep, fstep, sstep)
+            b += 2
+    while b < blocks:
+        _score_tile_lanes(FT, b * fstep, m, G, A, kp, ST, b * sstep)
+        b += 1
+
+
+@leaf
 def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, want_lp,
                    lane, NKV, obj):
     """Softmax of a block of ``_RB`` rows whose scores are in ST (rows in lanes).
@@ -1417,7 +1506,7 @@ def _flush_log_total(lane, obj):
 
 
 @leaf
-def _moment_tile_lanes(FT, ST, n_blocks, m, kp, mp, M, lower):
+def _moment_tile_narrow(FT, ST, n_blocks, m, kp, mp, M, lower):
     """M[j * mp + a] += sum over the blocks and their rows of ST[., j, r] FT[., a, r]
     for j < kp, a < m (rounded up to even; padding features are 0); with
     ``lower``, only for a < j0 + 4, j0 the multiple of 4 at or below j (a
@@ -1464,6 +1553,99 @@ def _moment_tile_lanes(FT, ST, n_blocks, m, kp, mp, M, lower):
             o += mp
             M[o] += vhsum(s30)
             M[o + 1] += vhsum(s31)
+
+
+@leaf
+def _moment_tile_wide(FT, ST, n_blocks, m, kp, mp, M, lower):
+    """``_moment_tile_narrow`` four features at a time: 16 accumulators, each
+    load feeding four multiply-adds (6 loads to 8 there), for CPUs with 32
+    vector registers; every sum in the same order (the same bits).  a < m
+    rounded up to a multiple of 4 (mp is a multiple of 8)."""
+    fstep = mp * _RB
+    sstep = kp * _RB
+    for j0 in range(0, kp, 4):
+        for a0 in range(0, min(m, j0 + 4) if lower else m, 4):
+            s00 = vsplat(FT, 0.0)
+            s01 = s00
+            s02 = s00
+            s03 = s00
+            s10 = s00
+            s11 = s00
+            s12 = s00
+            s13 = s00
+            s20 = s00
+            s21 = s00
+            s22 = s00
+            s23 = s00
+            s30 = s00
+            s31 = s00
+            s32 = s00
+            s33 = s00
+            for b in range(n_blocks):
+                for h in range(0, _RB, 4):
+                    fo = b * fstep + a0 * _RB + h
+                    f0 = vload(FT, fo)
+                    f1 = vload(FT, fo + _RB)
+                    f2 = vload(FT, fo + 2 * _RB)
+                    f3 = vload(FT, fo + 3 * _RB)
+                    ro = b * sstep + j0 * _RB + h
+                    r = vload(ST, ro)
+                    s00 = vfma(r, f0, s00)
+                    s01 = vfma(r, f1, s01)
+                    s02 = vfma(r, f2, s02)
+                    s03 = vfma(r, f3, s03)
+                    r = vload(ST, ro + _RB)
+                    s10 = vfma(r, f0, s10)
+                    s11 = vfma(r, f1, s11)
+                    s12 = vfma(r, f2, s12)
+                    s13 = vfma(r, f3, s13)
+                    r = vload(ST, ro + 2 * _RB)
+                    s20 = vfma(r, f0, s20)
+                    s21 = vfma(r, f1, s21)
+                    s22 = vfma(r, f2, s22)
+                    s23 = vfma(r, f3, s23)
+                    r = vload(ST, ro + 3 * _RB)
+                    s30 = vfma(r, f0, s30)
+                    s31 = vfma(r, f1, s31)
+                    s32 = vfma(r, f2, s32)
+                    s33 = vfma(r, f3, s33)
+            o = j0 * mp + a0
+            M[o] += vhsum(s00)
+            M[o + 1] += vhsum(s01)
+            M[o + 2] += vhsum(s02)
+            M[o + 3] += vhsum(s03)
+            o += mp
+            M[o] += vhsum(s10)
+            M[o + 1] += vhsum(s11)
+            M[o + 2] += vhsum(s12)
+            M[o + 3] += vhsum(s13)
+            o += mp
+            M[o] += vhsum(s20)
+            M[o + 1] += vhsum(s21)
+            M[o + 2] += vhsum(s22)
+            M[o + 3] += vhsum(s23)
+            o += mp
+            M[o] += vhsum(s30)
+            M[o + 1] += vhsum(s31)
+            M[o + 2] += vhsum(s32)
+            M[o + 3] += vhsum(s33)
+
+
+# The wider register tiles (16 accumulators) need 32 vector registers; with 16
+# (AVX2) they would spill.  One thread, ns a row, narrow -> wide moment and
+# score tiles: Bernoulli (2e5, 64, 32) 276 -> 255, diagonal (5e4, 64, 8)
+# 160 -> 151, full (5e4, 64, 8) 2008 -> 1865, full (1e5, 16, 16) 275 -> 258.
+_WIDE_TILES = VECTOR_REGISTERS >= 32
+
+
+@inline_leaf
+def _moment_tile_lanes(FT, ST, n_blocks, m, kp, mp, M, lower):
+    """M[j * mp + a] += sum over the blocks and their rows of ST[., j, r] FT[., a, r]
+    (see ``_moment_tile_narrow``), by the widest tile the registers hold."""
+    if _WIDE_TILES:
+        _moment_tile_wide(FT, ST, n_blocks, m, kp, mp, M, lower)
+    else:
+        _moment_tile_narrow(FT, ST, n_blocks, m, kp, mp, M, lower)
 
 
 @inline_leaf
@@ -1649,11 +1831,11 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
             fo = (i // _RB) * mp * _RB + i % _RB
             for a in range(m):
                 FT[fo + a * _RB] = 0.0
+        _score_blocks(FT, blocks, m, G, A, kp, mp, ST)
         for b in range(blocks):
             i0 = s0 + b * _RB
-            if prefetch:  # the next sub-block's rows, into the cache while these are scored
+            if prefetch:  # the next sub-block's rows, into the cache while these are used
                 prefetch_rows(X, i0 + _SUB, min(_RB, stop - i0 - _SUB))
-            _score_tile_lanes(FT, b * mp * _RB, m, G, A, kp, ST, b * kp * _RB)
             _softmax_lanes(ST, b * kp * _RB, k, kp, i0, min(_RB, stop - i0), sample_weight,
                            labels, log_prob, want_lp, lane, NKV, obj)
         _moment_tile_lanes(FT, ST, blocks, m, kp, mp, M, False)
@@ -2428,6 +2610,7 @@ def _soft_missing_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size,
             fo = (i // _RB) * mp * _RB + i % _RB
             for a in range(m):
                 FT[fo + a * _RB] = 0.0
+        _score_blocks(FT, blocks, m_score, G, A, kp, mp, ST)
         for b in range(blocks):
             i0 = s0 + b * _RB
             n_rows = min(_RB, stop - i0)
@@ -2435,7 +2618,6 @@ def _soft_missing_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size,
                 prefetch_rows(X, i0 + _SUB, min(_RB, stop - i0 - _SUB))
             so = b * kp * _RB
             fo = b * mp * _RB
-            _score_tile_lanes(FT, fo, m_score, G, A, kp, ST, so)
             bo = 0
             for r in range(n_rows):
                 q = 0
