@@ -352,6 +352,19 @@ cdef extern from *:
     void fastem_block_scores(const double* xb, const double* GT, const double* base, long k,
                              long d, double* lp) nogil
 
+cdef inline void stage_weights(const double* wr, Py_ssize_t sub, Py_ssize_t k, double* WRS,
+                               double* nk) noexcept nogil:
+    """A block's weighted responsibilities ``wr`` (BLOCK, k) into rows sub ..
+    sub + BLOCK - 1 of WRS (for ``add_staged``), their sums over the rows
+    added to nk."""
+    cdef Py_ssize_t r, j
+    for r in range(BLOCK):
+        for j in range(k):
+            WRS[(sub + r) * k + j] = wr[r * k + j]
+    for j in range(k):
+        nk[j] += wr[j] + wr[k + j] + wr[2 * k + j] + wr[3 * k + j]
+
+
 cdef inline Py_ssize_t add_staged(const double* F, const double* WR, Py_ssize_t staged,
                                   Py_ssize_t mp, Py_ssize_t k, double* M) noexcept nogil:
     """``staged`` rows of features F and weights WR are staged; once they are

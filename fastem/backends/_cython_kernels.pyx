@@ -29,7 +29,7 @@ import numpy as np
 from fastem.backends._cython_common cimport (
     BLOCK, SUB, add_staged, chunk_stop, fastem_block_scores, fastem_lower_moments,
     fastem_moments, fastem_sq_distances, fastem_upper_product, finish_block, floating,
-    flush_log_product, load_block, zero)
+    flush_log_product, load_block, stage_weights, zero)
 
 
 cdef extern from *:
@@ -1233,11 +1233,7 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         fastem_block_scores(F + sub * mp, GT, A, k, mp, lp)
         finish_block(i0, n_rows, k, lp, NULL, False, sample_weight, labels, log_prob, wr,
                      best_of, &prod, obj)
-        for r in range(BLOCK):
-            for j in range(k):
-                WRS[(sub + r) * k + j] = wr[r * k + j]
-        for j in range(k):
-            nk[j] += wr[j] + wr[k + j] + wr[2 * k + j] + wr[3 * k + j]
+        stage_weights(wr, sub, k, WRS, nk)
         if scat != NULL:
             for r in range(BLOCK):
                 t = sample_weight[i0 + r] if r < n_rows else 0.0
@@ -1401,14 +1397,11 @@ cdef int _bernoulli_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                     for a in range(d):
                         sx[j * d + a] += w * xb[r * d + a]
             continue
-        for j in range(k):
-            nk[j] += wr[j] + wr[k + j] + wr[2 * k + j] + wr[3 * k + j]
+        stage_weights(wr, sub, k, WRS, nk)
         for r in range(BLOCK):  # rows past the end: zeros (load_block)
             row = F + (sub + r) * mp
             for a in range(d):
                 row[a] = xb[r * d + a]
-            for j in range(k):
-                WRS[(sub + r) * k + j] = wr[r * k + j]
         sub = add_staged(F, WRS, sub + BLOCK, mp, k, mom)
     if not hard:
         if sub > 0:

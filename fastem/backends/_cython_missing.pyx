@@ -20,7 +20,8 @@ import numpy as np
 
 from fastem.backends._cython_common cimport (
     BLOCK, SUB, add_staged, assign_one, chunk_stop, fastem_block_scores, fastem_lower_moments,
-    fastem_moments, finish_block, floating, flush_log_product, load_row, mean_of_means, zero)
+    fastem_moments, finish_block, floating, flush_log_product, load_row, mean_of_means,
+    stage_weights, zero)
 from fastem.backends._cython_kernels import _check
 
 cdef double HALF_LOG_2PI = 0.5 * log(2.0 * 3.141592653589793)
@@ -783,11 +784,7 @@ cdef int _pairs_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                 RR[j] = wr[r * k + j]
             fastem_pairs_missing_moments(F + (sub + r) * mp, d, kbp, RR, miss + r * d, qs[r],
                                          BS + bos[r], US + r * dk, U1, CC)
-        for r in range(BLOCK):
-            for j in range(k):
-                WRS[(sub + r) * k + j] = wr[r * k + j]
-        for j in range(k):
-            nk[j] += wr[j] + wr[k + j] + wr[2 * k + j] + wr[3 * k + j]
+        stage_weights(wr, sub, k, WRS, nk)
         sub = add_staged(F, WRS, sub + BLOCK, mp, k, mom)
     if sub > 0:
         fastem_moments(F, WRS, sub, mp, k, mom)

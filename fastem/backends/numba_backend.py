@@ -1419,6 +1419,21 @@ def _score_blocks(FT, blocks, m, G, A, kp, mp, ST):
 
 
 @leaf
+def _stage_and_score(X, s0, rows, c, features, m, mp, m_score, G, A, kp, FT, ST):
+    """Stage rows s0 .. s0 + rows - 1 (``_stage_features``; the rows past them up
+    to a whole block get zero features) and score them over their first
+    ``m_score`` features (``_score_blocks``); return the number of blocks."""
+    blocks = -(-rows // _RB)
+    _stage_features(X, s0, rows, c, features, mp, FT)
+    for i in range(rows, blocks * _RB):
+        fo = (i // _RB) * mp * _RB + i % _RB
+        for a in range(m):
+            FT[fo + a * _RB] = 0.0
+    _score_blocks(FT, blocks, m_score, G, A, kp, mp, ST)
+    return blocks
+
+
+@leaf
 def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, want_lp,
                    lane, NKV, obj):
     """Softmax of a block of ``_RB`` rows whose scores are in ST (rows in lanes).
@@ -1825,13 +1840,7 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     prefetch = X.strides[1] == X.itemsize
     for s0 in range(start, stop, _SUB):
         rows = min(_SUB, stop - s0)
-        blocks = -(-rows // _RB)
-        _stage_features(X, s0, rows, c, features, mp, FT)
-        for i in range(rows, blocks * _RB):  # rows past the end: zero features
-            fo = (i // _RB) * mp * _RB + i % _RB
-            for a in range(m):
-                FT[fo + a * _RB] = 0.0
-        _score_blocks(FT, blocks, m, G, A, kp, mp, ST)
+        blocks = _stage_and_score(X, s0, rows, c, features, m, mp, m, G, A, kp, FT, ST)
         for b in range(blocks):
             i0 = s0 + b * _RB
             if prefetch:  # the next sub-block's rows, into the cache while these are used
@@ -2604,13 +2613,8 @@ def _soft_missing_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size,
     prefetch = X.strides[1] == X.itemsize
     for s0 in range(start, stop, _SUB):
         rows = min(_SUB, stop - s0)
-        blocks = -(-rows // _RB)
-        _stage_features(X, s0, rows, c, _PAIRS_OBSERVED, mp, FT)
-        for i in range(rows, blocks * _RB):  # rows past the end: zero features
-            fo = (i // _RB) * mp * _RB + i % _RB
-            for a in range(m):
-                FT[fo + a * _RB] = 0.0
-        _score_blocks(FT, blocks, m_score, G, A, kp, mp, ST)
+        blocks = _stage_and_score(X, s0, rows, c, _PAIRS_OBSERVED, m, mp, m_score, G, A, kp,
+                                  FT, ST)
         for b in range(blocks):
             i0 = s0 + b * _RB
             n_rows = min(_RB, stop - i0)
