@@ -710,15 +710,14 @@ def test_soft_full_missing_kernel_on_products_matches_numpy(compiled, dtype, wan
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("compiled", COMPILED_BACKENDS)
-def test_soft_coordinate_missing_kernels_give_identical_bits_in_every_layout(compiled,
-                                                                            dtype):
-    """The soft diagonal and spherical kernels with NaN stage their rows four at
-    a time, NaN tests as vector selects, from C- and Fortran-ordered data, and
-    one value at a time from strided data: every path must give the same
-    bits.  d = 11 leaves features past a multiple of four, n = 301 rows past
-    a multiple of four."""
+def test_soft_missing_kernels_give_identical_bits_in_every_layout(compiled, dtype):
+    """The soft diagonal, spherical and full kernels with NaN stage their rows
+    four at a time, NaN tests as vector selects, from C- and Fortran-ordered
+    data, and one value at a time from strided data: every path must give the
+    same bits.  d = 11 leaves features past a multiple of four, n = 301 rows
+    past a multiple of four."""
     module = backends._load(compiled)
-    for kind in ("diag", "spherical"):
+    for kind in ("diag", "spherical", "full"):
         case = missing_kernel_case(kind, dtype, np.random.default_rng(41), d=11, k=3)
         ref = run_missing_kernel(module, kind, case, False, 64, False)
         wide = np.full((case["X"].shape[0], 22), np.nan, dtype=dtype)
