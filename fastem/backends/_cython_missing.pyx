@@ -694,7 +694,7 @@ cdef int _pairs_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef Py_ssize_t dk = d * kbp
     cdef double* buf = <double*> malloc(
         (2 * BLOCK * k + SUB * mp + SUB * k + 3 * dk + BLOCK * d * dk + BLOCK * dk
-         + 5 * kbp + d * dk) * sizeof(double))
+         + 4 * kbp + d * dk) * sizeof(double))
     if buf == NULL or miss == NULL:
         free(buf)
         free(miss)
@@ -712,8 +712,7 @@ cdef int _pairs_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     cdef double* det = HU + kbp
     cdef double* rp = det + kbp
     cdef double* RR = rp + kbp
-    cdef double* spare = RR + kbp
-    cdef double* CC = spare + kbp      # (d, d, kbp), see fastem_pairs_missing_moments
+    cdef double* CC = RR + kbp         # (d, d, kbp), see fastem_pairs_missing_moments
     zero(F, SUB * mp)  # the padding features stay 0
     zero(RR, kbp)
     zero(U1, dk)

@@ -1869,11 +1869,10 @@ def _padded(size, multiple):
     return -(-size // multiple) * multiple
 
 
-def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk, obj,
-                scatter=False):
-    """Run the tiled soft E-step; returns the moments, shape (n_chunks, k, m),
-    and with ``scatter`` also the features' weighted scatter (n_chunks, m, m),
-    its lower triangle only."""
+def _soft_tile_operands(G, A):
+    """G (m, k) and A (k,) padded for the soft tiles: (Gp flat (mp, kp), Ap, kp,
+    mp), kp = k and mp = m rounded up to multiples of 4 and 8; padding
+    components have A = -inf and G = 0, padding features G = 0."""
     m, k = G.shape
     kp = _padded(k, 4)
     mp = _padded(m, 8)
@@ -1881,10 +1880,20 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
     Gp[:m, :k] = G
     Ap = np.full(kp, -np.inf)
     Ap[:k] = A
+    return Gp.ravel(), Ap, kp, mp
+
+
+def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk, obj,
+                scatter=False):
+    """Run the tiled soft E-step; returns the moments, shape (n_chunks, k, m),
+    and with ``scatter`` also the features' weighted scatter (n_chunks, m, m),
+    its lower triangle only."""
+    m, k = G.shape
+    Gp, Ap, kp, mp = _soft_tile_operands(G, A)
     M = np.empty((nk.shape[0], kp * mp))
     S = np.empty((nk.shape[0] if scatter else 0, mp * mp))
     run_chunks(_soft_tiled_chunk, nk.shape[0], X, sample_weight,
-               np.ascontiguousarray(c, dtype=np.float64), features, Gp.ravel(), Ap, kp, mp,
+               np.ascontiguousarray(c, dtype=np.float64), features, Gp, Ap, kp, mp,
                chunk_size, labels, log_prob, nk, M, obj, S)
     M = M.reshape(-1, kp, mp)[:, :k, :m]
     if scatter:
@@ -2493,6 +2502,9 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
                chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
 
+_HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
+
+
 @ordered_inline_leaf
 def _pairs_missing_scores(FT, fo, d, k, kbp, PL, SL, H1, H2, ST, so, miss, mo, q, Hm, BS,
                           bo, US, uo, HU, det, piv, rp):
@@ -2522,7 +2534,7 @@ def _pairs_missing_scores(FT, fo, d, k, kbp, PL, SL, H1, H2, ST, so, miss, mo, q
             vstore(US, uo + s * kbp + jb, acc)
             hu = vfma(vload(Hm, s * kbp + jb), acc, hu)
         vstore(HU, jb, hu)
-    base = q * (0.5 * np.log(2.0 * np.pi))
+    base = q * _HALF_LOG_2PI
     for j in range(k):
         if q == 1:
             hld = H1[miss[mo] * kbp + j]
@@ -2585,7 +2597,7 @@ def _soft_missing_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size,
     k = nk.shape[0]
     d = X.shape[1]
     m = _feature_count(_PAIRS_OBSERVED, d)
-    m_score = d + d * (d + 1) // 2  # the o features only count
+    m_score = d + d * (d + 1) // 2  # the o features are summed, not scored
     kbp = SL.shape[0] // d
     want_lp = log_prob.shape[0] == X.shape[0]
     n_blk = _SUB // _RB
@@ -2663,15 +2675,10 @@ def _estep_full_missing_soft(X, sample_weight, means, prec_chol, log_norm, chunk
     c, shifted, G, A, PL, SL, H1, H2, kbp = _soft.pairs_missing_operands(
         means, prec_chol, log_norm, L)
     m, k = G.shape
-    kp = _padded(k, 4)
-    mp = _padded(m, 8)
-    Gp = np.zeros((mp, kp))
-    Gp[:m, :k] = G
-    Ap = np.full(kp, -np.inf)
-    Ap[:k] = A
+    Gp, Ap, kp, mp = _soft_tile_operands(G, A)
     M = np.empty((nk.shape[0], kp * mp))
-    run_chunks(_soft_missing_pairs_chunk, nk.shape[0], X, sample_weight, c, Gp.ravel(),
-               Ap, kp, mp, chunk_size, labels, log_prob, nk, M, obj, PL, SL, H1, H2)
+    run_chunks(_soft_missing_pairs_chunk, nk.shape[0], X, sample_weight, c, Gp, Ap, kp, mp,
+               chunk_size, labels, log_prob, nk, M, obj, PL, SL, H1, H2)
     M = M.reshape(-1, kp, mp)[:, :k, :m]
     run_chunks(_pairs_statistics_chunk, nk.shape[0], M, shifted, nk, sx, sxx)
     P = d + d * (d + 1) // 2
