@@ -30,7 +30,12 @@ What is compared
 * Threads (group ``threads``, not run by default): fastem's own fits with
   one thread against the same fits with all of its threads, on the KMeans,
   GaussianMixture and BernoulliMixture shapes, the two alternating fit by
-  fit.  Target: one thread / two threads >= 1.8.
+  fit.  Target: one thread / two threads >= 1.8.  Beside each row, the same
+  ratio for a float64 matrix multiply (BLAS, ``CONTROL_SIZE`` square),
+  timed between those fits: the machine's own speed-up at that moment.  On
+  a shared virtual machine two vCPUs can for a while share one physical
+  core; the multiply then gains little from its second thread, and neither
+  can fastem.
 
 Threads: fastem uses ``fastem.get_num_threads()`` (``--threads``), and
 scikit-learn's BLAS and OpenMP pools, numpy's BLAS (the dense multiply) and
@@ -111,6 +116,7 @@ MAX_ITER, REPEATS = 10, 3
 QUICK_SCALE, QUICK_MAX_ITER, QUICK_REPEATS = 0.1, 5, 1
 MULTIPLY_REPEATS = 5     # the dense multiply is short: always best of at least this many
 WARM_UP_ROWS = 2048
+CONTROL_SIZE = 768       # the threads control multiply: 0.9 GFLOP, 10-20 ms on one core
 _ROWS = 65_536           # rows generated at a time
 
 
@@ -238,6 +244,9 @@ class Row:
         with one thread for "threads"), None when the peer is not installed
     ratio : sklearn/fastem, iteration/multiply, NaN/complete or
         one thread/all threads
+    control_ratio : threads only: one thread/all threads of a float64
+        matrix multiply timed between the fits (``blas_seconds``), None
+        without threadpoolctl
     gflops : fastem's nominal GFLOP/s (``model_flops``)
     """
 
@@ -257,6 +266,7 @@ class Row:
     gflops: Optional[float] = None
     faiss_s: Optional[float] = None
     faiss_ratio: Optional[float] = None
+    control_ratio: Optional[float] = None
 
 
 def _ms(seconds):
@@ -466,6 +476,22 @@ def multiply_seconds(X, logit, repeats):
     return best
 
 
+def blas_seconds(A, threads):
+    """Best of two timings of ``A @ A`` with the BLAS pools limited to
+    ``threads``; None when threadpoolctl is not installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    best = math.inf
+    with threadpool_limits(limits=threads):
+        for _ in range(2):
+            start = time.perf_counter()
+            A @ A
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
 def faiss_per_iteration(faiss, X, init, max_iter, repeats, threads):
     """Best seconds per iteration of ``faiss.Kmeans`` from the centroids ``init``.
 
@@ -519,6 +545,7 @@ class Bench:
         self.rows = []
         self.warm_up_s = 0.0
         self._header_printed = set()
+        self._control = None  # the threads control's matrix, made on first use
 
     # ---------------- helpers
     def say(self, line=""):
@@ -568,8 +595,11 @@ class Bench:
             line = lead + f"{'multiply ms':>13}{'iter/multiply':>15}{'GFLOP/s':>9}{'iters':>7}"
         elif section == "threads":
             self.say(f"\nthreads: fastem with {effective_threads()} threads vs fastem with one, "
-                     f"fits alternating (target: 1t/2t >= 1.8)")
-            line = lead + f"{'1t ms/it':>16}{'speed-up':>14}{'GFLOP/s':>9}{'iters':>7}"
+                     f"fits alternating (target: 1t/2t >= 1.8); matmul speed-up: the same "
+                     f"ratio for a {CONTROL_SIZE} x {CONTROL_SIZE} float64 multiply timed "
+                     f"between the fits, what the machine gave a second thread meanwhile")
+            line = (lead + f"{'1t ms/it':>16}{'speed-up':>14}{'GFLOP/s':>9}{'iters':>7}"
+                    f"{'matmul speed-up':>17}")
         else:
             self.say(f"\nmissing values: {MISSING_FRACTION:.0%} NaN completely at random vs "
                      f"the complete data, both fastem (target: NaN/complete <= 3)")
@@ -592,6 +622,8 @@ class Bench:
         else:
             line += (f"{_ms(row.peer_s):>16}{_num(row.ratio):>14}{_sig(row.gflops):>9}"
                      f"{row.fastem_iters:>7}")
+            if row.section == "threads":
+                line += f"{_num(row.control_ratio):>17}"
         self.say(line)
 
     def row(self, section, model, cov, X, k, dtype, fastem_result, peer=None, peer_result=None,
@@ -747,18 +779,23 @@ class Bench:
                     else:
                         def make(cov=cov):
                             return self._gaussian_fastem(start, cov)
-                one, many = self.time_threads(make, X, threads)
+                one, many, control = self.time_threads(make, X, threads)
                 self.row("threads", model, cov, X, k, dtype, many, "1 thread", one,
-                         ratio=one[0] / many[0])
+                         ratio=one[0] / many[0], control_ratio=control)
                 del X
 
     def time_threads(self, make, X, threads):
         """Best seconds per iteration with one thread and with ``threads``,
-        the two alternating fit by fit."""
+        the two alternating fit by fit, and the control: one thread/``threads``
+        of the best times of a float64 multiply timed after each fit (None
+        without threadpoolctl)."""
         start = time.perf_counter()
         warm_up(make, X)
         self.warm_up_s += time.perf_counter() - start
-        best = {}
+        if self._control is None:
+            self._control = np.random.default_rng(29).standard_normal(
+                (CONTROL_SIZE, CONTROL_SIZE))
+        best, control = {}, {}
         previous = fastem.get_num_threads()
         try:
             for _ in range(self.settings.repeats):
@@ -767,9 +804,13 @@ class Bench:
                     seconds, iters = per_iteration(make, X, 1)
                     if seconds < best.get(count, (math.inf, 0))[0]:
                         best[count] = (seconds, iters)
+                    seconds = blas_seconds(self._control, count)
+                    if seconds is not None:
+                        control[count] = min(control.get(count, math.inf), seconds)
         finally:
             fastem.set_num_threads(previous)
-        return best[1], best[threads]
+        ratio = control[1] / control[threads] if control else None
+        return best[1], best[threads], ratio
 
 
 def run(settings, out=None, json_path=None):

@@ -10,6 +10,11 @@ import sys
 import numpy as np
 import pytest
 
+try:
+    import threadpoolctl
+except ImportError:  # the bench's matmul control is then not measured
+    threadpoolctl = None
+
 from testing_utils import (SUBPROCESS_CWD, requires_cython, requires_numba,
                            subprocess_pythonpath)
 
@@ -155,11 +160,18 @@ def test_bench_threads_group(tmp_path):
                for cov in ("full", "tied", "diag", "spherical")]
             + [("BernoulliMixture", "-", "(2112,64,32)")])
         for row in rows:
-            # model cov (n,d,k) dtype 2t-ms 1t-ms speed-up GFLOP/s iters
-            assert row[3] == "float64" and len(row) == 9, row
+            # model cov (n,d,k) dtype 2t-ms 1t-ms speed-up GFLOP/s iters, then the
+            # matmul control's speed-up ("-" without threadpoolctl)
+            assert row[3] == "float64" and len(row) == 10, row
             assert all(positive_finite(value) for value in row[4:8]), row
+            assert row[9] == "-" if threadpoolctl is None else positive_finite(row[9]), row
         assert [row["section"] for row in report["rows"]] == ["threads"] * len(rows)
         assert all(row["peer"] == "1 thread" and row["ratio"] > 0 for row in report["rows"])
+        for row in report["rows"]:
+            if threadpoolctl is None:
+                assert row["control_ratio"] is None
+            else:
+                assert row["control_ratio"] > 0
     proc = run_fastem("bench", *TINY, "--models", "threads", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     assert "threads: skipped, fastem has 1 thread" in proc.stdout
