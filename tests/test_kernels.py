@@ -1090,25 +1090,39 @@ def test_numba_exp_is_within_one_ulp_of_numpy():
 
 
 @requires_numba
-def test_numba_vector_exp_is_within_one_ulp_of_numpy():
+@pytest.mark.parametrize("fast_math", [False, True], ids=["ieee", "kernel-flags"])
+def test_numba_vector_exp_is_within_one_ulp_of_numpy(fast_math):
+    """Also compiled with the kernels' fast-math flags, which must not
+    reassociate its reduction (a subtraction of 1.5 * 2**52 written as such
+    was folded away under them)."""
     from numba import njit
 
+    from fastem.backends._numba_jit import FASTMATH
     from fastem.backends._simd import vexp_nonpositive, vload, vstore
 
-    @njit
+    @njit(fastmath=set(FASTMATH) if fast_math else False)
     def vexp_all(x, out):
         for i in range(0, x.shape[0], 4):
             vstore(out, i, vexp_nonpositive(vload(x, i)))
 
     rng = np.random.default_rng(1)
+    # also x log2 e at and near half-integers, where the rounding to n is decided
+    halves = (np.arange(1, 2000, 2) / 2) / np.log2(np.e)
     x = -np.concatenate([rng.uniform(0, 700, 200_000), rng.uniform(0, 1, 200_000),
-                         [0.0, 5e-324, 1e-300, 1e-17, np.log(2), 707.9, 0.5 * np.log(2),
-                          1.5 * np.log(2)]])
+                         halves, np.nextafter(halves, 0), np.nextafter(halves, np.inf),
+                         [0.0, 5e-324, 1e-300, 1e-17, np.log(2), 707.9, 708.0,
+                          0.5 * np.log(2), 1.5 * np.log(2)]])
+    x = np.concatenate([x, np.zeros(-len(x) % 4)])
+    x = x[x >= -708.0]
+    x = np.concatenate([x, np.zeros(-len(x) % 4)])
     out = np.empty_like(x)
     vexp_all(x, out)
     expected = np.exp(x)
     ulps = np.abs(out - expected) / np.spacing(expected)
     assert ulps.max() <= 1.0
-    flushed = np.array([-708.5, -745.2, -1e4, -np.inf])
-    vexp_all(flushed, out[:4])
-    np.testing.assert_array_equal(out[:4], 0.0)
+    # below -708 (computed to garbage, then selected away) the result is 0
+    flushed = np.array([-708.0000000001, -708.5, -745.2, -1e4, -1e300,
+                        -np.finfo(np.float64).max, -np.inf, -709.0])
+    vexp_all(flushed, out[:8])
+    np.testing.assert_array_equal(out[:8], 0.0)
+    assert not np.signbit(out[:8]).any()
