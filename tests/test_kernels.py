@@ -852,14 +852,21 @@ def test_wide_and_narrow_register_tiles_give_the_same_bits(m, kp, blocks):
                              (blocks - 1) * kp * R)
     np.testing.assert_array_equal(wide, narrow)
     # moments of the features under weights (responsibilities), and a
-    # scatter's lower triangle (kp = mp)
+    # scatter's lower triangle (kp = mp); the tiles add each entry's four lane
+    # sums into 4 slots, and they must also add up to the products
     for weights, cols, lower in ((rng.random(blocks * kp * R), kp, False),
                                  (rng.random(blocks * mp * R), mp, True)):
-        M_narrow, M_wide = np.zeros(cols * mp), np.zeros(cols * mp)
+        M_narrow, M_wide = np.zeros(cols * mp * 4), np.zeros(cols * mp * 4)
         nb._moment_tile_narrow(FT, weights, blocks, m, cols, mp, M_narrow, lower)
         nb._moment_tile_wide(FT, weights, blocks, m, cols, mp, M_wide, lower)
         assert np.abs(M_narrow).sum() > 0
         np.testing.assert_array_equal(M_wide, M_narrow)
+        expected = np.einsum("bjr,bar->ja", weights.reshape(blocks, cols, R),
+                             FT.reshape(blocks, mp, R))
+        got = M_wide.reshape(cols, mp, 4).sum(axis=2)
+        keep = np.tril(np.ones((cols, mp), dtype=bool)) if lower else np.ones((cols, mp), bool)
+        keep[:, m:] = False
+        np.testing.assert_allclose(got[keep], expected[keep], rtol=1e-13, atol=1e-13)
 
 
 @requires_numba
