@@ -1443,8 +1443,9 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
     and their log-likelihood (added, times w, to obj[0]); the scores become
     w_i r_ij, 0 for padding rows and components; NKV[j * 4 + lane] sums them.
     ``lane`` is scratch of 32 floats (lane[24:32]: the block's weights, 0 past
-    its rows); lane[16] (1 before the first call) carries the product of the totals t_i of rows of weight 1, whose log
-    the caller adds to obj[0] at the end (``_flush_log_total``): a libm log
+    its rows); lane[16] (1 before the first call) carries the product of the
+    totals t_i of rows of weight 1, whose log the caller adds to obj[0] at
+    the end (``_flush_log_total``): a libm log
     per row had been 7 % of the diagonal E-step (one thread, (1e5, 16, 16)).
     The totals are in [1, kp] (the best component adds exp(0)), so the
     product is flushed before it can overflow.
