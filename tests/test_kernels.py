@@ -870,6 +870,33 @@ def test_wide_and_narrow_register_tiles_give_the_same_bits(m, kp, blocks):
 
 
 @requires_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 7, 8, 16, 33])
+def test_kmeans_screen_top_two_matches_numpy(dtype, k):
+    """The K-means screen's pass over a block's scores (rows in lanes): each
+    row's maximum, the least component reaching it, and the largest score of
+    the other components (the maximum again on a tie), with ties and -inf
+    scores (components of weight 0) among them."""
+    from fastem.backends import numba_backend as nb
+    rng = np.random.default_rng(k)
+    R = 2 * (32 // np.dtype(dtype).itemsize)
+    for trial in range(20):
+        sc = rng.integers(-3, 4, size=(k, R)).astype(dtype)  # small integers: many ties
+        if trial % 2:
+            sc += rng.standard_normal((k, R)).astype(dtype)
+        sc[rng.random((k, R)) < 0.2] = -np.inf
+        if trial == 0:
+            sc[:] = -np.inf
+        top, second, first = (np.full(R, np.nan, dtype=dtype) for _ in range(3))
+        nb._top_two_lanes(sc.ravel(), k, top, second, first)
+        np.testing.assert_array_equal(top, sc.max(axis=0))
+        np.testing.assert_array_equal(first, np.argmax(sc, axis=0).astype(dtype))
+        others = sc.copy()
+        others[np.argmax(sc, axis=0), np.arange(R)] = -np.inf
+        np.testing.assert_array_equal(second, others.max(axis=0) if k > 1 else -np.inf)
+
+
+@requires_numba
 def test_numba_kernels_in_a_process_pool(tmp_path):
     """Cached parallel kernels must load and run in spawned worker processes."""
     code = textwrap.dedent("""

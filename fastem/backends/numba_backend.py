@@ -783,11 +783,15 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 # distances, whatever the dtype.  (Screening float64 data in float64 halves
 # the lanes and doubles the tile's cost; a close call needs a score gap
 # below about 1e-5 S at d = 16, so the exact path is rarely taken.)  With
-# the rows in lanes, the screen (each row's maximum, its cut, the number of
-# components above the cut and the first of them) is a few vector operations
-# per component for all the block's rows; with components in lanes, one row
-# at a time, it had been a third of the E-step (one thread, float32,
-# (1e6, 16, 16): 39.6 -> 29.9 ns a row; (1e6, 32, 128): 158 -> 146).
+# the rows in lanes, the screen is a few vector operations per component for
+# all the block's rows: each row's maximum, the first component reaching it
+# and the largest other score (``_top_two_lanes``); the row is decided when
+# that second score is below the cut.  With components in lanes, one row at a
+# time, the screen had been a third of the E-step (one thread, float32,
+# (1e6, 16, 16): 39.6 -> 29.9 ns a row; (1e6, 32, 128): 158 -> 146); a
+# maximum, then a count of the components above the cut, took 133 ns a row
+# at (1e6, 32, 128) and 23.2 at (1e6, 16, 16), the two largest in one pass
+# 129 and 22.3 (the same labels).
 # Exact differences for every score (no screening) when the scores are this
 # few: the screen's cost per row (staging, cut, candidates) outweighs its
 # saving per score.  One thread, ns a row, exact vs screened: (d, k) = (2, 2)
@@ -885,47 +889,64 @@ def _score_tile(xb, CT, A, P, kp, nhalf, depth, scores):
             jt += L
 
 
-@leaf
-def _max_rows_lanes(sc, k, top):
-    """top[0:R] = max_{j < k} sc[j * R + l] for the R = 2 L rows in lanes."""
-    L = lanes(sc)
-    R = 2 * L
-    t0 = vload(sc, 0)
-    t1 = vload(sc, L)
-    for j in range(1, k):
-        t0 = vmax(t0, vload(sc, j * R))
-        t1 = vmax(t1, vload(sc, j * R + L))
-    vstore(top, 0, t0)
-    vstore(top, L, t1)
+@inline_leaf
+def _top_two_step(v, t, s, f, jv):
+    """One component's scores v into a running (top, second, first), see
+    ``_top_two_lanes``."""
+    s = vselect_ge(t, v, vmax(s, v), t)
+    f = vselect_ge(t, v, f, jv)
+    return vmax(t, v), s, f
 
 
 @leaf
-def _screen_rows_lanes(sc, k, cut, count, first):
-    """For the R = 2 L rows in lanes: count[l] = the number of j < k with
-    sc[j * R + l] >= cut[l], first[l] = the least such j (0 if none), both
-    as exact small integers in the scores' dtype."""
+def _top_two_lanes(sc, k, top, second, first):
+    """For the R = 2 L rows in lanes: top[l] = max_{j < k} sc[j * R + l],
+    first[l] = the least j reaching it (as an exact small integer in the
+    scores' dtype) and second[l] = the largest score of the other components
+    (top[l] again when two components share the maximum; -inf for k = 1).
+
+    The components are taken in two halves, j < h and j >= h, with running
+    values of their own (four chains of dependent selects instead of two),
+    merged at the end: the lower half wins ties, so first stays the least j.
+    """
     L = lanes(sc)
     R = 2 * L
-    c0 = vload(cut, 0)
-    c1 = vload(cut, L)
-    one = vsplat(sc, 1.0)
+    h = (k + 1) // 2
+    ninf = vsplat(sc, -np.inf)
     zero = vsplat(sc, 0.0)
-    n0 = zero
-    n1 = zero
-    f0 = zero
-    f1 = zero
-    for j in range(k - 1, -1, -1):
-        s0 = vload(sc, j * R)
-        s1 = vload(sc, j * R + L)
-        jv = vsplat(sc, j)
-        n0 = vadd(n0, vselect_ge(s0, c0, one, zero))
-        n1 = vadd(n1, vselect_ge(s1, c1, one, zero))
-        f0 = vselect_ge(s0, c0, jv, f0)
-        f1 = vselect_ge(s1, c1, jv, f1)
-    vstore(count, 0, n0)
-    vstore(count, L, n1)
-    vstore(first, 0, f0)
-    vstore(first, L, f1)
+    ta0 = vload(sc, 0)
+    ta1 = vload(sc, L)
+    sa0 = ninf
+    sa1 = ninf
+    fa0 = zero
+    fa1 = zero
+    tb0 = ninf
+    tb1 = ninf
+    sb0 = ninf
+    sb1 = ninf
+    fb0 = zero
+    fb1 = zero
+    if h < k:
+        tb0 = vload(sc, h * R)
+        tb1 = vload(sc, h * R + L)
+        fb0 = vsplat(sc, h)
+        fb1 = fb0
+    for q in range(1, h):
+        jv = vsplat(sc, q)
+        ta0, sa0, fa0 = _top_two_step(vload(sc, q * R), ta0, sa0, fa0, jv)
+        ta1, sa1, fa1 = _top_two_step(vload(sc, q * R + L), ta1, sa1, fa1, jv)
+        j = h + q
+        if j < k:
+            jv = vsplat(sc, j)
+            tb0, sb0, fb0 = _top_two_step(vload(sc, j * R), tb0, sb0, fb0, jv)
+            tb1, sb1, fb1 = _top_two_step(vload(sc, j * R + L), tb1, sb1, fb1, jv)
+    vstore(top, 0, vmax(ta0, tb0))
+    vstore(top, L, vmax(ta1, tb1))
+    vstore(first, 0, vselect_ge(ta0, tb0, fa0, fb0))
+    vstore(first, L, vselect_ge(ta1, tb1, fa1, fb1))
+    # the loser of the two halves' maxima competes for second place
+    vstore(second, 0, vmax(vmax(sa0, sb0), vselect_ge(ta0, tb0, tb0, ta0)))
+    vstore(second, L, vmax(vmax(sa1, sb1), vselect_ge(ta1, tb1, tb1, ta1)))
 
 
 @inline_leaf
@@ -1063,7 +1084,7 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     sc = np.empty(kp * R, dtype=CT.dtype)  # their scores, component-major
     top = np.empty(R, dtype=CT.dtype)
     cut = np.zeros(R, dtype=CT.dtype)
-    count = np.empty(R, dtype=CT.dtype)
+    second = np.empty(R, dtype=CT.dtype)
     first = np.empty(R, dtype=CT.dtype)
     half = np.zeros(R)
     screened = np.zeros(R, dtype=np.bool_)
@@ -1114,18 +1135,18 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
                 half[r] = 0.5 * xx
                 sstore(xT, d * R + r, -half[r])
         _score_tile_lanes(xT, 0, d + 1, CT, A, kp, sc, 0)
-        _max_rows_lanes(sc, k, top)
+        _top_two_lanes(sc, k, top, second, first)
         for r in range(n_rows):
             # 4 x the bound on the screening error of every score of this row,
             # compared in the scores' dtype: rounding moves it by far less than 2 E
             cr = np.float64(top[r]) - 4.0 * (e0 + e1 * half[r])
             cut[r] = cr
             screened[r] = half[r] < h_max and np.isfinite(cr)
-        _screen_rows_lanes(sc, k, cut, count, first)
         for r in range(n_rows):
             i = i0 + r
             best = np.int64(first[r])
-            if count[r] != 1 or not screened[r]:
+            # the best alone above the cut (the second below it) is the label
+            if not second[r] < cut[r] or not screened[r]:
                 # a close call, or scores out of range: exact scores decide
                 best = 0
                 v_best = _exact_score(X, i, means, 0, precision, log_norm)
