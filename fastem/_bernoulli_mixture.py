@@ -121,6 +121,9 @@ class BernoulliMixture(BaseMixture):
     def _make_family(self, fixed):
         return BernoulliFamily(self.alpha, fixed)
 
+    def _uses_center(self):
+        return False  # no Bernoulli kernel or M-step reads it
+
     @staticmethod
     def _init_needs_resp(inits):
         return inits["weights"] is None or inits["means"] is None

@@ -115,6 +115,12 @@ class GaussianMixture(BaseMixture):
     def _make_family(self, fixed):
         return GaussianFamily(self.covariance_type, self.reg_covar, fixed)
 
+    def _uses_center(self):
+        # the tied scatter is taken about it, and the full model's whitened
+        # kernels (hard E-steps, more than 64 features) shift by it; the
+        # diagonal and spherical models never read it
+        return self.covariance_type in ("full", "tied")
+
     @staticmethod
     def _init_needs_resp(inits):
         return any(value is None for value in inits.values())
