@@ -16,6 +16,10 @@ import numpy as np
 from . import _config
 
 
+# the kernels' empty ``labels`` (see backends._table): labels not wanted
+_NO_LABELS = np.empty(0, dtype=np.int64)
+
+
 class ConvergenceMonitor:
     """Converged when the lower bound moves by less than ``tol`` (``tol=0``: never)."""
 
@@ -105,7 +109,8 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         converged = False
         n_iter = 0
         for n_iter in range(1, max_iter + 1):
-            stats = e_step(params, labels)
+            # a soft iteration reads no labels: its E-step skips them
+            stats = e_step(params, labels if hard else _NO_LABELS)
             if stats_hook is not None:
                 stats = stats_hook(stats, params, labels)
             new_params = family.m_step(stats, params, params.means, center)

@@ -293,6 +293,46 @@ def test_bernoulli_estep_matches_reference(backend, dtype, hard, want_log_prob):
     assert np.all(out["obj"][:, 1] == 0.0)
 
 
+@pytest.mark.parametrize("want_log_prob", [False, True], ids=["fit", "predict"])
+@pytest.mark.parametrize("d", [5, 64])  # the numba soft path stages 4 rows at a time to d = 64
+@pytest.mark.parametrize("model", COV_TYPES + ("bernoulli",))
+def test_soft_estep_without_labels(backend, model, d, want_log_prob):
+    # labels of shape (0,): the soft iterations of a fit, which read no
+    # labels.  Every statistic must be the same bits as with labels, and no
+    # label counted as changed; a hard E-step needs its labels.
+    rng = np.random.default_rng(40 + d)
+    empty = np.empty(0, dtype=np.int64)
+    kernels = backends.get_kernels()
+    if model == "bernoulli":
+        case = make_bernoulli_case(n=301, d=d, k=6, dtype=np.float64, rng=rng)
+
+        def run(case, hard):
+            return run_bernoulli_kernel(kernels.estep_bernoulli, case, hard, 128, want_log_prob)
+    else:
+        case = make_gaussian_case(model, n=301, d=d, k=6, dtype=np.float64, rng=rng)
+
+        def run(case, hard):
+            return run_gaussian_kernel(getattr(kernels, "estep_" + model), case, model, hard,
+                                       128, want_log_prob)
+    with_labels = run(case, False)
+    without = run(dict(case, labels=empty), False)
+    assert without["labels"].shape == (0,)
+    assert np.all(without["obj"][:, 2] == 0)
+    assert np.any(with_labels["obj"][:, 2] > 0)  # the case's random labels do change
+    for name, value in without.items():
+        if name == "obj":
+            value, expected = value[:, :2], with_labels["obj"][:, :2]
+        elif name == "labels":
+            continue
+        else:
+            expected = with_labels[name]
+        np.testing.assert_array_equal(value, expected, err_msg=name)
+    with pytest.raises(ValueError, match=r"labels must have shape \(301,\) for a hard"):
+        run(dict(case, labels=empty), True)
+    with pytest.raises(ValueError, match=r"labels must have shape \(301,\) or \(0,\)"):
+        run(dict(case, labels=case["labels"][:300]), False)
+
+
 @pytest.mark.parametrize("model", COV_TYPES + ("bernoulli",))
 def test_soft_loglik_of_rows_of_unit_weight(backend, model):
     # Mostly unit weights, as in most fits, and 40 equal components, so that

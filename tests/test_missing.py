@@ -657,6 +657,31 @@ def test_compiled_and_numpy_missing_kernels_agree(compiled, kind, dtype, hard, w
                                       case["X"][observed].astype(np.float64))
 
 
+@pytest.mark.parametrize("d", [5, 33])
+@pytest.mark.parametrize("want_outputs", [False, True], ids=["fit", "predict"])
+@pytest.mark.parametrize("kind", COV_TYPES + ("bernoulli",))
+@pytest.mark.parametrize("name", ["numpy"] + COMPILED_BACKENDS)
+def test_soft_missing_kernel_without_labels(name, kind, want_outputs, d):
+    # labels of shape (0,), as in a fit's soft iterations: the same bits in
+    # every output, no label counted as changed; a hard E-step needs labels
+    rng = np.random.default_rng(60 + d)
+    case = missing_kernel_case(kind, np.float64, rng, d=d, k=4)
+    module = backends._load(name)
+    with_labels = run_missing_kernel(module, kind, case, False, 64, want_outputs)
+    empty = dict(case, labels=np.empty(0, dtype=np.int64))
+    without = run_missing_kernel(module, kind, empty, False, 64, want_outputs)
+    assert without["labels"].shape == (0,)
+    assert np.all(without["obj"][:, 2] == 0) and np.any(with_labels["obj"][:, 2] > 0)
+    for key, value in without.items():
+        if key != "labels":
+            expected = with_labels[key]
+            if key == "obj":
+                value, expected = value[:, :2], expected[:, :2]
+            np.testing.assert_array_equal(value, expected, err_msg=key)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        run_missing_kernel(module, kind, empty, True, 64, want_outputs)
+
+
 # float32 holds neither 1e75 nor 1e-75 times the data
 @pytest.mark.parametrize("dtype, scale", [(np.float64, 1.0), (np.float32, 1.0),
                                           (np.float64, 1e-75), (np.float64, 1e75)])

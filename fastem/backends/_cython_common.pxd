@@ -522,8 +522,8 @@ cdef inline double assign_one(Py_ssize_t i, double* lp, Py_ssize_t k, bint hard,
                               double* obj) noexcept nogil:
     """Label row i from ``lp`` (see ``assign_row``); update ``obj``.
 
-    Copies ``lp`` to ``log_prob`` (unless NULL) first, counts a changed label
-    in obj[2], adds w_i ll_i to obj[0] when w_i != 0 (``add_log_likelihood``),
+    Copies ``lp`` to ``log_prob`` (unless NULL) first, writes the label to
+    ``labels`` (unless NULL) and counts a change in obj[2], adds w_i ll_i to obj[0] when w_i != 0 (``add_log_likelihood``),
     and returns w_i.
     """
     cdef Py_ssize_t j
@@ -532,9 +532,10 @@ cdef inline double assign_one(Py_ssize_t i, double* lp, Py_ssize_t k, bint hard,
         for j in range(k):
             log_prob[i * k + j] = lp[j]
     best[0] = assign_row(lp, k, hard, &top, &total)
-    if labels[i] != best[0]:
-        obj[2] += 1.0
-    labels[i] = best[0]
+    if labels != NULL:  # NULL: a soft iteration, which needs no labels
+        if labels[i] != best[0]:
+            obj[2] += 1.0
+        labels[i] = best[0]
     w = sample_weight[i]
     if w != 0.0:
         add_log_likelihood(w, top, total, prod, obj)
@@ -583,9 +584,10 @@ cdef inline void finish_block(Py_ssize_t i0, Py_ssize_t n_rows, Py_ssize_t k,
             for j in range(k):
                 log_prob[i * k + j] = lp[r * k + j]
         top[r] = row_top(lp + r * k, k, &best)
-        if labels[i] != best:
-            obj[2] += 1.0
-        labels[i] = best
+        if labels != NULL:
+            if labels[i] != best:
+                obj[2] += 1.0
+            labels[i] = best
         best_of[r] = best
         # a row whose entries are all -inf is shifted by 0: its exps are 0
         if top[r] != -INFINITY:

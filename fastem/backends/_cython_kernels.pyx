@@ -582,13 +582,14 @@ def estep_full(const floating[:, :] X, const double[::1] sample_weight,
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int64_t* lbp = &labels[0] if labels.shape[0] == n and n > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
     with nogil:
         for c in prange(n_chunks, schedule="static", num_threads=num_threads):
             start = c * chunk_size
             status[c] = _full_chunk(xp, s0, s1, &sample_weight[0], &means[0], &W[0],
                                     &cw[0], &log_norm[0], &center[0], hard, start,
-                                    chunk_stop(c, chunk_size, n), k, d, &labels[0], lpp,
+                                    chunk_stop(c, chunk_size, n), k, d, lbp, lpp,
                                     &nk[c * k], &sx[c * k * d], &sxx[c * k * d * d],
                                     &obj[c * 3])
     _check(status)
@@ -828,6 +829,7 @@ def estep_tied(const floating[:, :] X, const double[::1] sample_weight,
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int64_t* lbp = &labels[0] if labels.shape[0] == n and n > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
     with nogil:
         for c in prange(n_chunks, schedule="static", num_threads=num_threads):
@@ -836,12 +838,12 @@ def estep_tied(const floating[:, :] X, const double[::1] sample_weight,
                 status[c] = _tied_staged_chunk(xp, s0, s1, &sample_weight[0], &means[0],
                                                &U[0], &cwT[0], &log_norm[0], &center[0],
                                                hard, start, chunk_stop(c, chunk_size, n), k,
-                                               d, &labels[0], lpp, &nk[c * k],
+                                               d, lbp, lpp, &nk[c * k],
                                                &sx[c * k * d], &sxx[c * d * d], &obj[c * 3])
             else:
                 status[c] = _tied_chunk(xp, s0, s1, &sample_weight[0], &means[0], &U[0],
                                         &cwT[0], &log_norm[0], &center[0], hard, start,
-                                        chunk_stop(c, chunk_size, n), k, d, &labels[0], lpp,
+                                        chunk_stop(c, chunk_size, n), k, d, lbp, lpp,
                                         &nk[c * k], &sx[c * k * d], &sxx[c * d * d],
                                         &obj[c * 3])
     _check(status)
@@ -931,6 +933,7 @@ def estep_coordinate_hard(const floating[:, :] X, const double[::1] sample_weigh
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int64_t* lbp = &labels[0] if labels.shape[0] == n and n > 0 else NULL
     cdef const double* sph = &spherical[0] if spherical.shape[0] > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
     with nogil:
@@ -939,7 +942,7 @@ def estep_coordinate_hard(const floating[:, :] X, const double[::1] sample_weigh
             status[c] = _coordinate_chunk(xp, s0, s1, &sample_weight[0], &means[0],
                                           &meansT[0], &precT[0], sph, &log_norm[0],
                                           start, chunk_stop(c, chunk_size, n), k, d,
-                                          &labels[0], lpp, &nk[c * k], &sx[c * k * d],
+                                          lbp, lpp, &nk[c * k], &sx[c * k * d],
                                           &sxx[c * k * (1 if sph != NULL else d)],
                                           &obj[c * 3])
     _check(status)
@@ -1265,6 +1268,7 @@ def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int64_t* lbp = &labels[0] if labels.shape[0] == n and n > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
     if features not in (LINEAR, QUADRATIC, OBSERVED, SPHERICAL, PAIRS):
         raise ValueError(f"features must be 0, 1, 2, 3 or 4, got {features}")
@@ -1276,7 +1280,7 @@ def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
             status[ch] = _soft_features_chunk(xp, s0, s1, &sample_weight[0], &c[0], &GT[0],
                                               &A[0], features, start,
                                               chunk_stop(ch, chunk_size, n), k, d, mp,
-                                              &labels[0], lpp, &nk[ch * k],
+                                              lbp, lpp, &nk[ch * k],
                                               &mom[ch * k * mp], &obj[ch * 3],
                                               &scat[ch * mp * mp] if scat.shape[0] > 0
                                               else NULL)
@@ -1424,13 +1428,14 @@ def estep_bernoulli(const floating[:, :] X, const double[::1] sample_weight,
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int64_t* lbp = &labels[0] if labels.shape[0] == n and n > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
     with nogil:
         for c in prange(n_chunks, schedule="static", num_threads=num_threads):
             start = c * chunk_size
             status[c] = _bernoulli_chunk(xp, s0, s1, &sample_weight[0], &logitT[0],
                                          &log_norm[0], hard, start,
-                                         chunk_stop(c, chunk_size, n), k, d, &labels[0],
+                                         chunk_stop(c, chunk_size, n), k, d, lbp,
                                          lpp, &nk[c * k], &sx[c * k * d], &obj[c * 3])
     _check(status)
 

@@ -558,6 +558,7 @@ def estep_dense_missing(const floating[:, :] X, const double[::1] sample_weight,
     cdef Py_ssize_t sxx_slot = d * d if tied else k * d * d
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int64_t* lbp = &labels[0] if labels.shape[0] == n and n > 0 else NULL
     cdef double* imp = &imputed[0] if imputed.shape[0] == n * d and n > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
     with nogil:
@@ -566,7 +567,7 @@ def estep_dense_missing(const floating[:, :] X, const double[::1] sample_weight,
             status[c] = _dense_chunk(xp, s0, s1, &sample_weight[0], &means[0],
                                      &factors[0], &precisions[0], &W[0], &cw[0],
                                      &log_norm[0], &center[0], tied, hard, start,
-                                     chunk_stop(c, chunk_size, n), k, d, &labels[0], lpp,
+                                     chunk_stop(c, chunk_size, n), k, d, lbp, lpp,
                                      imp, &nk[c * k], &nko[c * k * d], &sx[c * k * d],
                                      &sxx[c * sxx_slot], &obj[c * 3])
     _check(status)
@@ -816,6 +817,7 @@ def estep_pairs_missing(const floating[:, :] X, const double[::1] sample_weight,
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int64_t* lbp = &labels[0] if labels.shape[0] == n and n > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
     if kbp % 4 or kbp < k or mp < 2 * d + d * (d + 1) // 2:
         raise ValueError("kbp must be a multiple of 4 and at least k, mp at least the features")
@@ -824,7 +826,7 @@ def estep_pairs_missing(const floating[:, :] X, const double[::1] sample_weight,
             start = ch * chunk_size
             status[ch] = _pairs_chunk(xp, s0, s1, &sample_weight[0], &c[0], &GT[0], &A[0],
                                       &PL[0], &SL[0], &H1[0], &H2[0], kbp, start,
-                                      chunk_stop(ch, chunk_size, n), k, d, mp, &labels[0],
+                                      chunk_stop(ch, chunk_size, n), k, d, mp, lbp,
                                       lpp, &nk[ch * k], &mom[ch * k * mp], &obj[ch * 3])
     _check(status)
 
@@ -971,6 +973,7 @@ def estep_coordinate_missing(const floating[:, :] X, const double[::1] sample_we
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int64_t* lbp = &labels[0] if labels.shape[0] == n and n > 0 else NULL
     cdef double* imp = &imputed[0] if imputed.shape[0] == n * d and n > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
     with nogil:
@@ -978,7 +981,7 @@ def estep_coordinate_missing(const floating[:, :] X, const double[::1] sample_we
             start = c * chunk_size
             status[c] = _coordinate_chunk(xp, s0, s1, &sample_weight[0], &means[0],
                                           &precision[0], &log_norm[0], hard, start,
-                                          chunk_stop(c, chunk_size, n), k, d, &labels[0],
+                                          chunk_stop(c, chunk_size, n), k, d, lbp,
                                           lpp, imp, &nk[c * k], &nko[c * k * d],
                                           &sx[c * k * d], &sxx[c * k * d], &obj[c * 3])
     _check(status)
@@ -1045,13 +1048,14 @@ def estep_bernoulli_missing(const floating[:, :] X, const double[::1] sample_wei
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
+    cdef int64_t* lbp = &labels[0] if labels.shape[0] == n and n > 0 else NULL
     cdef int[::1] status = np.zeros(max(n_chunks, 1), dtype=np.intc)
     with nogil:
         for c in prange(n_chunks, schedule="static", num_threads=num_threads):
             start = c * chunk_size
             status[c] = _bernoulli_chunk(xp, s0, s1, &sample_weight[0], &logit[0],
                                          &log_norm[0], &log_q[0], hard, start,
-                                         chunk_stop(c, chunk_size, n), k, d, &labels[0],
+                                         chunk_stop(c, chunk_size, n), k, d, lbp,
                                          lpp, &nk[c * k], &nko[c * k * d], &sx[c * k * d],
                                          &obj[c * 3])
     _check(status)

@@ -30,7 +30,11 @@ Gaussian E-step kernels (``estep_full``, ``estep_tied``, ``estep_diag``,
     center       IN  (d,)          shift of the tied scatter (unused otherwise)
     hard         IN  bool          classification E-step: resp = delta at argmax
     chunk_size   IN  int           rows per chunk
-    labels       IN/OUT (n,)       argmax_k of the log-probabilities
+    labels       IN/OUT (n,) or (0,)  argmax_k of the log-probabilities,
+                     written (and changed labels counted) only when its first
+                     dimension is n; (0,) in the iterations of a soft fit,
+                     whose labels nothing reads.  A hard E-step needs (n,)
+                     (``check_labels``).
     log_prob     OUT (n, k) or (0, k)  log(w_k p_k(x_i)), written only when its
                      first dimension is n (prediction); (0, k) during fits
     nk           OUT (C, k)        sum_i w_i r_ik
@@ -46,7 +50,7 @@ Gaussian E-step kernels (``estep_full``, ``estep_tied``, ``estep_diag``,
                      ll_i is log sum_k w_k p_k(x_i) (soft) or max_k of it
                      (hard); maha_i is the squared Mahalanobis distance to the
                      assigned component (hard only, else 0); n_changed counts
-                     rows whose label changed.
+                     rows whose label changed (0 when ``labels`` is (0,)).
 
 ``estep_bernoulli`` has the same roles for a product of Bernoulli variables::
 
@@ -123,3 +127,14 @@ KERNEL_NAMES = tuple(spec.name for spec in KERNELS)
 
 # Column meaning of the ``obj`` statistic.
 OBJ_LOGLIK, OBJ_MAHA, OBJ_CHANGED = 0, 1, 2
+
+
+def check_labels(X, labels, hard):
+    """Raise ValueError unless ``labels`` is a valid labels argument: (n,), or
+    (0,) for a soft E-step (see the table above); the compiled kernels write
+    it without bounds checks."""
+    n = X.shape[0]
+    if labels.ndim != 1 or labels.shape[0] not in ((n,) if hard else (n, 0)):
+        allowed = f"({n},)" if hard else f"({n},) or (0,)"
+        raise ValueError(f"labels must have shape {allowed} for a "
+                         f"{'hard' if hard else 'soft'} E-step, got {labels.shape}")

@@ -26,6 +26,7 @@ from . import _cython_kernels as _ck_generic
 from . import _cython_missing as _cm_generic
 from . import _soft
 from ._screen import screen_constants
+from ._table import check_labels
 
 SIMD_CHOICES = ("auto", "avx2", "generic")
 
@@ -121,9 +122,10 @@ class _Outputs:
         return False
 
 
-def _labels(labels):
+def _labels(X, labels, hard):
     if labels.dtype != np.int64:
         raise TypeError(f"labels must be int64, got {labels.dtype}")
+    check_labels(X, labels, hard)
     return labels
 
 
@@ -154,7 +156,7 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
     means = np.ascontiguousarray(means, dtype=np.float64)
     center = _flat(center)
     W, cw = _whitening(means, _upper(prec_chol), center)
-    with _Outputs(_labels(labels), log_prob, nk, sx, sxx, obj) as out:
+    with _Outputs(_labels(X, labels, hard), log_prob, nk, sx, sxx, obj) as out:
         _ck.estep_full(_data(X), _flat(sample_weight), means.reshape(-1), W, cw,
                        _flat(log_norm), center, bool(hard), int(chunk_size), *out,
                        means.shape[0], _threads())
@@ -175,7 +177,7 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
     center = _flat(center)
     U = _upper(prec_chol)
     cwT = np.ascontiguousarray(((means - center) @ U).T)
-    with _Outputs(_labels(labels), log_prob, nk, sx, sxx, obj) as out:
+    with _Outputs(_labels(X, labels, hard), log_prob, nk, sx, sxx, obj) as out:
         _ck.estep_tied(_data(X), _flat(sample_weight), means.reshape(-1), _flat(U),
                        cwT.reshape(-1), _flat(log_norm), center, bool(hard),
                        int(chunk_size), *out, means.shape[0], _threads())
@@ -184,7 +186,7 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
 def _coordinate_hard(X, sample_weight, means, precision, spherical, log_norm, chunk_size,
                      labels, log_prob, nk, sx, sxx, obj):
     means = np.ascontiguousarray(means, dtype=np.float64)
-    with _Outputs(_labels(labels), log_prob, nk, sx, sxx, obj) as out:
+    with _Outputs(_labels(X, labels, True), log_prob, nk, sx, sxx, obj) as out:
         _ck.estep_coordinate_hard(_data(X), _flat(sample_weight), means.reshape(-1),
                                   _flat(means.T), _flat(precision.T), spherical,
                                   _flat(log_norm), int(chunk_size), *out, means.shape[0],
@@ -202,7 +204,7 @@ def _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_
     GT[:m] = G
     M = np.empty((nk.shape[0], k, mp))
     S = np.empty((nk.shape[0] if scatter else 0, mp, mp))
-    with _Outputs(_labels(labels), log_prob, nk, obj) as out:
+    with _Outputs(_labels(X, labels, False), log_prob, nk, obj) as out:
         _ck.estep_soft_features(_data(X), _flat(sample_weight), _flat(c), GT.reshape(-1),
                                 _flat(A), features, int(chunk_size), out[0], out[1], out[2],
                                 M.reshape(-1), out[3], S.reshape(-1), k, mp, _threads())
@@ -258,7 +260,7 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
             # the screened kernel sums the squares per feature; the table's
             # statistic is their sum
             per_feature = np.empty(np.shape(sx))
-            with _Outputs(_labels(labels), nk, sx, per_feature, obj) as out:
+            with _Outputs(_labels(X, labels, hard), nk, sx, per_feature, obj) as out:
                 _ck.estep_spherical_screened(
                     _data(X), _flat(sample_weight), _flat(means), spherical,
                     _flat(log_norm), *screen, int(chunk_size), *out, np.shape(means)[0],
@@ -317,7 +319,7 @@ def _screen_constants(X, means, precision, log_norm):
 def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size,
                     labels, log_prob, nk, sx, obj):
     logit = np.asarray(logit, dtype=np.float64)
-    with _Outputs(_labels(labels), log_prob, nk, sx, obj) as out:
+    with _Outputs(_labels(X, labels, hard), log_prob, nk, sx, obj) as out:
         _ck.estep_bernoulli(_data(X), _flat(sample_weight), _flat(logit.T),
                             _flat(log_norm), bool(hard), int(chunk_size), *out,
                             logit.shape[0], _threads())
@@ -342,7 +344,7 @@ def _dense_missing(tied, X, sample_weight, means, prec_chol, log_norm, center, h
     factors = np.ascontiguousarray(factors)
     precisions = factors @ np.swapaxes(factors, 1, 2)
     W, cw = _whitening(means, factors, center)
-    with _Outputs(_labels(labels), log_prob, imputed, nk, nko, sx, sxx, obj) as out:
+    with _Outputs(_labels(X, labels, hard), log_prob, imputed, nk, nko, sx, sxx, obj) as out:
         _cm.estep_dense_missing(_data(X), _flat(sample_weight), means.reshape(-1),
                                 factors.reshape(-1), _flat(precisions), W, cw,
                                 _flat(log_norm), center, bool(tied), bool(hard),
@@ -362,7 +364,7 @@ def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, har
         GT = np.zeros((mp, k))
         GT[:m] = G
         M = np.empty((nk.shape[0], k, mp))
-        with _Outputs(_labels(labels), log_prob, nk, obj) as out:
+        with _Outputs(_labels(X, labels, hard), log_prob, nk, obj) as out:
             _cm.estep_pairs_missing(_data(X), _flat(sample_weight), _flat(c), GT.reshape(-1),
                                     _flat(A), PL, SL, H1, H2, kbp, int(chunk_size), out[0],
                                     out[1], out[2], M.reshape(-1), out[3], k, mp, _threads())
@@ -391,7 +393,7 @@ def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chun
         _ck.coordinate_statistics(M, shifted, nk, precision, False, nko, sx, sxx)
         obj[:, 1] = 0.0
         return
-    with _Outputs(_labels(labels), log_prob, imputed, nk, nko, sx, sxx, obj) as out:
+    with _Outputs(_labels(X, labels, hard), log_prob, imputed, nk, nko, sx, sxx, obj) as out:
         _cm.estep_coordinate_missing(_data(X), _flat(sample_weight), means.reshape(-1),
                                      _flat(precision), _flat(log_norm), bool(hard),
                                      int(chunk_size), *out, means.shape[0], _threads())
@@ -418,7 +420,7 @@ def estep_spherical_missing(X, sample_weight, means, prec_chol, log_norm, center
 def estep_bernoulli_missing(X, sample_weight, logit, log_norm, log_q, hard, chunk_size,
                             labels, log_prob, nk, nko, sx, obj):
     logit = np.asarray(logit, dtype=np.float64)
-    with _Outputs(_labels(labels), log_prob, nk, nko, sx, obj) as out:
+    with _Outputs(_labels(X, labels, hard), log_prob, nk, nko, sx, obj) as out:
         _cm.estep_bernoulli_missing(_data(X), _flat(sample_weight), _flat(logit),
                                     _flat(log_norm), _flat(log_q), bool(hard),
                                     int(chunk_size), *out, logit.shape[0], _threads())

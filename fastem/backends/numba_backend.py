@@ -22,6 +22,7 @@ import numpy as np
 from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
                           strict)
 from . import _soft
+from ._table import check_labels
 from ._screen import screen_constants
 from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, exp2_of_rounded, lanes, prefetch_rows, sfma, sload, sstore,
                     stage_rows4, vadd, vdiv, vexp_nonpositive, vfma, vhsum, vload, vload4_f64,
@@ -95,8 +96,10 @@ def _assign(i, lp, hard, labels, log_prob, want_lp):
         if lp[j] > top:
             top = lp[j]
             best = j
-    changed = 1 if labels[i] != best else 0
-    labels[i] = best
+    changed = 0
+    if labels.shape[0] > 0:  # (0,): a soft iteration, which needs no labels
+        changed = 1 if labels[i] != best else 0
+        labels[i] = best
     if hard:
         return best, top, changed
     if top == -np.inf:
@@ -727,6 +730,7 @@ def _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
 
 def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    check_labels(X, labels, hard)
     if not hard:
         _estep_soft("diag", X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
                     labels, log_prob, nk, sx, sxx, obj)
@@ -737,6 +741,7 @@ def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    check_labels(X, labels, hard)
     if not hard:
         _estep_soft("spherical", X, sample_weight, means, prec_chol ** 2, log_norm,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj)
@@ -1460,8 +1465,8 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
                    lane, NKV, obj):
     """Softmax of a block of ``_RB`` rows whose scores are in ST (rows in lanes).
 
-    Rows i0 .. i0 + n_rows - 1 get their label (first index of the maximum)
-    and their log-likelihood (added, times w, to obj[0]); the scores become
+    Rows i0 .. i0 + n_rows - 1 get their label (first index of the maximum;
+    not when ``labels`` is empty) and their log-likelihood (added, times w, to obj[0]); the scores become
     w_i r_ij, 0 for padding rows and components; NKV[j * 4 + lane] sums them.
     ``lane`` is scratch of 32 floats (lane[24:32]: the block's weights, 0 past
     its rows); lane[16] (1 before the first call) carries the product of the
@@ -1471,6 +1476,7 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
     The totals are in [1, kp] (the best component adds exp(0)), so the
     product is flushed before it can overflow.
     """
+    want_labels = labels.shape[0] > 0
     # the weights are stored long before the vector loads that read them
     for r in range(_RB):
         lane[24 + r] = sample_weight[i0 + r] if r < n_rows else 0.0
@@ -1482,23 +1488,28 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
         # only when strictly above the running maximum (two passes, the
         # second for the labels, took 2 % longer: one thread, diag (1e5, 16, 16))
         top = vload(ST, base)
-        first = vsplat(ST, 0.0)
-        for j in range(1, kp):
-            s = vload(ST, base + j * _RB)
-            first = vselect_ge(top, s, first, vsplat(ST, j))
-            top = vmax(top, s)
-        vstore(lane, 0, top)
         rows = min(4, n_rows - h)
-        vstore(lane, 12, first)
-        for r in range(rows):
-            i = i0 + h + r
-            best = np.int64(lane[12 + r])
-            if labels[i] != best:
-                obj[2] += 1
-                labels[i] = best
-            if want_lp:
+        if want_labels:
+            first = vsplat(ST, 0.0)
+            for j in range(1, kp):
+                s = vload(ST, base + j * _RB)
+                first = vselect_ge(top, s, first, vsplat(ST, j))
+                top = vmax(top, s)
+            vstore(lane, 12, first)
+            for r in range(rows):
+                i = i0 + h + r
+                best = np.int64(lane[12 + r])
+                if labels[i] != best:
+                    obj[2] += 1
+                    labels[i] = best
+        else:  # a soft iteration: the maxima only (one thread, 3 % of diag (1e5, 16, 16))
+            for j in range(1, kp):
+                top = vmax(top, vload(ST, base + j * _RB))
+        vstore(lane, 0, top)
+        if want_lp:
+            for r in range(rows):
                 for j in range(k):
-                    log_prob[i, j] = ST[base + j * _RB + r]
+                    log_prob[i0 + h + r, j] = ST[base + j * _RB + r]
         # a row whose scores are all -inf is shifted by 0: its exps are 0.
         # Vector selects, here and for the scale below: lanes stored one at a
         # time and loaded as a vector wait for the stores to complete (one
@@ -2062,6 +2073,7 @@ def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size,
 
 def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    check_labels(X, labels, hard)
     if not hard and means.shape[1] <= _soft.PAIRS_MAX_D:
         # the whitened differences below took 1.06 - 1.85x as long (see _soft), and
         # a kernel with rows in lanes for up to 6 features 1.5 - 1.7x
@@ -2077,6 +2089,7 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    check_labels(X, labels, hard)
     if not hard and log_prob.shape[0] != X.shape[0]:
         # a fit's E-step: the responsibilities and the objective from x . P mu_j and the
         # scatter (see _soft.tied_operands); predictions keep the whitened rows below.
@@ -2152,6 +2165,7 @@ def _estep_bernoulli_chunk(ci, X, sample_weight, logitT, log_norm, hard, chunk_s
 
 def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
                     log_prob, nk, sx, obj):
+    check_labels(X, labels, hard)
     if not hard:
         # log(w_j p_j(x)) = log_norm_j + x . logit_j; the moments are sx itself
         sx[:] = _soft_tiled(X, sample_weight, np.zeros(X.shape[1]), _LINEAR, logit.T,
@@ -2762,6 +2776,7 @@ def _estep_full_missing_soft(X, sample_weight, means, prec_chol, log_norm, chunk
 
 def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                        chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    check_labels(X, labels, hard)
     if not hard and imputed.shape[0] != X.shape[0] and means.shape[1] <= _soft.PAIRS_MAX_D:
         _estep_full_missing_soft(X, sample_weight, means, prec_chol, log_norm, chunk_size,
                                  labels, log_prob, nk, nko, sx, sxx, obj)
@@ -2773,6 +2788,7 @@ def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, har
 
 def estep_tied_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                        chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    check_labels(X, labels, hard)
     k = means.shape[0]
     factors = np.ascontiguousarray(np.broadcast_to(prec_chol, (k,) + prec_chol.shape))
     _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, True,
@@ -2882,6 +2898,7 @@ def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chun
 
 def estep_diag_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                        chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    check_labels(X, labels, hard)
     _coordinate_missing(X, sample_weight, means, prec_chol ** 2, log_norm, hard,
                         chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
@@ -2889,6 +2906,7 @@ def estep_diag_missing(X, sample_weight, means, prec_chol, log_norm, center, har
 def estep_spherical_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                             chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx,
                             obj):
+    check_labels(X, labels, hard)
     precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
     per_feature = np.empty(sx.shape)  # summed into the table's (C, k) statistic
     _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chunk_size,
@@ -2941,6 +2959,7 @@ def _estep_bernoulli_missing_chunk(ci, X, sample_weight, logit, log_norm, log_q,
 
 def estep_bernoulli_missing(X, sample_weight, logit, log_norm, log_q, hard, chunk_size,
                             labels, log_prob, nk, nko, sx, obj):
+    check_labels(X, labels, hard)
     run_chunks(_estep_bernoulli_missing_chunk, nk.shape[0], X, sample_weight, logit,
                log_norm, log_q, hard, chunk_size, labels, log_prob, nk, nko, sx, obj)
 

@@ -9,7 +9,7 @@ products does not depend on the memory layout of X.
 
 import numpy as np
 
-from ._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA
+from ._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA, check_labels
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -49,9 +49,12 @@ def _finish_chunk(c, start, stop, log_prob_chunk, hard, sample_weight, labels,
     resp, ll, new_labels = _responsibilities(log_prob_chunk, hard)
     w = sample_weight[start:stop]
     obj[c, OBJ_LOGLIK] = np.sum(w * ll) if np.any(w) else 0.0
-    obj[c, OBJ_CHANGED] = np.count_nonzero(labels[start:stop] != new_labels)
-    labels[start:stop] = new_labels
-    if log_prob.shape[0] == labels.shape[0]:
+    if labels.shape[0] > 0:  # (0,): a soft iteration, which needs no labels
+        obj[c, OBJ_CHANGED] = np.count_nonzero(labels[start:stop] != new_labels)
+        labels[start:stop] = new_labels
+    else:
+        obj[c, OBJ_CHANGED] = 0
+    if log_prob.shape[0] > 0:
         log_prob[start:stop] = log_prob_chunk
     return resp * w[:, None], new_labels
 
@@ -78,6 +81,7 @@ def _gaussian_estep(maha_fn, accumulate_sxx, X, sample_weight, means, log_norm,
 
 def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    check_labels(X, labels, hard)
     k = means.shape[0]
 
     def maha_fn(x):
@@ -98,6 +102,7 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    check_labels(X, labels, hard)
     def maha_fn(x):
         return np.stack(
             [np.sum(((x - mu) @ prec_chol) ** 2, axis=1) for mu in means], axis=1
@@ -134,12 +139,14 @@ def _estep_per_coordinate(precision, X, sample_weight, means, log_norm, hard,
 
 def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    check_labels(X, labels, hard)
     _estep_per_coordinate(prec_chol ** 2, X, sample_weight, means, log_norm, hard,
                           chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
 
 def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    check_labels(X, labels, hard)
     precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
     _estep_per_coordinate(precision, X, sample_weight, means, log_norm, hard,
                           chunk_size, labels, log_prob, nk, sx, sxx, obj)
@@ -147,6 +154,7 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size,
                     labels, log_prob, nk, sx, obj):
+    check_labels(X, labels, hard)
     for c, start, stop in _chunks(X.shape[0], chunk_size):
         x = np.ascontiguousarray(X[start:stop], dtype=np.float64)
         # log p(x | k) = sum_j x_j log p_kj + (1 - x_j) log(1 - p_kj)
@@ -270,30 +278,35 @@ def _gaussian_missing(cov_type, X, sample_weight, means, prec_chol, log_norm, ce
 
 def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                        chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    check_labels(X, labels, hard)
     _gaussian_missing("full", X, sample_weight, means, prec_chol, log_norm, center,
                       hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
 
 def estep_tied_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                        chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    check_labels(X, labels, hard)
     _gaussian_missing("tied", X, sample_weight, means, prec_chol, log_norm, center,
                       hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
 
 def estep_diag_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                        chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    check_labels(X, labels, hard)
     _gaussian_missing("diag", X, sample_weight, means, prec_chol, log_norm, center,
                       hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
 
 def estep_spherical_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
                             chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj):
+    check_labels(X, labels, hard)
     _gaussian_missing("spherical", X, sample_weight, means, prec_chol, log_norm, center,
                       hard, chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
 
 
 def estep_bernoulli_missing(X, sample_weight, logit, log_norm, log_q, hard, chunk_size,
                             labels, log_prob, nk, nko, sx, obj):
+    check_labels(X, labels, hard)
     for c, start, stop in _chunks(X.shape[0], chunk_size):
         x = np.ascontiguousarray(X[start:stop], dtype=np.float64)
         miss = np.isnan(x)
