@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.linalg import solve_triangular
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from sklearn.base import clone
@@ -13,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fastem import ConvergenceWarning, GaussianMixture
+from fastem import _linalg
 
 from testing_utils import rel_err
 
@@ -595,3 +597,29 @@ def test_verbose_output(backend, iris, capsys):
     GaussianMixture(2, verbose=2, random_state=0).fit(iris)
     out = capsys.readouterr().out
     assert "Initialization 0" in out and "Iteration 1" in out and "converged" in out
+
+
+@pytest.mark.parametrize("shape", [(1,), (2,), (3,), (5,), (8,), (17,), (64,), (4, 33), (8, 64)],
+                         ids=str)
+def test_invert_lower_matches_scipy(shape):
+    # lower Cholesky factors of covariances, every other one with eigenvalues
+    # down to 1e-3; d = 1, powers of two and others (padded to a power of two)
+    rng = np.random.default_rng(len(shape) * 100 + shape[-1])
+    d = shape[-1]
+    stack = []
+    for j in range(int(np.prod(shape[:-1]))):
+        A = rng.standard_normal((d, d))
+        stack.append(np.linalg.cholesky(A @ A.T / d + np.eye(d) * (1e-3 if j % 2 else 1.0)))
+    L = np.array(stack).reshape(shape[:-1] + (d, d))
+    before = L.copy()
+    inv = _linalg._invert_lower(L)
+    np.testing.assert_array_equal(L, before)
+    assert inv.shape == L.shape
+    flat = inv.reshape(-1, d, d)
+    for got, factor in zip(flat, L.reshape(-1, d, d)):
+        expected = solve_triangular(factor, np.eye(d), lower=True)
+        assert np.all(np.triu(got, 1) == 0.0)
+        # relative to each row's largest entry: the inverse's entries span
+        # many magnitudes, and rounding is relative to the sums they come from
+        scale = np.abs(expected).max(axis=1, keepdims=True)
+        assert np.max(np.abs(got - expected) / scale) < 1e-12
