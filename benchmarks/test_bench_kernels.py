@@ -59,11 +59,15 @@ def _gaussian_arguments(case, problem, chunk_size, n_chunks):
         prec_chol=np.ascontiguousarray(params.prec_chol, dtype=np.float64),
         log_norm=family.log_norm(params),
         center=np.ascontiguousarray(problem.center, dtype=np.float64),
-        hard=case.hard, chunk_size=chunk_size,
-        labels=np.full(n, -1, dtype=np.int64), log_prob=np.empty((0, k)),
-        imputed=np.empty((0, d)), **buffers,
+        hard=case.hard, chunk_size=chunk_size, labels=_labels(case, n),
+        log_prob=np.empty((0, k)), imputed=np.empty((0, d)), **buffers,
     )
     return values, buffers
+
+
+def _labels(case, n):
+    """The labels argument of a fit's iterations: soft E-steps take none."""
+    return np.full(n, -1, dtype=np.int64) if case.hard else np.empty(0, dtype=np.int64)
 
 
 def _bernoulli_arguments(case, problem, chunk_size, n_chunks):
@@ -77,7 +81,7 @@ def _bernoulli_arguments(case, problem, chunk_size, n_chunks):
         X=problem.X, sample_weight=problem.sample_weight,
         logit=np.ascontiguousarray(logit), log_norm=log_norm,  # as BernoulliFamily.e_step
         log_q=np.ascontiguousarray(log_q),
-        hard=case.hard, chunk_size=chunk_size, labels=np.full(n, -1, dtype=np.int64),
+        hard=case.hard, chunk_size=chunk_size, labels=_labels(case, n),
         log_prob=np.empty((0, k)), **buffers,
     )
     return values, buffers
@@ -96,7 +100,10 @@ def _check_estep(case, problem, values, buffers):
     """The pass covered every row: responsibilities of each row sum to its weight."""
     np.testing.assert_allclose(buffers["nk"].sum(), problem.sample_weight.sum(), rtol=1e-9)
     assert np.isfinite(buffers["obj"]).all()
-    assert values["labels"].min() >= 0
+    if case.hard:
+        assert values["labels"].min() >= 0
+    else:
+        assert values["labels"].shape == (0,)
 
 
 def _check_sqdist(case, problem, values, buffers):
