@@ -440,6 +440,16 @@ cdef inline double row_top(const double* lp, Py_ssize_t k, Py_ssize_t* best) noe
     return top
 
 
+cdef inline double row_max(const double* lp, Py_ssize_t k) noexcept nogil:
+    """max_j lp[j] (``row_top`` without the index: a soft iteration's rows,
+    whose labels nothing reads)."""
+    cdef Py_ssize_t j
+    cdef double top = lp[0]
+    for j in range(1, k):
+        top = lp[j] if lp[j] > top else top
+    return top
+
+
 cdef inline double row_total(const double* e, Py_ssize_t k) noexcept nogil:
     """sum_j e[j] from four partial sums (one chain of k dependent additions
     had been slower)."""
@@ -549,8 +559,9 @@ cdef inline void finish_block(Py_ssize_t i0, Py_ssize_t n_rows, Py_ssize_t k,
                               double* prod, double* obj) noexcept nogil:
     """Labels, objective and responsibilities of a block from its ``lp`` (BLOCK, k).
 
-    ``best_of[r]`` is row r's label, or -1 when the row adds nothing (padding
-    or zero weight).  Soft: ``wr[r, j] = w_i r_ij`` (0 for rows that add
+    ``best_of[r]`` is -1 when the row adds nothing (padding or zero weight),
+    else row r's label; 0 when ``labels`` is NULL (a soft iteration, which
+    takes each row's maximum only, not its index).  Soft: ``wr[r, j] = w_i r_ij`` (0 for rows that add
     nothing), and ``lp`` is overwritten; the exps of the block's rows are
     taken in one loop, whose independent polynomial chains overlap (one
     row's exps at a time, their latency had been exposed).  Hard: ``wr`` is
@@ -583,12 +594,15 @@ cdef inline void finish_block(Py_ssize_t i0, Py_ssize_t n_rows, Py_ssize_t k,
         if log_prob != NULL:
             for j in range(k):
                 log_prob[i * k + j] = lp[r * k + j]
-        top[r] = row_top(lp + r * k, k, &best)
         if labels != NULL:
+            top[r] = row_top(lp + r * k, k, &best)
             if labels[i] != best:
                 obj[2] += 1.0
             labels[i] = best
-        best_of[r] = best
+            best_of[r] = best
+        else:
+            top[r] = row_max(lp + r * k, k)
+            best_of[r] = 0  # any component: the row adds something
         # a row whose entries are all -inf is shifted by 0: its exps are 0
         if top[r] != -INFINITY:
             shift[r] = top[r]
