@@ -719,9 +719,10 @@ def test_chunk_layout():
 
     fastem.set_chunk_size(None)
     assert chunk_layout(10) == (256, 1)
-    assert chunk_layout(256 * 64) == (256, 64)
+    assert chunk_layout(256 * 32) == (256, 32)
+    assert chunk_layout(256 * 32 + 1) == (257, 32)
     rows, n_chunks = chunk_layout(10**6)
-    assert n_chunks == 64 and rows * 64 >= 10**6
+    assert n_chunks == 32 and rows * 32 >= 10**6 > (rows - 1) * 32
     try:
         fastem.set_chunk_size(100)
         assert fastem.get_chunk_size() == 100

@@ -67,7 +67,7 @@ QUADRATIC, OBSERVED, SPHERICAL, PAIRS, PAIRS_OBSERVED = 1, 2, 3, 4, 5  # feature
 PAIRS_MAX_D = 64  # soft full E-steps of up to this many features take the PAIRS map
 
 # Elements of a temporary the statistics below may make at once.  A larger
-# one (the (C, k, d) arrays of 64 chunks hold 256 KB at d = 64, k = 8) is
+# one (the (C, k, d) arrays of 64 chunks held 256 KB at d = 64, k = 8) is
 # allocated by the C library with mmap and page-faulted in anew each time:
 # 330 us against 18 us for the same work in four slabs of chunks.
 _SLAB_ELEMENTS = 8192
