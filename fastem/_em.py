@@ -69,7 +69,8 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
     center : ndarray of shape (n_features,), shift of the tied scatter
     warm : (params, lower_bound) to continue from, or None
     stats_hook : callable (stats, params, labels) -> stats, applied before
-        each M-step (K-means relocates empty clusters there)
+        each M-step (K-means relocates empty clusters there); ``labels`` are
+        the E-step's only when ``hard``: soft iterations skip them
     """
     n_samples, n_features = X.shape
     chunk_size, n_chunks = _config.chunk_layout(n_samples)

@@ -533,8 +533,8 @@ cdef inline double assign_one(Py_ssize_t i, double* lp, Py_ssize_t k, bint hard,
     """Label row i from ``lp`` (see ``assign_row``); update ``obj``.
 
     Copies ``lp`` to ``log_prob`` (unless NULL) first, writes the label to
-    ``labels`` (unless NULL) and counts a change in obj[2], adds w_i ll_i to obj[0] when w_i != 0 (``add_log_likelihood``),
-    and returns w_i.
+    ``labels`` (unless NULL) and counts a change in obj[2], adds w_i ll_i to
+    obj[0] when w_i != 0 (``add_log_likelihood``), and returns w_i.
     """
     cdef Py_ssize_t j
     cdef double top = 0.0, total = 1.0, w
@@ -561,10 +561,11 @@ cdef inline void finish_block(Py_ssize_t i0, Py_ssize_t n_rows, Py_ssize_t k,
 
     ``best_of[r]`` is -1 when the row adds nothing (padding or zero weight),
     else row r's label; 0 when ``labels`` is NULL (a soft iteration, which
-    takes each row's maximum only, not its index).  Soft: ``wr[r, j] = w_i r_ij`` (0 for rows that add
-    nothing), and ``lp`` is overwritten; the exps of the block's rows are
-    taken in one loop, whose independent polynomial chains overlap (one
-    row's exps at a time, their latency had been exposed).  Hard: ``wr`` is
+    takes each row's maximum only, not its index).  Soft: ``wr[r, j] =
+    w_i r_ij`` (0 for rows that add nothing), and ``lp`` is overwritten; the
+    exps of the block's rows are taken in one loop, whose independent
+    polynomial chains overlap (one row's exps at a time, their latency had
+    been exposed).  Hard: ``wr`` is
     left alone and, unless ``maha`` is NULL, w_i maha[r, label] is added to
     obj[1].
     """

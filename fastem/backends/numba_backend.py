@@ -1466,8 +1466,9 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
     """Softmax of a block of ``_RB`` rows whose scores are in ST (rows in lanes).
 
     Rows i0 .. i0 + n_rows - 1 get their label (first index of the maximum;
-    not when ``labels`` is empty) and their log-likelihood (added, times w, to obj[0]); the scores become
-    w_i r_ij, 0 for padding rows and components; NKV[j * 4 + lane] sums them.
+    not when ``labels`` is empty) and their log-likelihood (added, times w,
+    to obj[0]); the scores become w_i r_ij, 0 for padding rows and
+    components; NKV[j * 4 + lane] sums them.
     ``lane`` is scratch of 32 floats (lane[24:32]: the block's weights, 0 past
     its rows); lane[16] (1 before the first call) carries the product of the
     totals t_i of rows of weight 1, whose log the caller adds to obj[0] at
