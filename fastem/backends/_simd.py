@@ -23,6 +23,8 @@ register-tiled product needs:
 * ``vadd(a, b)``, ``vsub(a, b)``, ``vmul(a, b)``, ``vdiv(a, b)``  lane-wise sum,
                            difference, product, quotient (correctly rounded)
 * ``vhsum(v)``             the sum of the lanes, as a scalar
+* ``sfma(a, b, c)``, ``sadd(a, b)``  float64 scalar a * b + c (rounded once) and
+                           a + b, which the caller's fast-math flags cannot reorder
 * ``vload4_f64(X, i, a)``  4 elements of a 2-d array, contiguous in memory from
                            ``X[i, a]``, widened to a float64 vector
 * ``vtranspose4(a, b, c, d)`` the 4 x 4 transpose of four float64 vectors
@@ -215,6 +217,19 @@ def sfma(typingctx, a, b, c):
                                             ir.FunctionType(dbl, [dbl] * 3), "llvm.fma.f64")
         return builder.call(fn, args)
     return types.float64(a, b, c), codegen
+
+
+@intrinsic
+def sadd(typingctx, a, b):
+    """a + b for float64 scalars, an addition without fast-math flags: the
+    lane arithmetic of ``vadd`` for one value, which the caller's flags
+    cannot reorder with the additions around it (as ``sfma``)."""
+    if not (a == b == types.float64):
+        raise TypeError(f"sadd: expected two float64, got {a}, {b}")
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return types.float64(a, b), codegen
 
 
 @intrinsic
