@@ -25,9 +25,9 @@ from . import _soft
 from ._table import check_labels
 from ._screen import screen_constants
 from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, exp2_of_rounded, lanes, prefetch_rows, sadd,
-                    sfma, sload, sstore, stage_rows4, vadd, vdiv, vexp_nonpositive, vfma, vhsum, vload, vload4_f64,
-                    vselect_ge, vselect_nan, vmax, vmul, vsplat, vstore, vsub, vtranspose4,
-                    vzero)
+                    sfma, sload, sstore, stage_rows4, vadd, vdiv, vexp_nonpositive, vfma, vhsum,
+                    vload, vload4_f64, vselect_ge, vselect_nan, vmax, vmul, vsplat, vstore, vsub,
+                    vtranspose4, vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
