@@ -30,6 +30,7 @@ register-tiled product needs:
 * ``vtranspose4(a, b, c, d)`` the 4 x 4 transpose of four float64 vectors
 * ``vselect_nan(v, x, y)`` lane-wise ``x if v is NaN else y``
 * ``prefetch_rows(X, i, n)`` a cache hint for rows i .. i + n - 1 of X
+* ``prefetch_rows_near(X, i, n)`` the same hint, into the level-1 cache
 * ``stage_rows4(...)``     the K-means screen's staging of 4 rows by 4 features
 * ``exp2_of_rounded(t)``   2.0 ** n for ``t = n + 1.5 * 2**52`` (the rounding
                            trick of ``exp``), built from the bits of ``t``
@@ -303,19 +304,8 @@ def vload4_f64(typingctx, arr, i, a):
     return vt(arr, i, a), codegen
 
 
-@intrinsic
-def prefetch_rows(typingctx, arr, i, n):
-    """Ask for rows i .. i + n - 1 of a C-ordered 2-d array to be brought
-    into the cache (``llvm.prefetch`` of each 64-byte line they span, for
-    reading, locality 2: the level-2 cache on x86, ``prefetcht1``); a hint
-    only: no fault, no result; nothing when n <= 0.  Unchecked, as
-    ``vload``.  Into the level-1 cache (locality 3) the next rows evicted
-    the operands of the tiles in use (one thread, ns a row: Bernoulli
-    (2e5, 64, 32) 314 -> 278, diagonal (5e4, 64, 8) 203 -> 167 with
-    locality 2)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 2):
-        raise TypeError(f"prefetch_rows: expected a 2-d array, got {arr}")
-
+def _prefetch_rows_codegen(locality):
+    """The code of ``prefetch_rows`` (locality 2) and ``prefetch_rows_near`` (3)."""
     def codegen(context, builder, sig, args):
         aryty = sig.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
@@ -336,9 +326,33 @@ def prefetch_rows(typingctx, arr, i, n):
         with cgutils.for_range_slice(builder, ir.Constant(intp, 0), length,
                                      ir.Constant(intp, 64)) as (offset, _):
             builder.call(fn, [builder.gep(base, [offset]), ir.Constant(i32, 0),
-                              ir.Constant(i32, 2), ir.Constant(i32, 1)])
+                              ir.Constant(i32, locality), ir.Constant(i32, 1)])
         return context.get_dummy_value()
-    return types.none(arr, i, n), codegen
+    return codegen
+
+
+@intrinsic
+def prefetch_rows(typingctx, arr, i, n):
+    """Ask for rows i .. i + n - 1 of a C-ordered 2-d array to be brought
+    into the cache (``llvm.prefetch`` of each 64-byte line they span, for
+    reading, locality 2: the level-2 cache on x86, ``prefetcht1``); a hint
+    only: no fault, no result; nothing when n <= 0.  Unchecked, as
+    ``vload``.  Into the level-1 cache (locality 3) the next rows evicted
+    the operands of the tiles in use (one thread, ns a row: Bernoulli
+    (2e5, 64, 32) 314 -> 278, diagonal (5e4, 64, 8) 203 -> 167 with
+    locality 2)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2):
+        raise TypeError(f"prefetch_rows: expected a 2-d array, got {arr}")
+    return types.none(arr, i, n), _prefetch_rows_codegen(2)
+
+
+@intrinsic
+def prefetch_rows_near(typingctx, arr, i, n):
+    """``prefetch_rows`` into the level-1 cache (locality 3, ``prefetcht0``):
+    for the few rows needed next, already on their way to the level-2 cache."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2):
+        raise TypeError(f"prefetch_rows_near: expected a 2-d array, got {arr}")
+    return types.none(arr, i, n), _prefetch_rows_codegen(3)
 
 
 @intrinsic
