@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends._table import OBJ_CHANGED, OBJ_LOGLIK
+from .backends._table import OBJ_CHANGED, OBJ_LOGLIK, chunk_count
 
 
 @dataclass
@@ -83,10 +83,16 @@ class BernoulliFamily:
 
     def e_step(self, kernels, X, sample_weight, params, *, center, hard, chunk_size,
                labels, buffers, log_prob=None, imputed=None, total_weight=None):
+        """Run the E-step kernel; return its :class:`BernoulliStats`, or None
+        when ``buffers`` is None (see ``GaussianFamily.e_step``)."""
+        k, d = params.means.shape
+        wanted = buffers is not None
+        if not wanted:
+            buffers = self.allocate(chunk_count(X.shape[0], chunk_size) if self.missing else 0,
+                                    k, d)
         # the fit's driver passes sum(sample_weight), an O(n) sum, once a fit
-        if total_weight is None:
+        if total_weight is None and wanted:
             total_weight = float(sample_weight.sum())
-        k = params.means.shape[0]
         if log_prob is None:
             log_prob = np.empty((0, k))
         logit, log_norm, log_q = self.natural_params(params)
@@ -101,6 +107,8 @@ class BernoulliFamily:
             kernels.estep_bernoulli(X, sample_weight, np.ascontiguousarray(logit),
                                     log_norm, hard, chunk_size, labels, log_prob,
                                     buffers["nk"], buffers["sx"], buffers["obj"])
+        if not wanted:
+            return None
         return BernoulliStats(buffers["nk"].sum(axis=0), buffers["sx"].sum(axis=0),
                               buffers["obj"].sum(axis=0), total_weight, nko)
 

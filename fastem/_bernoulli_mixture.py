@@ -108,7 +108,7 @@ class BernoulliMixture(BaseMixture):
         return fixed, inits
 
     def _check_unobserved(self, stats):
-        if stats.nko is None:
+        if stats is None or stats.nko is None:
             return
         empty = np.argwhere(stats.nko == 0)
         if empty.size:

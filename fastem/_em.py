@@ -54,7 +54,7 @@ def lower_bound_is_better(run, best):
 
 def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_init,
            max_iter, hard, make_monitor, is_better=lower_bound_is_better,
-           center=None, warm=None, stats_hook=None, verbose=0):
+           center=None, warm=None, stats_hook=None, final_statistics=True, verbose=0):
     """Run EM ``n_init`` times and return the best :class:`EMRun`.
 
     Parameters
@@ -71,6 +71,10 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
     stats_hook : callable (stats, params, labels) -> stats, applied before
         each M-step (K-means relocates empty clusters there); ``labels`` are
         the E-step's only when ``hard``: soft iterations skip them
+    final_statistics : bool
+        whether the caller reads the final E-step's statistics
+        (``EMRun.final_stats``, else None): without them that E-step writes
+        the labels only (a soft one then skips its exps and moments)
     """
     n_samples, n_features = X.shape
     chunk_size, n_chunks = _config.chunk_layout(n_samples)
@@ -86,9 +90,10 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         center = np.zeros(n_features)
     total_weight = float(sample_weight.sum())
 
-    def e_step(params, labels):
+    def e_step(params, labels, statistics=True):
         return family.e_step(kernels, X, sample_weight, params, center=center, hard=hard,
-                             chunk_size=chunk_size, labels=labels, buffers=buffers,
+                             chunk_size=chunk_size, labels=labels,
+                             buffers=buffers if statistics else None,
                              total_weight=total_weight)
 
     best = None
@@ -124,13 +129,15 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
             if converged:
                 break
         # final E-step: labels (and K-means' inertia) at the returned parameters
-        final_stats = e_step(params, labels)
+        final_stats = e_step(params, labels, final_statistics)
         lower_bound = lower_bounds[-1] if lower_bounds else initial_lower_bound
         run = EMRun(params, n_iter, lower_bound, lower_bounds, converged, labels,
                     final_stats)
         if verbose:
+            described = (monitor.describe(final_stats) if final_stats is not None
+                         else f"lower bound {lower_bound:.10g}")
             print(f"Initialization {'converged' if converged else 'did not converge'}: "
-                  f"{monitor.describe(final_stats)}, {n_iter} iterations, "
+                  f"{described}, {n_iter} iterations, "
                   f"{time.perf_counter() - started:.3f} s")
         if best is None or is_better(run, best):
             beaten, best = best, run

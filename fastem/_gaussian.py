@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _linalg
-from .backends._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA
+from .backends._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA, chunk_count, sxx_shape
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 _EPS10 = 10 * np.finfo(np.float64).eps  # keeps empty components finite, as scikit-learn
@@ -56,13 +56,6 @@ class GaussianStats:
         return int(self.obj[OBJ_CHANGED])
 
 
-def sxx_shape(covariance_type, n_components, n_features):
-    return {
-        "full": (n_components, n_features, n_features),
-        "tied": (n_features, n_features),
-        "diag": (n_components, n_features),
-        "spherical": (n_components,),
-    }[covariance_type]
 
 
 class GaussianFamily:
@@ -103,10 +96,17 @@ class GaussianFamily:
 
     def e_step(self, kernels, X, sample_weight, params, *, center, hard, chunk_size,
                labels, buffers, log_prob=None, imputed=None, total_weight=None):
-        # the fit's driver passes sum(sample_weight), an O(n) sum, once a fit
-        if total_weight is None:
-            total_weight = float(sample_weight.sum())
+        """Run the E-step kernel; return its :class:`GaussianStats`, or None when
+        ``buffers`` is None: labels and log_prob only (the kernels' statistics
+        off; with NaN, whose kernels always take statistics, into temporaries)."""
         k, d = params.means.shape
+        wanted = buffers is not None
+        if not wanted:
+            buffers = self.allocate(chunk_count(X.shape[0], chunk_size) if self.missing else 0,
+                                    k, d)
+        # the fit's driver passes sum(sample_weight), an O(n) sum, once a fit
+        if total_weight is None and wanted:
+            total_weight = float(sample_weight.sum())
         if log_prob is None:
             log_prob = np.empty((0, k))
         # small parameter arrays go in C order so that one compiled kernel serves all fits
@@ -125,6 +125,8 @@ class GaussianFamily:
         else:
             getattr(kernels, f"estep_{self.covariance_type}")(
                 *args, buffers["nk"], buffers["sx"], buffers["sxx"], buffers["obj"])
+        if not wanted:
+            return None
         # chunk slots are summed in chunk order: the same bits for any thread count
         return GaussianStats(buffers["nk"].sum(axis=0), buffers["sx"].sum(axis=0),
                              buffers["sxx"].sum(axis=0), buffers["obj"].sum(axis=0),

@@ -146,6 +146,8 @@ class BaseMixture(BaseEstimator):
             make_monitor=lambda lb: ConvergenceMonitor(self.tol, lb),
             center=center,
             warm=warm,
+            # only the checks of data with NaN read the final statistics
+            final_statistics=missing,
             verbose=self.verbose,
         )
         if not run.converged and self.max_iter > 0:
@@ -171,7 +173,8 @@ class BaseMixture(BaseEstimator):
         return True
 
     def _check_unobserved(self, stats):
-        """Hook: warn about parameters that no observed value informs."""
+        """Hook: warn about parameters that no observed value informs (``stats``
+        is the final E-step's, None for data without NaN)."""
 
     def _initial_params(self, X, sample_weight, random_state, family, center, inits):
         """Initial parameters: responsibilities by ``init_params``, then the *_init."""
@@ -212,7 +215,7 @@ class BaseMixture(BaseEstimator):
         check_is_fitted(self, "weights_")
         X, missing = self._validate_X(X, reset=False)
         n, d = X.shape
-        chunk_size, n_chunks = _config.chunk_layout(n)
+        chunk_size, _ = _config.chunk_layout(n)
         family = self._make_family(frozenset())
         family.missing = missing
         labels = np.full(n, -1, dtype=np.int64)
@@ -222,7 +225,7 @@ class BaseMixture(BaseEstimator):
                       center=self.weights_ @ self.means_, hard=False,
                       chunk_size=chunk_size,
                       labels=labels,
-                      buffers=family.allocate(n_chunks, self.n_components, d),
+                      buffers=None,  # no statistics: labels, log_prob, imputed only
                       log_prob=log_prob, imputed=imputed)
         return labels, log_prob, imputed
 

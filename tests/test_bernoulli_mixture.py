@@ -264,3 +264,17 @@ def test_sample_returns_binary_rows(backend, generated):
         assert np.abs(S[y == j].mean(axis=0) - model.means_[j]).max() < 5 * 0.5 / np.sqrt(n_j)
     # the sample is reproducible from random_state
     np.testing.assert_array_equal(model.sample(10)[0], model.sample(10)[0])
+
+
+@pytest.mark.parametrize("assignment", ["soft", "hard"])
+def test_fit_predict_equals_fit_then_predict(backend, generated, assignment):
+    # the final E-step and predict write labels without statistics
+    X = generated[0]
+    kwargs = dict(n_components=3, random_state=1, max_iter=5, assignment=assignment)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = BernoulliMixture(**kwargs).fit_predict(X)
+        model = BernoulliMixture(**kwargs).fit(X)
+    np.testing.assert_array_equal(labels, model.predict(X))
+    lp = log_joint(X, model.weights_, model.means_)
+    np.testing.assert_array_equal(labels, np.argmax(lp, axis=1))

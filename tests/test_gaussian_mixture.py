@@ -313,16 +313,22 @@ def test_hard_assignment_fixed_point_is_a_partition(backend, iris, cov_type):
     assert model.lower_bound_ <= model.score(iris) + 1e-12
 
 
+@pytest.mark.parametrize("cov_type", COV_TYPES)
 @pytest.mark.parametrize("max_iter", [2, 100])
 @pytest.mark.parametrize("assignment", ["soft", "hard"])
-def test_fit_predict_equals_fit_then_predict(backend, wine, max_iter, assignment):
-    kwargs = dict(covariance_type="diag", random_state=2, max_iter=max_iter,
+def test_fit_predict_equals_fit_then_predict(backend, wine, max_iter, assignment, cov_type):
+    kwargs = dict(covariance_type=cov_type, random_state=2, max_iter=max_iter,
                   assignment=assignment)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         labels = GaussianMixture(3, **kwargs).fit_predict(wine)
         model = GaussianMixture(3, **kwargs).fit(wine)
     np.testing.assert_array_equal(labels, model.predict(wine))
+    # the final E-step and predict write labels without statistics; the most
+    # probable component from the log-densities, computed here, agrees
+    log_prob = scipy_log_prob(wine, model.weights_, model.means_, model.covariances_,
+                              cov_type)
+    np.testing.assert_array_equal(labels, np.argmax(log_prob, axis=1))
 
 
 def test_sample_shapes_and_labels(backend, wine):

@@ -114,12 +114,15 @@ def sxx_shape(cov_type, k, d):
     return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[cov_type]
 
 
-def run_gaussian_kernel(kernel, case, cov_type, hard, chunk_size, want_log_prob):
-    """Call one E-step kernel on fresh NaN-filled buffers; return every output."""
+def run_gaussian_kernel(kernel, case, cov_type, hard, chunk_size, want_log_prob,
+                        statistics=True):
+    """Call one E-step kernel on fresh NaN-filled buffers; return every output.
+    Without ``statistics``, the statistic buffers have no chunk rows (the
+    table's statistics off)."""
     X = case["X"]
     n, d = X.shape
     k = case["means"].shape[0]
-    n_chunks = -(-n // chunk_size)
+    n_chunks = -(-n // chunk_size) if statistics else 0
     out = dict(
         labels=case["labels"].copy(),
         log_prob=np.full((n if want_log_prob else 0, k), np.nan),
@@ -136,11 +139,11 @@ def run_gaussian_kernel(kernel, case, cov_type, hard, chunk_size, want_log_prob)
     return out
 
 
-def run_bernoulli_kernel(kernel, case, hard, chunk_size, want_log_prob):
+def run_bernoulli_kernel(kernel, case, hard, chunk_size, want_log_prob, statistics=True):
     X = case["X"]
     n, d = X.shape
     k = case["logit"].shape[0]
-    n_chunks = -(-n // chunk_size)
+    n_chunks = -(-n // chunk_size) if statistics else 0
     out = dict(
         labels=case["labels"].copy(),
         log_prob=np.full((n if want_log_prob else 0, k), np.nan),
@@ -331,6 +334,50 @@ def test_soft_estep_without_labels(backend, model, d, want_log_prob):
         run(dict(case, labels=empty), True)
     with pytest.raises(ValueError, match=r"labels must have shape \(301,\) or \(0,\)"):
         run(dict(case, labels=case["labels"][:300]), False)
+
+
+@pytest.mark.parametrize("want_log_prob", [False, True], ids=["labels", "log_prob"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("d", [5, 64, 67])  # numba's soft full E-step: products to d = 64
+@pytest.mark.parametrize("model", COV_TYPES + ("bernoulli",))
+def test_estep_with_statistics_off(backend, model, d, hard, want_log_prob):
+    # Statistic buffers with no chunk rows (prediction, a soft fit's final
+    # E-step): the labels and log_prob must be the same bits as with statistics,
+    # whichever path the kernel takes (numba's and Cython's soft paths skip
+    # the exps and the moments; other paths compute into temporaries).
+    rng = np.random.default_rng(50 + d + hard)
+    kernels = backends.get_kernels()
+    if model == "bernoulli":
+        case = make_bernoulli_case(n=301, d=d, k=6, dtype=np.float64, rng=rng)
+
+        def run(statistics):
+            return run_bernoulli_kernel(kernels.estep_bernoulli, case, hard, 128,
+                                        want_log_prob, statistics)
+    else:
+        case = make_gaussian_case(model, n=301, d=d, k=6, dtype=np.float64, rng=rng)
+
+        def run(statistics):
+            return run_gaussian_kernel(getattr(kernels, "estep_" + model), case, model,
+                                       hard, 128, want_log_prob, statistics)
+    on, off = run(True), run(False)
+    assert not np.array_equal(case["labels"], on["labels"])  # the labels were written
+    np.testing.assert_array_equal(off["labels"], on["labels"])
+    np.testing.assert_array_equal(off["log_prob"], on["log_prob"])
+    assert off["log_prob"].shape == ((301, 6) if want_log_prob else (0, 6))
+    for name in ("nk", "sx", "sxx", "obj"):
+        if name in off:
+            assert off[name].shape[0] == 0, name
+
+
+def test_statistics_optional_wraps_only_complete_data_estep_kernels():
+    def estep_full_missing(*args):
+        raise AssertionError("not called")
+
+    with pytest.raises(ValueError, match="statistics_optional serves .*'estep_full_missing'"):
+        _table.statistics_optional(estep_full_missing)
+    kernel = _table.statistics_optional(numpy_backend.estep_diag.__wrapped__)
+    with pytest.raises(TypeError, match="estep_diag takes its 14 arguments by position"):
+        kernel(np.zeros((3, 2)))
 
 
 @pytest.mark.parametrize("model", COV_TYPES + ("bernoulli",))

@@ -29,7 +29,7 @@ import numpy as np
 from fastem.backends._cython_common cimport (
     BLOCK, SUB, add_staged, chunk_stop, fastem_block_scores, fastem_lower_moments,
     fastem_moments, fastem_sq_distances, fastem_upper_product, finish_block, floating,
-    flush_log_product, load_block, stage_weights, zero)
+    flush_log_product, load_block, row_top, stage_weights, zero)
 
 
 cdef extern from *:
@@ -1170,6 +1170,20 @@ cdef enum:
     PAIRS = 4       # x', x'_a x'_b for b <= a, a-major (d + d (d + 1) / 2)
 
 
+cdef inline void label_block(Py_ssize_t i0, Py_ssize_t n_rows, Py_ssize_t k, const double* lp,
+                             int64_t* labels, double* log_prob) noexcept nogil:
+    """The labels and log_prob (each unless NULL) of a block's rows from their
+    ``lp`` (BLOCK, k), as ``finish_block`` writes them."""
+    cdef Py_ssize_t r, j, best
+    for r in range(n_rows):
+        if log_prob != NULL:
+            for j in range(k):
+                log_prob[(i0 + r) * k + j] = lp[r * k + j]
+        if labels != NULL:
+            row_top(lp + r * k, k, &best)
+            labels[i0 + r] = best
+
+
 cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                               const double* sample_weight, const double* c,
                               const double* GT, const double* A, int features,
@@ -1186,7 +1200,9 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     staged.  The caller turns the moments about c into the statistics
     (``backends._soft``), as for the numba backend.  Unless ``scat`` is NULL
     it receives the weighted scatter of the features, sum_i w_i f_i f_i^T
-    (mp, mp; exact on and below the diagonal; mp a multiple of 8).  Before, the scores
+    (mp, mp; exact on and below the diagonal; mp a multiple of 8).  With ``mom``
+    NULL (statistics off) only the labels and log_prob are written: no exps,
+    no moments, and nk, obj and scat are not touched.  Before, the scores
     were distances from differences, one row at a time with NaN (diagonal
     with NaN, (1e5, 16, 8), 2 threads: 7.0-7.3 -> 3.9 ms a call), and the
     spherical moments took the diagonal's 2 d features (cython/numba at the
@@ -1217,9 +1233,10 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     if scat != NULL:
         zero(Z, zs)
         zero(scat, mp * mp)
-    zero(mom, k * mp)
-    zero(nk, k)
-    zero(obj, 3)
+    if mom != NULL:
+        zero(mom, k * mp)
+        zero(nk, k)
+        zero(obj, 3)
     for ib in range((stop - start + BLOCK - 1) // BLOCK):
         i0 = start + ib * BLOCK
         n_rows = stop - i0 if stop - i0 < BLOCK else BLOCK
@@ -1288,6 +1305,9 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                         row[d + a] = t * t
                         row[2 * d + a] = 1.0
         fastem_block_scores(F + sub * mp, GT, A, k, mp, lp)
+        if mom == NULL:  # statistics off (sub stays 0)
+            label_block(i0, n_rows, k, lp, labels, log_prob)
+            continue
         finish_block(i0, n_rows, k, lp, NULL, False, sample_weight, labels, log_prob, wr,
                      best_of, &prod, obj)
         stage_weights(wr, sub, k, WRS, nk)
@@ -1303,9 +1323,11 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
         fastem_moments(F, WRS, sub, mp, k, mom)
         if scat != NULL:
             fastem_lower_moments(F, Z, sub, mp, m, scat)
-    flush_log_product(&prod, obj)
+    if mom != NULL:
+        flush_log_product(&prod, obj)
     free(buf)
     return 0
+
 
 
 def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
@@ -1316,9 +1338,13 @@ def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
                         int num_threads):
     """Soft E-step on the feature map ``features`` (0 linear, 1 quadratic,
     2 observed, 3 spherical, 4 pairs); ``mom`` receives the moments (C, k, mp)
-    about c and ``scat``, unless empty, the features' scatters (C, mp, mp)."""
+    about c and ``scat``, unless empty, the features' scatters (C, mp, mp).
+    With ``mom`` empty (statistics off), only the labels and log_prob of the
+    ``n_chunks`` chunks are written."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
-    cdef Py_ssize_t n_chunks = obj.shape[0] // 3, ch, start
+    cdef bint moments = mom.shape[0] > 0
+    cdef Py_ssize_t n_chunks = obj.shape[0] // 3 if moments else (n + chunk_size - 1) // chunk_size
+    cdef Py_ssize_t ch, start
     cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
     cdef const floating* xp = &X[0, 0]
     cdef double* lpp = &log_prob[0] if log_prob.shape[0] == n * k and n > 0 else NULL
@@ -1334,8 +1360,9 @@ def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
             status[ch] = _soft_features_chunk(xp, s0, s1, &sample_weight[0], &c[0], &GT[0],
                                               &A[0], features, start,
                                               chunk_stop(ch, chunk_size, n), k, d, mp,
-                                              lbp, lpp, &nk[ch * k],
-                                              &mom[ch * k * mp], &obj[ch * 3],
+                                              lbp, lpp, &nk[ch * k] if moments else NULL,
+                                              &mom[ch * k * mp] if moments else NULL,
+                                              &obj[ch * 3] if moments else NULL,
                                               &scat[ch * mp * mp] if scat.shape[0] > 0
                                               else NULL)
     _check(status)

@@ -52,6 +52,16 @@ Gaussian E-step kernels (``estep_full``, ``estep_tied``, ``estep_diag``,
                      assigned component (hard only, else 0); n_changed counts
                      rows whose label changed (0 when ``labels`` is (0,)).
 
+Statistics off: ``nk``, ``sx``, ``sxx`` and ``obj`` may all be passed with
+no chunk rows ((0, k), (0, k, d), (0,) + sxx's other axes, (0, 3)) when
+only ``labels`` and ``log_prob`` are wanted (prediction, and a soft fit's
+final E-step).  The kernel then writes those two and nothing else; a soft
+kernel may skip the exps, the normalisation and the moments, and the
+labels and log_prob are the same, bit for bit, as with statistics.  A
+kernel without a path of its own for this computes its statistics into
+temporaries (``statistics_optional``).  The missing-value kernels below
+always take their statistics.
+
 ``estep_bernoulli`` has the same roles for a product of Bernoulli variables::
 
     X IN (n, d) 0/1 values; sample_weight IN (n,); logit IN (k, d)
@@ -86,7 +96,10 @@ observed coordinates of each row.
 k-means++ seeding.
 """
 
+import functools
 from collections import namedtuple
+
+import numpy as np
 
 KernelSpec = namedtuple("KernelSpec", ["name", "params"])
 
@@ -138,3 +151,68 @@ def check_labels(X, labels, hard):
         allowed = f"({n},)" if hard else f"({n},) or (0,)"
         raise ValueError(f"labels must have shape {allowed} for a "
                          f"{'hard' if hard else 'soft'} E-step, got {labels.shape}")
+
+
+def statistics_wanted(nk):
+    """False when a complete-data E-step is called with statistics off (``nk``
+    with no chunk rows; see above)."""
+    return nk.shape[0] > 0
+
+
+def chunk_count(n, chunk_size):
+    """The number of chunks of ``chunk_size`` rows that hold ``n`` rows."""
+    return max(1, -(-n // chunk_size))
+
+
+def sxx_shape(covariance_type, n_components, n_features):
+    """The second-moment statistic's shape for one chunk (see above)."""
+    k, d = n_components, n_features
+    return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
+        covariance_type]
+
+
+_STATISTIC_KERNELS = ("estep_full", "estep_tied", "estep_diag", "estep_spherical",
+                      "estep_bernoulli")
+
+
+def statistic_temporaries(name, X, n_components, chunk_size):
+    """Statistic arrays (nk, sx, sxx, obj) of kernel ``name`` for X's chunks,
+    to be dropped: for a call with statistics off taking a path that
+    computes them (``sxx`` is None for ``estep_bernoulli``)."""
+    n, d = X.shape
+    k = n_components
+    n_chunks = chunk_count(n, chunk_size)
+    sxx = None
+    if name != "estep_bernoulli":
+        sxx = np.empty((n_chunks,) + sxx_shape(name[len("estep_"):], k, d))
+    return (np.empty((n_chunks, k)), np.empty((n_chunks, k, d)), sxx,
+            np.empty((n_chunks, 3)))
+
+
+def statistics_optional(kernel):
+    """Let a complete-data E-step ``kernel`` of the table be called with
+    statistics off: it then runs with ``statistic_temporaries``.  For a
+    backend's kernels that have no cheaper path for it."""
+    name = kernel.__name__
+    if name not in _STATISTIC_KERNELS:
+        raise ValueError(f"statistics_optional serves {_STATISTIC_KERNELS}, got {name!r}")
+    params = next(spec.params for spec in KERNELS if spec.name == name)
+    at = {p: params.index(p) for p in params}
+    of_k = at["logit" if name == "estep_bernoulli" else "means"]
+
+    @functools.wraps(kernel)
+    def run(*args):
+        if len(args) != len(params):  # keyword arguments or a wrong count
+            raise TypeError(f"{name} takes its {len(params)} arguments by position, "
+                            f"got {len(args)}")
+        if statistics_wanted(args[at["nk"]]):
+            return kernel(*args)
+        args = list(args)
+        nk, sx, sxx, obj = statistic_temporaries(name, args[at["X"]], args[of_k].shape[0],
+                                                 args[at["chunk_size"]])
+        args[at["nk"]], args[at["sx"]], args[at["obj"]] = nk, sx, obj
+        if sxx is not None:
+            args[at["sxx"]] = sxx
+        return kernel(*args)
+
+    return run

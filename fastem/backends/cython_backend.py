@@ -26,7 +26,7 @@ from . import _cython_kernels as _ck_generic
 from . import _cython_missing as _cm_generic
 from . import _soft
 from ._screen import screen_constants
-from ._table import check_labels
+from ._table import check_labels, statistic_temporaries, statistics_optional, statistics_wanted
 
 SIMD_CHOICES = ("auto", "avx2", "generic")
 
@@ -153,6 +153,9 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
         _soft_estep("full", X, sample_weight, means, np.asarray(prec_chol, dtype=np.float64),
                     log_norm, chunk_size, labels, log_prob, nk, sx, sxx, obj)
         return
+    if not statistics_wanted(nk):
+        nk, sx, sxx, obj = statistic_temporaries("estep_full", X, np.shape(means)[0],
+                                                 chunk_size)
     means = np.ascontiguousarray(means, dtype=np.float64)
     center = _flat(center)
     W, cw = _whitening(means, _upper(prec_chol), center)
@@ -171,8 +174,12 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
                                                   _flat(log_norm), center)
         M, S = _soft_features(X, sample_weight, c, G, A, _LINEAR, chunk_size, labels,
                               log_prob, nk, obj, scatter=True)
-        _soft.tied_statistics(M, S, shifted, W, nk, sx, sxx, obj)
+        if statistics_wanted(nk):
+            _soft.tied_statistics(M, S, shifted, W, nk, sx, sxx, obj)
         return
+    if not statistics_wanted(nk):
+        nk, sx, sxx, obj = statistic_temporaries("estep_tied", X, np.shape(means)[0],
+                                                 chunk_size)
     means = np.ascontiguousarray(means, dtype=np.float64)
     center = _flat(center)
     U = _upper(prec_chol)
@@ -197,7 +204,8 @@ def _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_
                    obj, scatter=False):
     """The soft E-step on a feature map of ``_soft``: the moments (C, k, mp) about c,
     and with ``scatter`` the features' scatters (C, m, m), exact on and below the
-    diagonal."""
+    diagonal; with statistics off (``nk`` with no rows), the labels and log_prob
+    only, and empty moments."""
     m, k = G.shape
     mp = (m + 7) // 8 * 8 if scatter else (m + 3) // 4 * 4
     GT = np.zeros((mp, k))
@@ -225,6 +233,8 @@ def _soft_estep(model, X, sample_weight, means, precision, log_norm, chunk_size,
                                 _flat(log_norm))
     M = _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_prob, nk,
                        obj)
+    if not statistics_wanted(nk):
+        return
     if features == _soft.PAIRS:
         _ck.pairs_statistics(M[:, :, :G.shape[0]], shifted, nk, sx, sxx, _threads())
     elif features == _soft.SPHERICAL:
@@ -242,6 +252,9 @@ def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
         _soft_estep("diag", X, sample_weight, means, precision, log_norm, chunk_size, labels,
                     log_prob, nk, sx, sxx, obj)
         return
+    if not statistics_wanted(nk):
+        nk, sx, sxx, obj = statistic_temporaries("estep_diag", X, np.shape(means)[0],
+                                                 chunk_size)
     _coordinate_hard(X, sample_weight, means, precision, np.empty(0), log_norm, chunk_size,
                      labels, log_prob, nk, sx, sxx, obj)
 
@@ -253,6 +266,9 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
         _soft_estep("spherical", X, sample_weight, means, spherical, log_norm, chunk_size,
                     labels, log_prob, nk, sx, sxx, obj)
         return
+    if not statistics_wanted(nk):
+        nk, sx, sxx, obj = statistic_temporaries("estep_spherical", X, np.shape(means)[0],
+                                                 chunk_size)
     # maha_j = p_j ||x - mu_j||^2: the scores of K-means, from differences
     if log_prob.shape[0] != np.shape(X)[0]:
         screen = _screen_constants(X, means, spherical, _flat(log_norm))
@@ -316,6 +332,7 @@ def _screen_constants(X, means, precision, log_norm):
     return _flat(sc.c), CT.reshape(-1), A, 2.0 * e0, 2.0 * e1, h_max
 
 
+@statistics_optional
 def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size,
                     labels, log_prob, nk, sx, obj):
     logit = np.asarray(logit, dtype=np.float64)

@@ -22,7 +22,7 @@ import numpy as np
 from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
                           strict)
 from . import _soft
-from ._table import check_labels
+from ._table import check_labels, chunk_count, statistic_temporaries, statistics_wanted
 from ._screen import screen_constants
 from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, exp2_of_rounded, lanes, prefetch_rows,
                     prefetch_rows_near, sadd, sfma, sload, sstore, stage_rows4, vadd, vdiv,
@@ -392,7 +392,7 @@ def _estep_full_soft_chunk(ci, X, sample_weight, means, W, cw, depth, log_norm, 
             for r in range(_RB):
                 ST[j * _RB + r] = -np.inf
         _softmax_lanes(ST, 0, k, kp, i0, min(_RB, stop - i0), sample_weight, labels,
-                       log_prob, want_lp, lane, NKV, obj)
+                       log_prob, want_lp, lane, NKV, obj, True)
         # stage w r (0 for padding rows)
         for r in range(_RB):
             for j in range(k):
@@ -735,6 +735,8 @@ def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
         _estep_soft("diag", X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
                     labels, log_prob, nk, sx, sxx, obj)
         return
+    if not statistics_wanted(nk):
+        nk, sx, sxx, obj = statistic_temporaries("estep_diag", X, means.shape[0], chunk_size)
     _estep_coordinate(X, sample_weight, means, prec_chol ** 2, log_norm, hard,
                       chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
@@ -746,6 +748,9 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
         _estep_soft("spherical", X, sample_weight, means, prec_chol ** 2, log_norm,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj)
         return
+    if not statistics_wanted(nk):
+        nk, sx, sxx, obj = statistic_temporaries("estep_spherical", X, means.shape[0],
+                                                 chunk_size)
     # the hard paths accumulate the squares per feature; the table's
     # statistic is their sum
     per_feature = np.empty(sx.shape)
@@ -1462,8 +1467,11 @@ def _stage_and_score(X, s0, rows, c, features, m, mp, m_score, G, A, kp, FT, ST)
 
 @leaf
 def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, want_lp,
-                   lane, NKV, obj):
+                   lane, NKV, obj, exps):
     """Softmax of a block of ``_RB`` rows whose scores are in ST (rows in lanes).
+
+    Without ``exps`` (statistics off) only the labels and log_prob are
+    written: the scores, NKV, obj and ``lane`` are left as they are.
 
     Rows i0 .. i0 + n_rows - 1 get their label (first index of the maximum;
     not when ``labels`` is empty) and their log-likelihood (added, times w,
@@ -1479,8 +1487,9 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
     """
     want_labels = labels.shape[0] > 0
     # the weights are stored long before the vector loads that read them
-    for r in range(_RB):
-        lane[24 + r] = sample_weight[i0 + r] if r < n_rows else 0.0
+    if exps:
+        for r in range(_RB):
+            lane[24 + r] = sample_weight[i0 + r] if r < n_rows else 0.0
     for h in range(0, _RB, 4):
         base = so + h
         # each row's maximum and the first component reaching it, four rows
@@ -1506,11 +1515,13 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
         else:  # a soft iteration: the maxima only (one thread, 3 % of diag (1e5, 16, 16))
             for j in range(1, kp):
                 top = vmax(top, vload(ST, base + j * _RB))
-        vstore(lane, 0, top)
         if want_lp:
             for r in range(rows):
                 for j in range(k):
                     log_prob[i0 + h + r, j] = ST[base + j * _RB + r]
+        if not exps:
+            continue
+        vstore(lane, 0, top)
         # a row whose scores are all -inf is shifted by 0: its exps are 0.
         # Vector selects, here and for the scale below: lanes stored one at a
         # time and loaded as a vector wait for the stores to complete (one
@@ -1920,10 +1931,12 @@ def _stage_features_of(X, s0, rows, c, features, mp, FT):
 
 @serial
 def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_size, labels,
-                      log_prob, nk_all, M_all, obj_all, S_all):
+                      log_prob, nk_all, M_all, obj_all, S_all, moments):
     """Soft E-step of rows start .. stop - 1; M (kp * mp) receives the moments
     and, when S_all has rows, S (mp * mp) the lower triangle of the weighted
     scatter of the features, sum_i w_i f_i f_i^T (S[a * mp + b], b <= a).
+    Without ``moments`` (statistics off) only the labels and log_prob are
+    written: no exps, no moments, nothing in nk_all, M_all, obj_all or S_all.
 
     Features (zero-padded to mp): ``_LINEAR`` x - c; ``_QUADRATIC`` x - c
     and (x - c)^2; ``_OBSERVED`` o (x - c), o (x - c)^2 and o, with o = 0
@@ -1935,8 +1948,7 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     """
     start = ci * chunk_size
     stop = min(X.shape[0], start + chunk_size)
-    nk, M, obj = nk_all[ci], M_all[ci], obj_all[ci]
-    k = nk.shape[0]
+    k = nk_all.shape[1]
     d = X.shape[1]
     m = _feature_count(features, d)
     want_lp = log_prob.shape[0] == X.shape[0]
@@ -1946,10 +1958,13 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     NKV = np.zeros(kp * 4)
     lane = np.zeros(32)
     lane[16] = 1.0
-    M[:] = 0.0
-    MV = np.zeros(M.shape[0] * 4)  # the moment tiles' lane sums (``_fold_lanes``)
-    obj[:] = 0.0
-    scatter = S_all.shape[0] > 0
+    obj = obj_all[ci]
+    if moments:
+        nk, M = nk_all[ci], M_all[ci]
+        M[:] = 0.0
+        obj[:] = 0.0
+    MV = np.zeros(kp * mp * 4 if moments else 0)  # the moment tiles' lane sums (``_fold_lanes``)
+    scatter = moments and S_all.shape[0] > 0
     if scatter:
         S = S_all[ci]
         S[:] = 0.0
@@ -1965,7 +1980,9 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
             if prefetch:  # the next sub-block's rows, into the cache while these are used
                 prefetch_rows(X, i0 + _SUB, min(_RB, stop - i0 - _SUB))
             _softmax_lanes(ST, b * kp * _RB, k, kp, i0, min(_RB, stop - i0), sample_weight,
-                           labels, log_prob, want_lp, lane, NKV, obj)
+                           labels, log_prob, want_lp, lane, NKV, obj, moments)
+        if not moments:
+            continue
         _moment_tile_lanes(FT, ST, blocks, m, kp, mp, MV, False)
         if scatter:
             for b in range(blocks):
@@ -1979,6 +1996,8 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
                     vstore(WFT, o + a * _RB, vmul(vload(FT, o + a * _RB), w0))
                     vstore(WFT, o + a * _RB + 4, vmul(vload(FT, o + a * _RB + 4), w1))
             _moment_tile_lanes(FT, WFT, blocks, m, mp, mp, SV, True)
+    if not moments:
+        return
     _fold_lanes(MV, M)
     if scatter:
         _fold_lanes(SV, S)
@@ -2009,14 +2028,21 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
                 scatter=False):
     """Run the tiled soft E-step; returns the moments, shape (n_chunks, k, m),
     and with ``scatter`` also the features' weighted scatter (n_chunks, m, m),
-    its lower triangle only."""
+    its lower triangle only.  With statistics off (``nk`` with no rows) it
+    writes the labels and log_prob only and returns None."""
     m, k = G.shape
     Gp, Ap, kp, mp = _soft_tile_operands(G, A)
+    moments = statistics_wanted(nk)
+    n_chunks = nk.shape[0] if moments else chunk_count(X.shape[0], chunk_size)
     M = np.empty((nk.shape[0], kp * mp))
     S = np.empty((nk.shape[0] if scatter else 0, mp * mp))
-    run_chunks(_soft_tiled_chunk, nk.shape[0], X, sample_weight,
+    # without moments the chunks read only nk's shape, and obj is scratch
+    run_chunks(_soft_tiled_chunk, n_chunks, X, sample_weight,
                np.ascontiguousarray(c, dtype=np.float64), features, Gp, Ap, kp, mp,
-               chunk_size, labels, log_prob, nk, M, obj, S)
+               chunk_size, labels, log_prob, nk, M,
+               obj if moments else np.zeros((n_chunks, 3)), S, moments)
+    if not moments:
+        return None
     M = M.reshape(-1, kp, mp)[:, :k, :m]
     if scatter:
         return M, S.reshape(-1, mp, mp)[:, :m, :m]
@@ -2100,6 +2126,8 @@ def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size,
     c, shifted, G, A = operands(means, precision, log_norm)
     M = _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk,
                     obj)
+    if M is None:  # statistics off
+        return
     if features == _PAIRS:
         run_chunks(_pairs_statistics_chunk, nk.shape[0], M, shifted, nk, sx, sxx)
     elif features == _SPHERICAL:
@@ -2119,6 +2147,8 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
         _estep_soft("full", X, sample_weight, means, prec_chol, log_norm, chunk_size, labels,
                     log_prob, nk, sx, sxx, obj)
         return
+    if not statistics_wanted(nk):
+        nk, sx, sxx, obj = statistic_temporaries("estep_full", X, means.shape[0], chunk_size)
     # soft and hard are separate chunk kernels: a soft fit never compiles the hard one
     W, cw, depth = _full_tile_operands(means, prec_chol, center)
     run_chunks(_estep_full_hard_chunk if hard else _estep_full_soft_chunk, nk.shape[0], X,
@@ -2135,10 +2165,13 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
         # One thread, ns a row: (1e5, 16, 16) 186 -> 74, (2e5, 2, 8) 43 -> 33 (against
         # a kernel with rows in lanes for up to 6 features)
         c, shifted, G, A, W = _soft.tied_operands(means, prec_chol, log_norm, center)
-        M, S = _soft_tiled(X, sample_weight, c, _LINEAR, G, A, chunk_size, labels, log_prob,
-                           nk, obj, scatter=True)
-        _soft.tied_statistics(M, S, shifted, W, nk, sx, sxx, obj)
+        MS = _soft_tiled(X, sample_weight, c, _LINEAR, G, A, chunk_size, labels, log_prob,
+                         nk, obj, scatter=True)
+        if MS is not None:  # statistics on
+            _soft.tied_statistics(MS[0], MS[1], shifted, W, nk, sx, sxx, obj)
         return
+    if not statistics_wanted(nk):
+        nk, sx, sxx, obj = statistic_temporaries("estep_tied", X, means.shape[0], chunk_size)
     U, cwT, CT, A, P = _tied_tile_operands(means, prec_chol, log_norm, center)
     run_chunks(_estep_tied_chunk, nk.shape[0], X, sample_weight, means, U, cwT, CT, A, P,
                log_norm, center, hard, chunk_size, labels, log_prob, nk, sx, sxx, obj)
@@ -2207,9 +2240,13 @@ def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
     check_labels(X, labels, hard)
     if not hard:
         # log(w_j p_j(x)) = log_norm_j + x . logit_j; the moments are sx itself
-        sx[:] = _soft_tiled(X, sample_weight, np.zeros(X.shape[1]), _LINEAR, logit.T,
-                            log_norm, chunk_size, labels, log_prob, nk, obj)
+        M = _soft_tiled(X, sample_weight, np.zeros(X.shape[1]), _LINEAR, logit.T,
+                        log_norm, chunk_size, labels, log_prob, nk, obj)
+        if M is not None:  # statistics on
+            sx[:] = M
         return
+    if not statistics_wanted(nk):
+        nk, sx, _, obj = statistic_temporaries("estep_bernoulli", X, logit.shape[0], chunk_size)
     run_chunks(_estep_bernoulli_chunk, nk.shape[0], X, sample_weight, _transpose(logit),
                log_norm, hard, chunk_size, labels, log_prob, nk, sx, obj)
 
@@ -2774,7 +2811,7 @@ def _soft_missing_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size,
                                           det, piv, rp)
                     bo += q * q * kbp
             _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob,
-                           want_lp, lane, NKV, obj)
+                           want_lp, lane, NKV, obj, True)
             for r in range(n_rows):
                 if qs[r] > 0 and sample_weight[i0 + r] != 0.0:
                     _pairs_missing_moments(FT, fo + r, d, k, kbp, ST, so + r, miss, r * d,

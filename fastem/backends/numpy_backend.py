@@ -9,7 +9,7 @@ products does not depend on the memory layout of X.
 
 import numpy as np
 
-from ._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA, check_labels
+from ._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA, check_labels, statistics_optional
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -79,6 +79,7 @@ def _gaussian_estep(maha_fn, accumulate_sxx, X, sample_weight, means, log_norm,
         accumulate_sxx(c, start, stop, x, wresp)
 
 
+@statistics_optional
 def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
     check_labels(X, labels, hard)
@@ -100,6 +101,7 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     hard, chunk_size, labels, log_prob, nk, sx, obj)
 
 
+@statistics_optional
 def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
     check_labels(X, labels, hard)
@@ -137,6 +139,7 @@ def _estep_per_coordinate(precision, X, sample_weight, means, log_norm, hard,
                     hard, chunk_size, labels, log_prob, nk, sx, obj)
 
 
+@statistics_optional
 def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
                chunk_size, labels, log_prob, nk, sx, sxx, obj):
     check_labels(X, labels, hard)
@@ -144,6 +147,7 @@ def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
                           chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
 
+@statistics_optional
 def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
     check_labels(X, labels, hard)
@@ -152,6 +156,7 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                           chunk_size, labels, log_prob, nk, sx, sxx, obj)
 
 
+@statistics_optional
 def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size,
                     labels, log_prob, nk, sx, obj):
     check_labels(X, labels, hard)
