@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends._table import OBJ_CHANGED, OBJ_LOGLIK, chunk_count
+from .backends._table import OBJ_CHANGED, OBJ_LOGLIK, e_step_buffers
 
 
 @dataclass
@@ -87,9 +87,7 @@ class BernoulliFamily:
         when ``buffers`` is None (see ``GaussianFamily.e_step``)."""
         k, d = params.means.shape
         wanted = buffers is not None
-        if not wanted:
-            buffers = self.allocate(chunk_count(X.shape[0], chunk_size) if self.missing else 0,
-                                    k, d)
+        buffers = e_step_buffers(self, buffers, X.shape[0], chunk_size, k, d)
         # the fit's driver passes sum(sample_weight), an O(n) sum, once a fit
         if total_weight is None and wanted:
             total_weight = float(sample_weight.sum())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _linalg
-from .backends._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA, chunk_count, sxx_shape
+from .backends._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA, e_step_buffers, sxx_shape
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 _EPS10 = 10 * np.finfo(np.float64).eps  # keeps empty components finite, as scikit-learn
@@ -101,9 +101,7 @@ class GaussianFamily:
         off; with NaN, whose kernels always take statistics, into temporaries)."""
         k, d = params.means.shape
         wanted = buffers is not None
-        if not wanted:
-            buffers = self.allocate(chunk_count(X.shape[0], chunk_size) if self.missing else 0,
-                                    k, d)
+        buffers = e_step_buffers(self, buffers, X.shape[0], chunk_size, k, d)
         # the fit's driver passes sum(sample_weight), an O(n) sum, once a fit
         if total_weight is None and wanted:
             total_weight = float(sample_weight.sum())

@@ -164,6 +164,17 @@ def chunk_count(n, chunk_size):
     return max(1, -(-n // chunk_size))
 
 
+def e_step_buffers(family, buffers, n_samples, chunk_size, n_components, n_features):
+    """The statistic buffers a model family's E-step hands its kernel:
+    ``buffers`` itself, or for None (statistics off) the family's arrays with
+    no chunk rows; with NaN, whose kernels always take statistics, arrays for
+    every chunk, to be dropped."""
+    if buffers is not None:
+        return buffers
+    n_chunks = chunk_count(n_samples, chunk_size) if family.missing else 0
+    return family.allocate(n_chunks, n_components, n_features)
+
+
 def sxx_shape(covariance_type, n_components, n_features):
     """The second-moment statistic's shape for one chunk (see above)."""
     k, d = n_components, n_features
