@@ -1329,7 +1329,6 @@ cdef int _soft_features_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     return 0
 
 
-
 def estep_soft_features(const floating[:, :] X, const double[::1] sample_weight,
                         const double[::1] c, const double[::1] GT, const double[::1] A,
                         int features, Py_ssize_t chunk_size, int64_t[::1] labels,
