@@ -82,9 +82,11 @@ class BernoulliFamily:
         return log_p - log_q, log_weights + log_q.sum(axis=1), log_q
 
     def e_step(self, kernels, X, sample_weight, params, *, center, hard, chunk_size,
-               labels, buffers, log_prob=None, imputed=None, total_weight=None):
+               labels, buffers, log_prob=None, imputed=None, total_weight=None,
+               second_moments=True):
         """Run the E-step kernel; return its :class:`BernoulliStats`, or None
-        when ``buffers`` is None (see ``GaussianFamily.e_step``)."""
+        when ``buffers`` is None (see ``GaussianFamily.e_step``; this family has
+        no second moments: ``second_moments`` is ignored)."""
         k, d = params.means.shape
         wanted = buffers is not None
         buffers = e_step_buffers(self, buffers, X.shape[0], chunk_size, k, d)

@@ -54,7 +54,8 @@ def lower_bound_is_better(run, best):
 
 def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_init,
            max_iter, hard, make_monitor, is_better=lower_bound_is_better,
-           center=None, warm=None, stats_hook=None, final_statistics=True, verbose=0):
+           center=None, warm=None, stats_hook=None, final_statistics=True,
+           iteration_second_moments=True, verbose=0):
     """Run EM ``n_init`` times and return the best :class:`EMRun`.
 
     Parameters
@@ -75,6 +76,9 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         whether the caller reads the final E-step's statistics
         (``EMRun.final_stats``, else None): without them that E-step writes
         the labels only (a soft one then skips its exps and moments)
+    iteration_second_moments : bool
+        whether the iterations' M-steps and monitor read the second moments and
+        the objective (K-means' read neither: see ``GaussianFamily.e_step``)
     """
     n_samples, n_features = X.shape
     chunk_size, n_chunks = _config.chunk_layout(n_samples)
@@ -90,11 +94,11 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         center = np.zeros(n_features)
     total_weight = float(sample_weight.sum())
 
-    def e_step(params, labels, statistics=True):
+    def e_step(params, labels, statistics=True, second_moments=True):
         return family.e_step(kernels, X, sample_weight, params, center=center, hard=hard,
                              chunk_size=chunk_size, labels=labels,
                              buffers=buffers if statistics else None,
-                             total_weight=total_weight)
+                             total_weight=total_weight, second_moments=second_moments)
 
     best = None
     for init in range(n_init):
@@ -116,7 +120,8 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         n_iter = 0
         for n_iter in range(1, max_iter + 1):
             # a soft iteration reads no labels: its E-step skips them
-            stats = e_step(params, labels if hard else _NO_LABELS)
+            stats = e_step(params, labels if hard else _NO_LABELS,
+                           second_moments=iteration_second_moments)
             if stats_hook is not None:
                 stats = stats_hook(stats, params, labels)
             new_params = family.m_step(stats, params, params.means, center)

@@ -95,10 +95,16 @@ class GaussianFamily:
         return log_weights + log_det - 0.5 * d * np.log(2 * np.pi)
 
     def e_step(self, kernels, X, sample_weight, params, *, center, hard, chunk_size,
-               labels, buffers, log_prob=None, imputed=None, total_weight=None):
+               labels, buffers, log_prob=None, imputed=None, total_weight=None,
+               second_moments=True):
         """Run the E-step kernel; return its :class:`GaussianStats`, or None when
         ``buffers`` is None: labels and log_prob only (the kernels' statistics
-        off; with NaN, whose kernels always take statistics, into temporaries)."""
+        off; with NaN, whose kernels always take statistics, into temporaries).
+
+        ``second_moments=False`` (spherical, complete data; ignored otherwise):
+        the kernel leaves out sxx and the objective (the kernel table's second
+        moments off), and the returned sxx, lower bound and distance are 0.
+        """
         k, d = params.means.shape
         wanted = buffers is not None
         buffers = e_step_buffers(self, buffers, X.shape[0], chunk_size, k, d)
@@ -113,6 +119,7 @@ class GaussianFamily:
                 self.log_norm(params), np.ascontiguousarray(center, dtype=np.float64),
                 hard, chunk_size, labels, log_prob)
         nko = None
+        sxx = buffers["sxx"]
         if self.missing:
             if imputed is None:
                 imputed = np.empty((0, d))
@@ -121,13 +128,18 @@ class GaussianFamily:
                 buffers["sxx"], buffers["obj"])
             nko = buffers["nko"].sum(axis=0)
         else:
+            second_moments = (second_moments or not wanted
+                              or self.covariance_type != "spherical")
             getattr(kernels, f"estep_{self.covariance_type}")(
-                *args, buffers["nk"], buffers["sx"], buffers["sxx"], buffers["obj"])
+                *args, buffers["nk"], buffers["sx"], sxx if second_moments else sxx[:0],
+                buffers["obj"])
+            if not second_moments:
+                sxx = np.zeros_like(sxx[:1])
         if not wanted:
             return None
         # chunk slots are summed in chunk order: the same bits for any thread count
         return GaussianStats(buffers["nk"].sum(axis=0), buffers["sx"].sum(axis=0),
-                             buffers["sxx"].sum(axis=0), buffers["obj"].sum(axis=0),
+                             sxx.sum(axis=0), buffers["obj"].sum(axis=0),
                              total_weight, nko)
 
     # ------------------------------------------------------------ M-step

@@ -420,6 +420,10 @@ class KMeans(BaseEstimator):
             max_iter=self.max_iter, hard=True,
             make_monitor=lambda _: _KMeansMonitor(tol), is_better=is_better,
             stats_hook=self._relocate_empty_clusters(X, sample_weight, fill),
+            # the iterations' M-step moves only the centres, and the stopping rule
+            # reads the labels and the centres: the inertia of each iteration is
+            # wanted only to print it
+            iteration_second_moments=bool(self.verbose),
             verbose=self.verbose,
         )
         distinct = np.count_nonzero(np.bincount(run.labels, minlength=k))

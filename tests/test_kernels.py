@@ -369,6 +369,42 @@ def test_estep_with_statistics_off(backend, model, d, hard, want_log_prob):
             assert off[name].shape[0] == 0, name
 
 
+@pytest.mark.parametrize("want_log_prob", [False, True], ids=["fit", "predict"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d", [2, 5, 16])  # numba's hard paths: d <= 4 and the screen
+def test_spherical_estep_with_second_moments_off(backend, d, dtype, hard, want_log_prob):
+    # sxx with no chunk rows (K-means' iterations): labels, log_prob, nk, sx and
+    # the changed-label counts are the same bits as with second moments, and
+    # obj's first two columns are 0
+    rng = np.random.default_rng(60 + d + hard)
+    case = make_gaussian_case("spherical", n=533, d=d, k=6, dtype=dtype, rng=rng)
+    kernel = backends.get_kernels().estep_spherical
+    on = run_gaussian_kernel(kernel, case, "spherical", hard, 128, want_log_prob)
+    off = dict(labels=case["labels"].copy(), log_prob=np.full(on["log_prob"].shape, np.nan),
+               nk=np.full(on["nk"].shape, np.nan), sx=np.full(on["sx"].shape, np.nan),
+               sxx=np.empty((0, 6)), obj=np.full(on["obj"].shape, np.nan))
+    kernel(case["X"], case["sample_weight"], case["means"], case["prec_chol"],
+           case["log_norm"], case["center"], hard, 128, off["labels"], off["log_prob"],
+           off["nk"], off["sx"], off["sxx"], off["obj"])
+    for name in ("labels", "log_prob", "nk", "sx"):
+        np.testing.assert_array_equal(off[name], on[name], err_msg=name)
+    np.testing.assert_array_equal(off["obj"][:, 2], on["obj"][:, 2])
+    assert np.all(off["obj"][:, :2] == 0.0)
+    assert np.all(on["obj"][:, 0] != 0.0)
+
+
+def test_second_moments_off_is_for_the_spherical_estep_only():
+    rng = np.random.default_rng(3)
+    case = make_gaussian_case("diag", n=50, d=3, k=2, dtype=np.float64, rng=rng)
+    with pytest.raises(ValueError, match="estep_diag takes no sxx without chunk rows"):
+        numpy_backend.estep_diag(case["X"], case["sample_weight"], case["means"],
+                                 case["prec_chol"], case["log_norm"], case["center"], True,
+                                 64, case["labels"].copy(), np.empty((0, 2)),
+                                 np.empty((1, 2)), np.empty((1, 2, 3)), np.empty((0, 2, 3)),
+                                 np.empty((1, 3)))
+
+
 def test_statistics_optional_wraps_only_complete_data_estep_kernels():
     def estep_full_missing(*args):
         raise AssertionError("not called")

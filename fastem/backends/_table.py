@@ -62,6 +62,13 @@ kernel without a path of its own for this computes its statistics into
 temporaries (``statistics_optional``).  The missing-value kernels below
 always take their statistics.
 
+Second moments off (``estep_spherical`` only): ``sxx`` with no chunk rows
+while ``nk`` has them, for a caller that reads neither sxx nor the first two
+columns of obj (K-means' iterations, whose M-step moves only the means).
+The kernel writes labels, log_prob, nk, sx and obj[:, 2] as ever, and 0 in
+obj[:, 0] and obj[:, 1]; its hard path without log_prob leaves the second
+moments out, the other paths compute them into a temporary.
+
 ``estep_bernoulli`` has the same roles for a product of Bernoulli variables::
 
     X IN (n, d) 0/1 values; sample_weight IN (n,); logit IN (k, d)
@@ -159,6 +166,12 @@ def statistics_wanted(nk):
     return nk.shape[0] > 0
 
 
+def second_moments_wanted(nk, sxx):
+    """False when ``estep_spherical`` is called with second moments off (see
+    above); True with statistics off altogether."""
+    return sxx.shape[0] > 0 or nk.shape[0] == 0
+
+
 def chunk_count(n, chunk_size):
     """The number of chunks of ``chunk_size`` rows that hold ``n`` rows."""
     return max(1, -(-n // chunk_size))
@@ -180,6 +193,20 @@ def sxx_shape(covariance_type, n_components, n_features):
     k, d = n_components, n_features
     return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
         covariance_type]
+
+
+_SPHERICAL_AT = {p: i for i, p in enumerate(_GAUSSIAN_PARAMS)}
+
+
+def second_moments_into_temporary(kernel, *args):
+    """Run ``estep_spherical`` (``kernel``, the table's arguments by position)
+    called with second moments off, for a path without its own: its second
+    moments go to a temporary, and obj[:, 0] and obj[:, 1] are set to 0."""
+    args = list(args)
+    nk, sxx, obj = (args[_SPHERICAL_AT[p]] for p in ("nk", "sxx", "obj"))
+    args[_SPHERICAL_AT["sxx"]] = np.empty((nk.shape[0],) + np.shape(sxx)[1:])
+    kernel(*args)
+    obj[:, :2] = 0.0
 
 
 _STATISTIC_KERNELS = ("estep_full", "estep_tied", "estep_diag", "estep_spherical",
@@ -217,7 +244,12 @@ def statistics_optional(kernel):
             raise TypeError(f"{name} takes its {len(params)} arguments by position, "
                             f"got {len(args)}")
         if statistics_wanted(args[at["nk"]]):
-            return kernel(*args)
+            if "sxx" not in at or second_moments_wanted(args[at["nk"]], args[at["sxx"]]):
+                return kernel(*args)
+            if name != "estep_spherical":
+                raise ValueError(f"{name} takes no sxx without chunk rows: second moments "
+                                 "off is for estep_spherical")
+            return second_moments_into_temporary(kernel, *args)
         args = list(args)
         nk, sx, sxx, obj = statistic_temporaries(name, args[at["X"]], args[of_k].shape[0],
                                                  args[at["chunk_size"]])

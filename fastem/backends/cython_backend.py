@@ -26,7 +26,8 @@ from . import _cython_kernels as _ck_generic
 from . import _cython_missing as _cm_generic
 from . import _soft
 from ._screen import screen_constants
-from ._table import check_labels, statistic_temporaries, statistics_optional, statistics_wanted
+from ._table import (check_labels, second_moments_into_temporary, second_moments_wanted,
+                     statistic_temporaries, statistics_optional, statistics_wanted)
 
 SIMD_CHOICES = ("auto", "avx2", "generic")
 
@@ -261,6 +262,12 @@ def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
+    if statistics_wanted(nk) and not second_moments_wanted(nk, sxx):
+        # second moments off on a path without its own
+        second_moments_into_temporary(estep_spherical, X, sample_weight, means, prec_chol,
+                                      log_norm, center, hard, chunk_size, labels, log_prob,
+                                      nk, sx, sxx, obj)
+        return
     spherical = _flat(np.asarray(prec_chol, dtype=np.float64) ** 2)
     if not hard:
         _soft_estep("spherical", X, sample_weight, means, spherical, log_norm, chunk_size,

@@ -22,7 +22,8 @@ import numpy as np
 from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
                           strict)
 from . import _soft
-from ._table import check_labels, chunk_count, statistic_temporaries, statistics_wanted
+from ._table import (check_labels, chunk_count, second_moments_into_temporary,
+                     second_moments_wanted, statistic_temporaries, statistics_wanted)
 from ._screen import screen_constants
 from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, exp2_of_rounded, lanes, prefetch_rows,
                     prefetch_rows_near, sadd, sfma, sload, sstore, stage_rows4, vadd, vdiv,
@@ -744,6 +745,13 @@ def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
 def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
     check_labels(X, labels, hard)
+    fit_hard = hard and log_prob.shape[0] != X.shape[0]
+    if statistics_wanted(nk) and not second_moments_wanted(nk, sxx) and not fit_hard:
+        # second moments off on a path without its own
+        second_moments_into_temporary(estep_spherical, X, sample_weight, means, prec_chol,
+                                      log_norm, center, hard, chunk_size, labels, log_prob,
+                                      nk, sx, sxx, obj)
+        return
     if not hard:
         _estep_soft("spherical", X, sample_weight, means, prec_chol ** 2, log_norm,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj)
@@ -751,10 +759,15 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
     if not statistics_wanted(nk):
         nk, sx, sxx, obj = statistic_temporaries("estep_spherical", X, means.shape[0],
                                                  chunk_size)
+    if not second_moments_wanted(nk, sxx):
+        # K-means' iterations: the chunks leave out the second moments
+        _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm,
+                              chunk_size, labels, nk, sx, np.empty((0,) + sx.shape[1:]), obj)
+        return
     # the hard paths accumulate the squares per feature; the table's
     # statistic is their sum
     per_feature = np.empty(sx.shape)
-    if log_prob.shape[0] != X.shape[0]:
+    if fit_hard:
         _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm,
                               chunk_size, labels, nk, sx, per_feature, obj)
     else:
@@ -960,8 +973,12 @@ def _top_two_lanes(sc, k, top, second, first):
 
 
 @inline_leaf
-def _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX):
-    """Add rows i0..i0+n_rows-1 wholly to their components ``labels[i]``.
+def _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX, with_sxx):
+    """Add rows i0..i0+n_rows-1 wholly to their components ``labels[i]``
+    (to SXX only with ``with_sxx``).  w (x - mu) is added to SX by one fused
+    multiply-add: as a product and a sum the compiler fused them or not
+    depending on whether SXX also read the product, so that leaving SXX out
+    changed SX's last bits.
 
     ``xr`` holds the rows in float64, row r at ``xr[r * dp:]`` (``dp`` = d
     padded to whole vectors, padding 0); ``M`` the means and ``SX``, ``SXX``
@@ -986,13 +1003,13 @@ def _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX):
         m = best * dp
         for a in range(0, dp, L):
             t = vsub(vload(xr, o + a), vload(M, m + a))
-            wt = vmul(wv, t)
-            vstore(SX, m + a, vadd(vload(SX, m + a), wt))
-            vstore(SXX, m + a, vfma(wt, t, vload(SXX, m + a)))
+            vstore(SX, m + a, vfma(wv, t, vload(SX, m + a)))
+            if with_sxx:
+                vstore(SXX, m + a, vfma(vmul(wv, t), t, vload(SXX, m + a)))
 
 
 @inline_leaf
-def _add_hard_block_one(xr, M, i0, n_rows, labels, sample_weight, nk, SX, SXX):
+def _add_hard_block_one(xr, M, i0, n_rows, labels, sample_weight, nk, SX, SXX, with_sxx):
     """``_add_hard_block`` for rows of one vector (dp = lanes, d <= 4).
 
     The general loop over a row's vectors, its remainder path and numba's
@@ -1011,9 +1028,10 @@ def _add_hard_block_one(xr, M, i0, n_rows, labels, sample_weight, nk, SX, SXX):
         sstore(nk, best, sload(nk, best) + w)
         m = best * L
         t = vsub(vload(xr, r * L), vload(M, m))
-        wt = vmul(vsplat(xr, w), t)
-        vstore(SX, m, vadd(vload(SX, m), wt))
-        vstore(SXX, m, vfma(wt, t, vload(SXX, m)))
+        wv = vsplat(xr, w)
+        vstore(SX, m, vfma(wv, t, vload(SX, m)))
+        if with_sxx:
+            vstore(SXX, m, vfma(vmul(wv, t), t, vload(SXX, m)))
 
 
 @inline_leaf
@@ -1037,13 +1055,24 @@ def _hard_objective(nk, SXX, dp, precision, log_norm):
 
 
 @leaf
-def _store_moments(SX, SXX, dp, sx, sxx):
-    """sx[j, a] = SX[j * dp + a] and likewise sxx (the padded chunk sums)."""
+def _finish_hard_chunk(ci, nk, SX, SXX, dp, precision, log_norm, changed, sx, sxx_all, obj):
+    """sx[j, a] = SX[j * dp + a] (the padded chunk sums), and unless ``sxx_all``
+    has no rows (second moments off: obj[0] and obj[1] are then 0) likewise
+    sxx_all[ci] and the objective (``_hard_objective``)."""
     k, d = sx.shape
     for j in range(k):
         for a in range(d):
             sx[j, a] = SX[j * dp + a]
+    obj[0] = 0.0
+    obj[1] = 0.0
+    obj[2] = changed
+    if sxx_all.shape[0] == 0:
+        return
+    sxx = sxx_all[ci]
+    for j in range(k):
+        for a in range(d):
             sxx[j, a] = SXX[j * dp + a]
+    obj[0], obj[1] = _hard_objective(nk, SXX, dp, precision, log_norm)
 
 
 @inline_leaf
@@ -1075,7 +1104,8 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
                                 labels, nk_all, sx_all, sxx_all, obj_all):
     start = ci * chunk_size
     stop = min(X.shape[0], start + chunk_size)
-    nk, sx, sxx, obj = nk_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
+    nk, sx, obj = nk_all[ci], sx_all[ci], obj_all[ci]
+    with_sxx = sxx_all.shape[0] > 0  # else second moments off
     k, d = means.shape
     u64 = 2.0 ** -53
     # The bound E of a row (see above) without its square root: with
@@ -1170,14 +1200,10 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
                 changed += 1
                 labels[i] = best
         if one_vector:
-            _add_hard_block_one(xr, M, i0, n_rows, labels, sample_weight, nk, SX, SXX)
+            _add_hard_block_one(xr, M, i0, n_rows, labels, sample_weight, nk, SX, SXX, with_sxx)
         else:
-            _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX)
-    ll, dist = _hard_objective(nk, SXX, dp, precision, log_norm)
-    _store_moments(SX, SXX, dp, sx, sxx)
-    obj[0] = ll
-    obj[1] = dist
-    obj[2] = changed
+            _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX, with_sxx)
+    _finish_hard_chunk(ci, nk, SX, SXX, dp, precision, log_norm, changed, sx, sxx_all, obj)
 
 
 @serial
@@ -1196,7 +1222,8 @@ def _estep_spherical_hard_small_chunk(ci, X, sample_weight, means, M, precision,
     """
     start = ci * chunk_size
     stop = min(X.shape[0], start + chunk_size)
-    nk, sx, sxx, obj = nk_all[ci], sx_all[ci], sxx_all[ci], obj_all[ci]
+    nk, sx, obj = nk_all[ci], sx_all[ci], obj_all[ci]
+    with_sxx = sxx_all.shape[0] > 0  # else second moments off
     k, d = means.shape
     L = lanes(LN)
     xt = np.zeros(d * L)             # four rows, feature-major: xt[a * L + l]
@@ -1236,12 +1263,8 @@ def _estep_spherical_hard_small_chunk(ci, X, sample_weight, means, M, precision,
                 if labels[i] != best:
                     changed += 1
                     labels[i] = best
-        _add_hard_block_one(xr, M, i0, i1 - i0, labels, sample_weight, nk, SX, SXX)
-    ll, dist = _hard_objective(nk, SXX, dp, precision, log_norm)
-    _store_moments(SX, SXX, dp, sx, sxx)
-    obj[0] = ll
-    obj[1] = dist
-    obj[2] = changed
+        _add_hard_block_one(xr, M, i0, i1 - i0, labels, sample_weight, nk, SX, SXX, with_sxx)
+    _finish_hard_chunk(ci, nk, SX, SXX, dp, precision, log_norm, changed, sx, sxx_all, obj)
 
 
 def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
