@@ -262,7 +262,7 @@ def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
 
 def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
-    if statistics_wanted(nk) and not second_moments_wanted(nk, sxx):
+    if not second_moments_wanted(nk, sxx):
         # second moments off on a path without its own
         second_moments_into_temporary(estep_spherical, X, sample_weight, means, prec_chol,
                                       log_norm, center, hard, chunk_size, labels, log_prob,

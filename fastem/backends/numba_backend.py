@@ -746,7 +746,7 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                     chunk_size, labels, log_prob, nk, sx, sxx, obj):
     check_labels(X, labels, hard)
     fit_hard = hard and log_prob.shape[0] != X.shape[0]
-    if statistics_wanted(nk) and not second_moments_wanted(nk, sxx) and not fit_hard:
+    if not second_moments_wanted(nk, sxx) and not fit_hard:
         # second moments off on a path without its own
         second_moments_into_temporary(estep_spherical, X, sample_weight, means, prec_chol,
                                       log_norm, center, hard, chunk_size, labels, log_prob,
