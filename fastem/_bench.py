@@ -36,6 +36,12 @@ What is compared
   a shared virtual machine two vCPUs can for a while share one physical
   core; the multiply then gains little from its second thread, and neither
   can fastem.
+* Sizes (group ``sizes``, not run by default): ``KMeans`` and
+  ``GaussianMixture`` diag and full at (d, k) = ``SIZE_DK`` and n in
+  ``SIZE_NS`` (1e5, 1e6, 1e7), float32, each n the first n rows of one
+  generated data set, started from its own ``GaussianStart``.  Beside each
+  row its time per iteration and row over the same at the smallest n:
+  1 when the time per iteration is linear in n.
 
 Threads: fastem uses ``fastem.get_num_threads()`` (``--threads``), and
 scikit-learn's BLAS and OpenMP pools, numpy's BLAS (the dense multiply) and
@@ -92,8 +98,12 @@ KMEANS_SHAPES = ((1_000_000, 16, 16), (1_000_000, 32, 128), (200_000, 2, 8))
 GMM_SHAPES = ((100_000, 16, 16), (200_000, 2, 8), (50_000, 64, 8))
 BERNOULLI_SHAPES = ((1_000_000, 64, 32),)
 MISSING_SHAPES = ((100_000, 16, 8),)
+# the sizes group: each model's time per iteration at these n, (d, k) fixed
+SIZE_NS = (100_000, 1_000_000, 10_000_000)
+SIZE_DK = (16, 16)
+SIZE_CASES = (("KMeans", None), ("GaussianMixture", "diag"), ("GaussianMixture", "full"))
 
-GROUPS = ("kmeans", "gmm", "bernoulli", "missing", "threads")
+GROUPS = ("kmeans", "gmm", "bernoulli", "missing", "threads", "sizes")
 DEFAULT_GROUPS = ("kmeans", "gmm", "bernoulli", "missing")
 GROUP_ALIASES = {
     "kmeans": "kmeans", "k-means": "kmeans",
@@ -101,6 +111,7 @@ GROUP_ALIASES = {
     "bernoulli": "bernoulli", "bernoullimixture": "bernoulli",
     "missing": "missing", "nan": "missing",
     "threads": "threads", "scaling": "threads",
+    "sizes": "sizes", "size": "sizes", "n": "sizes",
 }
 # dtypes of each group under --dtype reference (the default)
 REFERENCE_DTYPES = {
@@ -109,6 +120,7 @@ REFERENCE_DTYPES = {
     "bernoulli": ("float64",),
     "missing": ("float64",),
     "threads": ("float64",),
+    "sizes": ("float32",),
 }
 DTYPE_CHOICES = ("reference", "float64", "float32", "both")
 
@@ -238,7 +250,8 @@ class Row:
 
     section : "sklearn" (fastem vs scikit-learn), "multiply" (BernoulliMixture
         vs X @ logit.T), "missing" (NaN vs complete data, both fastem) or
-        "threads" (fastem with all its threads vs fastem with one)
+        "threads" (fastem with all its threads vs fastem with one) or
+        "sizes" (the same fit at several n)
     fastem_s : fastem's seconds per iteration
     peer_s : the peer's seconds per iteration (per multiply for "multiply",
         with one thread for "threads"), None when the peer is not installed
@@ -247,6 +260,9 @@ class Row:
     control_ratio : threads only: one thread/all threads of a float64
         matrix multiply timed between the fits (``blas_seconds``), None
         without threadpoolctl
+    For "sizes" (the same model at several n), peer_s is the time per
+    iteration at the smallest n and ratio the time per iteration and row
+    over the same at the smallest n.
     gflops : fastem's nominal GFLOP/s (``model_flops``)
     """
 
@@ -582,6 +598,13 @@ class Bench:
         self._header_printed.add(section)
         first = {"missing": "NaN ms/it", "threads": f"{effective_threads()}t ms/it"}.get(
             section, "fastem ms/it")
+        if section == "sizes":
+            self.say("\nsizes: time per iteration against n, (d, k) fixed; 'per row vs "
+                     "smallest n': ms/it / n over the same at the smallest n (1: linear in n)")
+            lead = f"{'model':<18}{'cov':<11}{'(n,d,k)':<18}{'dtype':<9}{first:>13}"
+            self.say(lead + f"{'ns/row/it':>11}{'per row vs smallest n':>23}{'GFLOP/s':>9}"
+                     f"{'iters':>7}")
+            return
         lead = f"{'model':<18}{'cov':<11}{'(n,d,k)':<16}{'dtype':<9}{first:>13}"
         if section == "sklearn":
             self.say("\nfastem vs scikit-learn: time per iteration (ratio > 1: fastem faster)")
@@ -616,6 +639,11 @@ class Bench:
             line += f"{_ms(row.peer_s):>15}{_num(row.ratio):>16}{_sig(row.gflops):>9}{iters:>9}"
             if self.faiss is not None:
                 line += f"{_ms(row.faiss_s):>13}{_num(row.faiss_ratio):>14}"
+        elif row.section == "sizes":
+            line = (f"{row.model:<18}{row.covariance_type or '-':<11}"
+                    f"{shape_label(row.n, row.d, row.k):<18}{row.dtype:<9}{_ms(row.fastem_s):>13}"
+                    f"{row.fastem_s / row.n * 1e9:>11.1f}{_num(row.ratio):>23}"
+                    f"{_sig(row.gflops):>9}{row.fastem_iters:>7}")
         elif row.section == "multiply":
             line += (f"{_ms(row.peer_s):>13}{_num(row.ratio):>15}{_sig(row.gflops):>9}"
                      f"{row.fastem_iters:>7}")
@@ -783,6 +811,36 @@ class Bench:
                 self.row("threads", model, cov, X, k, dtype, many, "1 thread", one,
                          ratio=one[0] / many[0], control_ratio=control)
                 del X
+
+    def run_sizes(self):
+        s = self.settings
+        d, k = SIZE_DK
+        sizes = sorted({self.shape(n, d, k)[0] for n in SIZE_NS})
+        # the first n rows of one data set for every n: the rows are drawn
+        # independently, so each prefix is a sample of the same distribution
+        X64 = gaussian_blobs(sizes[-1], d, k)
+        for dtype in self.dtypes("sizes"):
+            X_all = X64 if dtype == "float64" else X64.astype(dtype)
+            for model, cov in SIZE_CASES:
+                smallest = None
+                for n in sizes:
+                    X = X_all[:n]
+                    start = GaussianStart.from_data(X, k)
+                    if model == "KMeans":
+                        def make():
+                            return fastem.KMeans(n_clusters=k, init=start.means, n_init=1,
+                                                 max_iter=s.max_iter, tol=0.0)
+                    else:
+                        def make():
+                            return self._gaussian_fastem(start, cov)
+                    result = self.time_fastem(make, X)
+                    per_row = result[0] / n
+                    if smallest is None:
+                        smallest = (result[0], per_row)
+                    self.row("sizes", model, cov, X, k, dtype, result,
+                             f"n={short_number(sizes[0])}", (smallest[0], result[1]),
+                             ratio=per_row / smallest[1])
+            del X_all
 
     def time_threads(self, make, X, threads):
         """Best seconds per iteration with one thread and with ``threads``,

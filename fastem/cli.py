@@ -147,7 +147,9 @@ installed) in one process on the reference shapes: KMeans (1e6,16,16),
 (1e6,32,128), (2e5,2,8) in float32 and float64; GaussianMixture full, tied,
 diag and spherical at (1e5,16,16), (2e5,2,8), (5e4,64,8); BernoulliMixture at
 (1e6,64,32) against one dense multiply X @ logit.T; GaussianMixture full and
-diag at (1e5,16,8) with 10 % NaN against the complete data. Same data, same
+diag at (1e5,16,8) with 10 % NaN against the complete data; not by default,
+fastem with one thread against all (threads) and KMeans, GaussianMixture diag
+and full at n = 1e5, 1e6, 1e7, (d,k) = (16,16), float32 (sizes). Same data, same
 initial parameters, tol=0, a fixed number of iterations; time per iteration
 is the fit time over n_iter_, best of --repeats fits, after an untimed
 warm-up fit (numba compilation), each after a 0.3 s pause in which the other
@@ -192,8 +194,9 @@ def main(argv=None):
     p_bench.add_argument("--models", type=_model_groups, default=("kmeans", "gmm",
                          "bernoulli", "missing"), metavar="LIST",
                          help="comma-separated groups among kmeans, gmm, bernoulli, "
-                              "missing, threads (one thread against all: not run by "
-                              "default), or all (default: all but threads)")
+                              "missing, threads (one thread against all) and sizes (time "
+                              "per iteration against n), or all (default: all but threads "
+                              "and sizes)")
     p_bench.add_argument("--dtype", choices=("reference", "float64", "float32", "both"),
                          default="reference",
                          help="reference (default): KMeans in float32 and float64, the "

@@ -75,6 +75,8 @@ def bench_rows(out):
             current = "missing"
         elif line.startswith("threads:"):
             current = "threads"
+        elif line.startswith("sizes:"):
+            current = "sizes"
         elif line.split() and line.split()[0] in BENCH_MODELS:
             sections.setdefault(current, []).append(line.split())
     return sections
@@ -175,6 +177,39 @@ def test_bench_threads_group(tmp_path):
     proc = run_fastem("bench", *TINY, "--models", "threads", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     assert "threads: skipped, fastem has 1 thread" in proc.stdout
+
+
+def test_bench_sizes_group(tmp_path):
+    """``--models sizes``: KMeans and GaussianMixture diag and full at three n
+    (here 1e5, 1e6 and 1e7 scaled by 1e-3, n=100 raised to its floor of 512),
+    float32, each row's time per iteration and row against the smallest n's."""
+    json_path = tmp_path / "bench.json"
+    proc = run_fastem("bench", "--scale", "1e-3", "--max-iter", "2", "--repeats", "1",
+                      "--models", "n", "--json", str(json_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = bench_rows(proc.stdout)["sizes"]
+    shapes = ("(512,16,16)", "(1e3,16,16)", "(1e4,16,16)")
+    assert [(row[0], row[1], row[2], row[3]) for row in rows] == [
+        (model, cov, shape, "float32")
+        for model, cov in (("KMeans", "-"), ("GaussianMixture", "diag"),
+                           ("GaussianMixture", "full"))
+        for shape in shapes]
+    report = json.loads(json_path.read_text())["rows"]
+    assert [row["section"] for row in report] == ["sizes"] * len(rows)
+    for row, line in zip(report, rows):
+        # model cov (n,d,k) dtype ms/it ns/row/it per-row-ratio GFLOP/s iters
+        assert len(line) == 9 and all(positive_finite(value) for value in line[4:8]), line
+        assert line[8] == "2"
+        assert float(line[4]) == pytest.approx(row["fastem_s"] * 1e3, rel=1e-3, abs=1e-3)
+        assert float(line[5]) == pytest.approx(row["fastem_s"] / row["n"] * 1e9, rel=1e-3,
+                                               abs=0.1)
+    for first in range(0, len(report), 3):
+        smallest = report[first]
+        assert smallest["ratio"] == 1.0 and smallest["peer"] == "n=512"
+        for row in report[first:first + 3]:
+            assert row["peer_s"] == smallest["fastem_s"]
+            assert row["ratio"] == pytest.approx(
+                row["fastem_s"] / row["n"] / (smallest["fastem_s"] / smallest["n"]))
 
 
 def test_bench_help_and_bad_input():
