@@ -169,20 +169,21 @@ def shape_label(n, d, k):
 
 
 # ---------------------------------------------------------------- data
-def gaussian_blobs(n, d, k, seed=0):
-    """n rows (float64) around k centres drawn from N(0, 4 I), unit Gaussian noise.
+def gaussian_blobs(n, d, k, seed=0, dtype=np.float64):
+    """n rows around k centres drawn from N(0, 4 I), unit Gaussian noise.
 
     The clusters overlap, so Lloyd and EM keep moving for the first ten or
-    so iterations from a random-rows start.  Deterministic in its arguments.
+    so iterations from a random-rows start.  Deterministic in its arguments;
+    ``dtype`` float32 gives the float64 data rounded, a block of rows at a
+    time (no float64 copy of the whole).
     """
     rng = np.random.default_rng((seed, 11, n, d, k))
     centres = 2.0 * rng.standard_normal((k, d))
-    X = np.empty((n, d))
+    X = np.empty((n, d), dtype=dtype)
     for start in range(0, n, _ROWS):
         stop = min(n, start + _ROWS)
         which = rng.integers(0, k, size=stop - start)
-        X[start:stop] = rng.standard_normal((stop - start, d))
-        X[start:stop] += centres[which]
+        X[start:stop] = rng.standard_normal((stop - start, d)) + centres[which]
     return X
 
 
@@ -818,9 +819,8 @@ class Bench:
         sizes = sorted({self.shape(n, d, k)[0] for n in SIZE_NS})
         # the first n rows of one data set for every n: the rows are drawn
         # independently, so each prefix is a sample of the same distribution
-        X64 = gaussian_blobs(sizes[-1], d, k)
         for dtype in self.dtypes("sizes"):
-            X_all = X64 if dtype == "float64" else X64.astype(dtype)
+            X_all = gaussian_blobs(sizes[-1], d, k, dtype=dtype)
             for model, cov in SIZE_CASES:
                 smallest = None
                 for n in sizes:
