@@ -261,10 +261,11 @@ class Row:
     control_ratio : threads only: one thread/all threads of a float64
         matrix multiply timed between the fits (``blas_seconds``), None
         without threadpoolctl
-    For "sizes" (the same model at several n), peer_s is the time per
-    iteration at the smallest n and ratio the time per iteration and row
-    over the same at the smallest n.
     gflops : fastem's nominal GFLOP/s (``model_flops``)
+
+    For "sizes" (the same model at several n), peer_s and peer_iters are the
+    smallest n's, and ratio is the time per iteration and row over the same
+    at the smallest n.
     """
 
     section: str
@@ -836,10 +837,10 @@ class Bench:
                     result = self.time_fastem(make, X)
                     per_row = result[0] / n
                     if smallest is None:
-                        smallest = (result[0], per_row)
+                        smallest = result
                     self.row("sizes", model, cov, X, k, dtype, result,
-                             f"n={short_number(sizes[0])}", (smallest[0], result[1]),
-                             ratio=per_row / smallest[1])
+                             f"n={short_number(sizes[0])}", smallest,
+                             ratio=per_row / (smallest[0] / sizes[0]))
             del X_all
 
     def time_threads(self, make, X, threads):

@@ -208,6 +208,7 @@ def test_bench_sizes_group(tmp_path):
         assert smallest["ratio"] == 1.0 and smallest["peer"] == "n=512"
         for row in report[first:first + 3]:
             assert row["peer_s"] == smallest["fastem_s"]
+            assert row["peer_iters"] == smallest["fastem_iters"]
             assert row["ratio"] == pytest.approx(
                 row["fastem_s"] / row["n"] / (smallest["fastem_s"] / smallest["n"]))
 
