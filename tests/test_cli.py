@@ -200,6 +200,8 @@ def test_bench_sizes_group(tmp_path):
         # model cov (n,d,k) dtype ms/it ns/row/it per-row-ratio GFLOP/s iters
         assert len(line) == 9 and all(positive_finite(value) for value in line[4:8]), line
         assert line[8] == "2"
+        # the printout rounds ms to 3 decimals and ns to 1: these tolerances are its
+        # rounding, not the precision of a measurement
         assert float(line[4]) == pytest.approx(row["fastem_s"] * 1e3, rel=1e-3, abs=1e-3)
         assert float(line[5]) == pytest.approx(row["fastem_s"] / row["n"] * 1e9, rel=1e-3,
                                                abs=0.1)
