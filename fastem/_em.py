@@ -55,7 +55,7 @@ def lower_bound_is_better(run, best):
 def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_init,
            max_iter, hard, make_monitor, is_better=lower_bound_is_better,
            center=None, warm=None, stats_hook=None, final_statistics=True,
-           iteration_second_moments=True, verbose=0):
+           final_labels=True, iteration_second_moments=True, verbose=0):
     """Run EM ``n_init`` times and return the best :class:`EMRun`.
 
     Parameters
@@ -76,6 +76,12 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         whether the caller reads the final E-step's statistics
         (``EMRun.final_stats``, else None): without them that E-step writes
         the labels only (a soft one then skips its exps and moments)
+    final_labels : bool
+        whether the caller reads the labels at the returned parameters
+        (``EMRun.labels``, else None).  Without them and without
+        ``final_statistics`` there is no final E-step at all, and a soft fit
+        holds no labels array (``fit``, which discards them, against
+        ``fit_predict``, which returns them)
     iteration_second_moments : bool
         whether the iterations' M-steps and monitor read the second moments and
         the objective (K-means' read neither: see ``GaussianFamily.e_step``)
@@ -112,9 +118,10 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         monitor = make_monitor(initial_lower_bound)
         if buffers is None:
             buffers = family.allocate(n_chunks, n_components, n_features)
-        if labels is None:
+        if labels is None and (hard or final_labels):
             labels = np.empty(n_samples, dtype=np.int64)
-        labels.fill(-1)
+        if labels is not None:
+            labels.fill(-1)
         lower_bounds = []
         converged = False
         n_iter = 0
@@ -134,10 +141,14 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
             if converged:
                 break
         # final E-step: labels (and K-means' inertia) at the returned parameters
-        final_stats = e_step(params, labels, final_statistics)
+        # (a hard E-step writes labels whether or not they are read)
+        final_stats = None
+        if final_labels or final_statistics:
+            final_stats = e_step(params, labels if final_labels or hard else _NO_LABELS,
+                                 final_statistics)
         lower_bound = lower_bounds[-1] if lower_bounds else initial_lower_bound
-        run = EMRun(params, n_iter, lower_bound, lower_bounds, converged, labels,
-                    final_stats)
+        run = EMRun(params, n_iter, lower_bound, lower_bounds, converged,
+                    labels if final_labels else None, final_stats)
         if verbose:
             described = (monitor.describe(final_stats) if final_stats is not None
                          else f"lower bound {lower_bound:.10g}")
@@ -146,6 +157,7 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
                   f"{time.perf_counter() - started:.3f} s")
         if best is None or is_better(run, best):
             beaten, best = best, run
-            # the run's labels now belong to ``best``; the next run needs others
-            labels = beaten.labels if beaten is not None else None
+            if final_labels:
+                # the run's labels now belong to ``best``; the next run needs others
+                labels = beaten.labels if beaten is not None else None
     return best

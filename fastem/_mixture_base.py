@@ -102,8 +102,15 @@ class BaseMixture(BaseEstimator):
         Returns
         -------
         self
+
+        Notes
+        -----
+        The fitted parameters and attributes are those of ``fit_predict``;
+        only the labels at the fitted parameters, which ``fit`` would
+        discard, are not computed (scikit-learn's ``fit`` computes them in a
+        final E-step): data without NaN skip that E-step.
         """
-        self.fit_predict(X, y, sample_weight=sample_weight)
+        self._fit(X, sample_weight, labels=False)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -116,6 +123,11 @@ class BaseMixture(BaseEstimator):
         -------
         labels : ndarray of shape (n_samples,)
         """
+        return self._fit(X, sample_weight, labels=True)
+
+    def _fit(self, X, sample_weight, labels):
+        """Fit; return the labels at the fitted parameters when ``labels``
+        (a final E-step), else None."""
         X, missing = self._validate_X(X, reset=True)
         fixed, inits = self._check_parameters(X)
         if X.shape[0] < self.n_components:
@@ -148,6 +160,7 @@ class BaseMixture(BaseEstimator):
             warm=warm,
             # only the checks of data with NaN read the final statistics
             final_statistics=missing,
+            final_labels=labels,
             verbose=self.verbose,
         )
         if not run.converged and self.max_iter > 0:

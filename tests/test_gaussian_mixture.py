@@ -331,6 +331,60 @@ def test_fit_predict_equals_fit_then_predict(backend, wine, max_iter, assignment
     np.testing.assert_array_equal(labels, np.argmax(log_prob, axis=1))
 
 
+
+class _CountingKernels:
+    """A kernel table that records the name of every E-step kernel called."""
+
+    def __init__(self, kernels, calls):
+        self._kernels = kernels
+        self._calls = calls
+
+    def __getattr__(self, name):
+        kernel = getattr(self._kernels, name)
+        if not name.startswith("estep_"):
+            return kernel
+
+        def run(*args):
+            self._calls.append(name)
+            return kernel(*args)
+        return run
+
+
+@pytest.mark.parametrize("missing", [False, True])
+@pytest.mark.parametrize("assignment", ["soft", "hard"])
+def test_fit_runs_no_final_e_step_for_labels_it_discards(monkeypatch, backend, wine,
+                                                        assignment, missing):
+    """``fit`` returns no labels, so on complete data it runs max_iter E-steps
+    and ``fit_predict`` one more, the final one for the labels; with NaN both
+    run it (the checks of unobserved coordinates read its statistics).  The
+    fitted attributes are the same bits either way."""
+    import fastem._mixture_base as mixture_base
+
+    calls = []
+    get_kernels = mixture_base.get_kernels
+    monkeypatch.setattr(mixture_base, "get_kernels",
+                        lambda: _CountingKernels(get_kernels(), calls))
+    X = wine.copy()
+    if missing:
+        X[::7, 1] = np.nan
+    kwargs = dict(covariance_type="diag", max_iter=4, tol=0.0, random_state=0,
+                  init_params="random", assignment=assignment)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = GaussianMixture(3, **kwargs).fit(X)
+        fit_calls = len(calls)
+        calls.clear()
+        other = GaussianMixture(3, **kwargs)
+        labels = other.fit_predict(X)
+        fit_predict_calls = len(calls)
+    assert set(calls) == {"estep_diag_missing" if missing else "estep_diag"}
+    assert fit_predict_calls == 5
+    assert fit_calls == (5 if missing else 4)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_",
+                 "lower_bound_", "lower_bounds_", "n_iter_", "converged_"):
+        np.testing.assert_array_equal(getattr(fitted, name), getattr(other, name))
+    np.testing.assert_array_equal(fitted.predict(X), labels)
+
 def test_sample_shapes_and_labels(backend, wine):
     for cov_type in COV_TYPES:
         model = GaussianMixture(3, covariance_type=cov_type, random_state=0).fit(wine)
