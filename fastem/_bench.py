@@ -19,7 +19,9 @@ What is compared
   ``sklearn.mixture.GaussianMixture`` with the same ``weights_init``,
   ``means_init`` and ``precisions_init``.  scikit-learn still computes an
   initial M-step from responsibilities; ``init_params="random_from_data"``
-  makes it the cheapest, but it is part of scikit-learn's fit time.
+  makes it the cheapest, but it is part of scikit-learn's fit time.  So is
+  scikit-learn's final E-step, whose labels its ``fit`` discards and which
+  fastem's ``fit`` leaves out (data without NaN).
 * ``BernoulliMixture``, which scikit-learn lacks, against one dense matrix
   product ``X @ logit.T`` (numpy, X the 0/1 data in its dtype, ``logit`` of
   shape (k, d) in the same dtype, output preallocated): the floor of an
@@ -894,7 +896,9 @@ def run(settings, out=None, json_path=None):
               f"fastem/_bench.py for the other models) over its time per iteration.")
     if sklearn is not None and any(r.section == "sklearn" for r in bench.rows):
         bench.say("scikit-learn's GaussianMixture time includes its initial M-step "
-                  "(init_params='random_from_data'), spread over its iterations.")
+                  "(init_params='random_from_data') and a final E-step for labels its "
+                  "fit discards (fastem's fit leaves that E-step out), spread over its "
+                  "iterations.")
     if sklearn is None:
         bench.say("scikit-learn is not installed: fastem times only.")
     bench.say(f"warm-up (numba compilation or cache load, not timed): {bench.warm_up_s:.1f} s; "
