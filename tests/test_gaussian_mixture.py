@@ -13,7 +13,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fastem import ConvergenceWarning, GaussianMixture
+from fastem import BernoulliMixture, ConvergenceWarning, GaussianMixture
 from fastem import _linalg
 
 from testing_utils import rel_err
@@ -352,7 +352,8 @@ class _CountingKernels:
 
 @pytest.mark.parametrize("missing", [False, True])
 @pytest.mark.parametrize("assignment", ["soft", "hard"])
-def test_fit_runs_no_final_e_step_for_labels_it_discards(monkeypatch, backend, wine,
+@pytest.mark.parametrize("model", ["gaussian", "bernoulli"])
+def test_fit_runs_no_final_e_step_for_labels_it_discards(monkeypatch, backend, wine, model,
                                                         assignment, missing):
     """``fit`` returns no labels, so on complete data it runs max_iter E-steps
     and ``fit_predict`` one more, the final one for the labels; with NaN both
@@ -364,26 +365,37 @@ def test_fit_runs_no_final_e_step_for_labels_it_discards(monkeypatch, backend, w
     get_kernels = mixture_base.get_kernels
     monkeypatch.setattr(mixture_base, "get_kernels",
                         lambda: _CountingKernels(get_kernels(), calls))
-    X = wine.copy()
+    kwargs = dict(max_iter=4, tol=0.0, random_state=0, init_params="random",
+                  assignment=assignment)
+    if model == "gaussian":
+        X = wine.copy()
+        cls = GaussianMixture
+        kwargs["covariance_type"] = "diag"
+        attributes = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+        kernel = "estep_diag"
+    else:
+        X = (wine > np.median(wine, axis=0)).astype(np.float64)
+        cls = BernoulliMixture
+        attributes = ("weights_", "means_")
+        kernel = "estep_bernoulli"
     if missing:
         X[::7, 1] = np.nan
-    kwargs = dict(covariance_type="diag", max_iter=4, tol=0.0, random_state=0,
-                  init_params="random", assignment=assignment)
+        kernel += "_missing"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fitted = GaussianMixture(3, **kwargs).fit(X)
+        fitted = cls(3, **kwargs).fit(X)
         fit_calls = len(calls)
         calls.clear()
-        other = GaussianMixture(3, **kwargs)
+        other = cls(3, **kwargs)
         labels = other.fit_predict(X)
         fit_predict_calls = len(calls)
-    assert set(calls) == {"estep_diag_missing" if missing else "estep_diag"}
+    assert set(calls) == {kernel}
     assert fit_predict_calls == 5
     assert fit_calls == (5 if missing else 4)
-    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_",
-                 "lower_bound_", "lower_bounds_", "n_iter_", "converged_"):
+    for name in attributes + ("lower_bound_", "lower_bounds_", "n_iter_", "converged_"):
         np.testing.assert_array_equal(getattr(fitted, name), getattr(other, name))
     np.testing.assert_array_equal(fitted.predict(X), labels)
+
 
 def test_sample_shapes_and_labels(backend, wine):
     for cov_type in COV_TYPES:
