@@ -174,6 +174,7 @@ def bench(args):
         scale=args.scale if args.scale is not None else (_bench.QUICK_SCALE if quick else 1.0),
         max_iter=args.max_iter or (_bench.QUICK_MAX_ITER if quick else _bench.MAX_ITER),
         repeats=args.repeats or (_bench.QUICK_REPEATS if quick else _bench.REPEATS),
+        marginal=args.marginal,
     )
     _bench.run(settings, json_path=args.json)
     return 0
@@ -205,6 +206,11 @@ def main(argv=None):
                          help="fits per case, the best is kept (default 3, --quick 1)")
     p_bench.add_argument("--max-iter", type=_positive_int, default=None,
                          help="EM iterations per fit (default 10, --quick 5)")
+    p_bench.add_argument("--marginal", action="store_true",
+                         help="time per iteration as (fit time at max-iter - fit time at "
+                              "a third of it) / the difference in iterations: one more "
+                              "iteration's cost, without a fit's fixed costs (twice the "
+                              "fits)")
     p_bench.add_argument("--threads", type=_positive_int, default=None,
                          help="threads for fastem, and for scikit-learn's BLAS/OpenMP "
                               "(default: fastem.get_num_threads(), all cores)")

@@ -320,3 +320,61 @@ def test_bench_flop_model_and_labels():
                                   _bench.gaussian_blobs(300, 3, 2))
     X = _bench.with_missing(_bench.gaussian_blobs(2000, 5, 2))
     assert 0.08 < np.isnan(X).mean() < 0.12
+
+
+class _ClockedFit:
+    """A model whose fit advances a fake clock by ``fixed`` + ``per_iteration``
+    seconds an iteration, so that the bench's arithmetic can be checked exactly."""
+
+    def __init__(self, clock, fixed, per_iteration, max_iter=12):
+        self.clock, self.fixed, self.per_iteration = clock, fixed, per_iteration
+        self.max_iter = max_iter
+
+    def set_params(self, max_iter):
+        self.max_iter = max_iter
+        return self
+
+    def fit(self, X):
+        self.clock[0] += self.fixed + self.per_iteration * self.max_iter
+        self.n_iter_ = self.max_iter
+        return self
+
+
+def test_bench_marginal_time_per_iteration_leaves_out_fixed_costs(monkeypatch):
+    from fastem import _bench
+
+    clock = [0.0]
+    monkeypatch.setattr(_bench, "_clock", lambda: clock[0])
+    X = np.zeros((4, 2))
+    cases = [(lambda: _ClockedFit(clock, 0.5, 0.01), X),
+             (lambda: _ClockedFit(clock, 0.0, 0.02), X)]
+    # fit time / n_iter_ carries the fixed cost; the marginal time does not
+    (a, n_a), (b, n_b) = _bench.alternating(cases, 2)
+    assert (n_a, n_b) == (12, 12)
+    assert a == pytest.approx(0.5 / 12 + 0.01) and b == pytest.approx(0.02)
+    (a, n_a), (b, n_b) = _bench.alternating(cases, 2, marginal=True)
+    assert (n_a, n_b) == (12, 12)
+    assert a == pytest.approx(0.01) and b == pytest.approx(0.02)
+    assert _bench.marginal_iterations(12) == 4 and _bench.marginal_iterations(2) == 1
+    # fits whose times do not grow with the iterations: fit time / n_iter_
+    flat = [(lambda: _ClockedFit(clock, 0.6, 0.0), X)]
+    assert _bench.alternating(flat, 1, marginal=True) == [(pytest.approx(0.05), 12)]
+    # one iteration: no shorter fit to subtract
+    one = [(lambda: _ClockedFit(clock, 0.5, 0.01, max_iter=1), X)]
+    assert _bench.alternating(one, 1, marginal=True) == [(pytest.approx(0.51), 1)]
+
+
+def test_bench_marginal_option(tmp_path):
+    json_path = tmp_path / "bench.json"
+    proc = run_fastem("bench", *TINY, "--models", "gmm,missing", "--marginal",
+                      "--json", str(json_path))
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert "(fit time at max_iter - fit time at 1 iterations)" in first
+    assert "--marginal" in first
+    sections = bench_rows(proc.stdout)
+    assert len(sections["sklearn"]) == 12 and len(sections["missing"]) == 2
+    for row in sections["sklearn"] + sections["missing"]:
+        assert all(positive_finite(value) for value in row[4:8]), row
+    report = json.loads(json_path.read_text())
+    assert report["settings"]["marginal"] is True
