@@ -8,10 +8,10 @@ of a shared machine then slows both).  With ``--marginal`` it is instead
 the difference between the best fit times at ``max_iter`` and at
 ``marginal_iterations(max_iter)`` iterations over the difference of their
 ``n_iter_``: the cost of one more iteration, without the fixed costs of a fit
-(validation, set-up, scikit-learn's initial M-step, a final E-step).  fastem is first fitted on a small
-slice of the data (same dtype, same model), so numba compilation or cache
-loading is not timed; so is scikit-learn, to keep its one-off import costs
-out too.
+(validation, set-up, scikit-learn's initial M-step, a final E-step).
+fastem is first fitted on a small slice of the data (same dtype, same
+model), so numba compilation or cache loading is not timed; so is
+scikit-learn, to keep its one-off import costs out too.
 
 What is compared
 ----------------
@@ -572,25 +572,24 @@ def faiss_per_iteration(faiss, X, init, max_iter, repeats, threads, marginal=Fal
 
     rows = min(n, max(WARM_UP_ROWS, k))  # untimed: first-call costs
     make(1, rows).train(X[:rows], init_centroids=init)
-    def timed(niter):
-        km = make(niter, n)
-        settle(X)
-        start = time.perf_counter()
-        km.train(X, init_centroids=init)
-        elapsed = time.perf_counter() - start
-        obj = getattr(km, "obj", None)
-        return elapsed, (len(obj) if obj is not None and len(obj) else niter)
 
-    best = short = (math.inf, 1)
-    for _ in range(repeats):
-        if marginal:
-            short = min(short, timed(marginal_iterations(max_iter)))
-        elapsed, n_iter = timed(max_iter)
-        if elapsed / n_iter < best[0] / best[1]:
-            best = (elapsed, n_iter)
-    if marginal:
-        return _marginal(*best, *short)[0]
-    return best[0] / best[1]
+    class Fit:
+        """``faiss.Kmeans`` with the ``max_iter``/``fit``/``n_iter_`` of the
+        fits ``alternating`` times."""
+
+        def __init__(self):
+            self.max_iter = max_iter
+
+        def set_params(self, max_iter):
+            self.max_iter = max_iter
+
+        def fit(self, X):
+            km = make(self.max_iter, n)
+            km.train(X, init_centroids=init)
+            obj = getattr(km, "obj", None)
+            self.n_iter_ = len(obj) if obj is not None and len(obj) else self.max_iter
+
+    return alternating([(Fit, X)], repeats, marginal)[0][0]
 
 
 # ---------------------------------------------------------------- the run
