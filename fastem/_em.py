@@ -36,6 +36,36 @@ class ConvergenceMonitor:
         return f"lower bound {stats.lower_bound:.10g}"
 
 
+class RowBounds:
+    """Per-row distance bounds of a K-means run (``estep_kmeans``): the
+    (n, 2) float32 array the kernel reads and writes, and the means at which
+    it last wrote them."""
+
+    def __init__(self, n_samples):
+        self.array = np.empty((n_samples, 2), dtype=np.float32)
+        self.means = None
+
+    def reset(self):
+        """Nothing known: every row is scored at the next E-step."""
+        self.array[:, 0] = np.inf
+        self.array[:, 1] = 0.0
+        self.means = None
+
+    def shift(self, means):
+        """An upper bound on how far each mean moved since the last E-step
+        (zeros for the first: its bounds say nothing), and ``means`` noted as
+        that of the next."""
+        if self.means is None:
+            moved = np.zeros(means.shape[0])
+        else:
+            d = means.shape[1]
+            # the float64 norm of a difference: relative error below (d + 3) 2^-53
+            moved = np.sqrt(np.sum((means - self.means) ** 2, axis=1))
+            moved *= 1.0 + (d + 8) * 2.0 ** -50
+        self.means = np.array(means, dtype=np.float64)
+        return moved
+
+
 @dataclass
 class EMRun:
     params: object
@@ -55,7 +85,7 @@ def lower_bound_is_better(run, best):
 def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_init,
            max_iter, hard, make_monitor, is_better=lower_bound_is_better,
            center=None, warm=None, stats_hook=None, final_statistics=True,
-           final_labels=True, iteration_second_moments=True, verbose=0):
+           final_labels=True, iteration_second_moments=True, bounded=False, verbose=0):
     """Run EM ``n_init`` times and return the best :class:`EMRun`.
 
     Parameters
@@ -85,6 +115,10 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
     iteration_second_moments : bool
         whether the iterations' M-steps and monitor read the second moments and
         the objective (K-means' read neither: see ``GaussianFamily.e_step``)
+    bounded : bool
+        K-means on complete data: every E-step of a run (the final one
+        included) goes through ``estep_kmeans``, with per-row bounds (8 bytes
+        a sample) that spare rows whose label cannot change; the same results
     """
     n_samples, n_features = X.shape
     chunk_size, n_chunks = _config.chunk_layout(n_samples)
@@ -100,11 +134,17 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         center = np.zeros(n_features)
     total_weight = float(sample_weight.sum())
 
+    bounds = None
+
     def e_step(params, labels, statistics=True, second_moments=True):
-        return family.e_step(kernels, X, sample_weight, params, center=center, hard=hard,
-                             chunk_size=chunk_size, labels=labels,
-                             buffers=buffers if statistics else None,
-                             total_weight=total_weight, second_moments=second_moments)
+        stats = family.e_step(kernels, X, sample_weight, params, center=center, hard=hard,
+                              chunk_size=chunk_size, labels=labels,
+                              buffers=buffers if statistics else None,
+                              total_weight=total_weight, second_moments=second_moments,
+                              bounds=bounds if statistics else None)
+        if bounds is not None and not statistics:
+            bounds.reset()  # labels written without them: they no longer match
+        return stats
 
     best = None
     for init in range(n_init):
@@ -118,10 +158,14 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         monitor = make_monitor(initial_lower_bound)
         if buffers is None:
             buffers = family.allocate(n_chunks, n_components, n_features)
+            if bounded:
+                bounds = RowBounds(n_samples)
         if labels is None and (hard or final_labels):
             labels = np.empty(n_samples, dtype=np.int64)
         if labels is not None:
             labels.fill(-1)
+        if bounds is not None:
+            bounds.reset()
         lower_bounds = []
         converged = False
         n_iter = 0

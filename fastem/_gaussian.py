@@ -96,7 +96,7 @@ class GaussianFamily:
 
     def e_step(self, kernels, X, sample_weight, params, *, center, hard, chunk_size,
                labels, buffers, log_prob=None, imputed=None, total_weight=None,
-               second_moments=True):
+               second_moments=True, bounds=None):
         """Run the E-step kernel; return its :class:`GaussianStats`, or None when
         ``buffers`` is None: labels and log_prob only (the kernels' statistics
         off; with NaN, whose kernels always take statistics, into temporaries).
@@ -104,6 +104,10 @@ class GaussianFamily:
         ``second_moments=False`` (spherical, complete data; ignored otherwise):
         the kernel leaves out sxx and the objective (the kernel table's second
         moments off), and the returned sxx, lower bound and distance are 0.
+
+        ``bounds`` (a :class:`~fastem._em.RowBounds`; K-means' hard spherical
+        family on complete data, with statistics): the E-step runs through
+        ``estep_kmeans``, which skips the rows whose label the bounds prove.
         """
         k, d = params.means.shape
         wanted = buffers is not None
@@ -130,9 +134,17 @@ class GaussianFamily:
         else:
             second_moments = (second_moments or not wanted
                               or self.covariance_type != "spherical")
-            getattr(kernels, f"estep_{self.covariance_type}")(
-                *args, buffers["nk"], buffers["sx"], sxx if second_moments else sxx[:0],
-                buffers["obj"])
+            if bounds is not None:
+                if not (hard and wanted and self.covariance_type == "spherical"):
+                    raise ValueError("bounds serve a hard spherical E-step with statistics")
+                kernels.estep_kmeans(
+                    *args[:6], chunk_size, labels, bounds.array, bounds.shift(args[2]),
+                    buffers["nk"], buffers["sx"], sxx if second_moments else sxx[:0],
+                    buffers["obj"])
+            else:
+                getattr(kernels, f"estep_{self.covariance_type}")(
+                    *args, buffers["nk"], buffers["sx"], sxx if second_moments else sxx[:0],
+                    buffers["obj"])
             if not second_moments:
                 sxx = np.zeros_like(sxx[:1])
         if not wanted:

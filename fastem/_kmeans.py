@@ -424,6 +424,9 @@ class KMeans(BaseEstimator):
             # reads the labels and the centres: the inertia of each iteration is
             # wanted only to print it
             iteration_second_moments=bool(self.verbose),
+            # complete data: rows whose nearest centre provably did not change
+            # are not scored again (the same results; see estep_kmeans)
+            bounded=not missing,
             verbose=self.verbose,
         )
         distinct = np.count_nonzero(np.bincount(run.labels, minlength=k))

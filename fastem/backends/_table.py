@@ -69,6 +69,29 @@ The kernel writes labels, log_prob, nk, sx and obj[:, 2] as ever, and 0 in
 obj[:, 0] and obj[:, 1]; its hard path without log_prob leaves the second
 moments out, the other paths compute them into a temporary.
 
+``estep_kmeans`` is the hard ``estep_spherical`` of K-means' restricted
+family (every component with the same precision and the same log_norm, so
+that the label is the nearest mean; ``hard`` is implied and there is no
+``log_prob``), with per-row bounds that let a kernel skip rows whose label
+cannot change::
+
+    X, sample_weight, means, prec_chol, log_norm, center, chunk_size, labels
+                     as above (``labels`` (n,), as the E-step before left them)
+    bounds       IN/OUT (n, 2) float32, C order: row i's
+                     [u, l], u >= ||x_i - means_{labels_i}|| and
+                     l <= min_{j != labels_i} ||x_i - means_j|| at the means of
+                     the call before, or [inf, 0] (nothing known); on return,
+                     the same at ``means``
+    shift        IN  (k,) float64   an upper bound on ||means_j - old_j||,
+                     the distance mean j moved since the bounds were written
+    nk, sx, sxx, obj  OUT as ``estep_spherical`` (statistics always on;
+                     second moments may be off)
+
+Its labels, statistics and ``obj`` are those of the hard ``estep_spherical``
+at the same arguments, bit for bit on the same backend: bounds only spare
+work.  A backend that keeps no bounds (``kmeans_without_bounds``) runs
+``estep_spherical`` and writes [inf, 0].
+
 ``estep_bernoulli`` has the same roles for a product of Bernoulli variables::
 
     X IN (n, d) 0/1 values; sample_weight IN (n,); logit IN (k, d)
@@ -115,6 +138,11 @@ _GAUSSIAN_PARAMS = (
     "chunk_size", "labels", "log_prob", "nk", "sx", "sxx", "obj",
 )
 
+_KMEANS_PARAMS = (
+    "X", "sample_weight", "means", "prec_chol", "log_norm", "center", "chunk_size",
+    "labels", "bounds", "shift", "nk", "sx", "sxx", "obj",
+)
+
 _GAUSSIAN_MISSING_PARAMS = (
     "X", "sample_weight", "means", "prec_chol", "log_norm", "center", "hard",
     "chunk_size", "labels", "log_prob", "imputed", "nk", "nko", "sx", "sxx", "obj",
@@ -125,6 +153,7 @@ KERNELS = (
     KernelSpec("estep_tied", _GAUSSIAN_PARAMS),
     KernelSpec("estep_diag", _GAUSSIAN_PARAMS),
     KernelSpec("estep_spherical", _GAUSSIAN_PARAMS),
+    KernelSpec("estep_kmeans", _KMEANS_PARAMS),
     KernelSpec(
         "estep_bernoulli",
         ("X", "sample_weight", "logit", "log_norm", "hard", "chunk_size",
@@ -225,6 +254,21 @@ def statistic_temporaries(name, X, n_components, chunk_size):
         sxx = np.empty((n_chunks,) + sxx_shape(name[len("estep_"):], k, d))
     return (np.empty((n_chunks, k)), np.empty((n_chunks, k, d)), sxx,
             np.empty((n_chunks, 3)))
+
+
+def kmeans_without_bounds(estep_spherical):
+    """``estep_kmeans`` for a backend that keeps no bounds: its hard
+    ``estep_spherical``, and every row's bounds set to [inf, 0]."""
+
+    def estep_kmeans(X, sample_weight, means, prec_chol, log_norm, center, chunk_size,
+                     labels, bounds, shift, nk, sx, sxx, obj):
+        estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, True,
+                        chunk_size, labels, np.empty((0, np.shape(means)[0])), nk, sx, sxx,
+                        obj)
+        bounds[:, 0] = np.inf
+        bounds[:, 1] = 0.0
+
+    return estep_kmeans
 
 
 def statistics_optional(kernel):

@@ -26,8 +26,9 @@ from . import _cython_kernels as _ck_generic
 from . import _cython_missing as _cm_generic
 from . import _soft
 from ._screen import screen_constants
-from ._table import (check_labels, second_moments_into_temporary, second_moments_wanted,
-                     statistic_temporaries, statistics_optional, statistics_wanted)
+from ._table import (check_labels, kmeans_without_bounds, second_moments_into_temporary,
+                     second_moments_wanted, statistic_temporaries, statistics_optional,
+                     statistics_wanted)
 
 SIMD_CHOICES = ("auto", "avx2", "generic")
 
@@ -75,7 +76,7 @@ def _select_build():
 _ck, _cm, SIMD = _select_build()
 
 __all__ = [
-    "estep_full", "estep_tied", "estep_diag", "estep_spherical",
+    "estep_full", "estep_tied", "estep_diag", "estep_spherical", "estep_kmeans",
     "estep_bernoulli", "sqdist",
     "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
     "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
@@ -293,6 +294,10 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
     precision = np.repeat(spherical[:, None], np.shape(means)[1], axis=1)
     _coordinate_hard(X, sample_weight, means, precision, spherical, log_norm, chunk_size,
                      labels, log_prob, nk, sx, sxx, obj)
+
+
+# no bounds kept: the hard estep_spherical
+estep_kmeans = kmeans_without_bounds(estep_spherical)
 
 
 # The hard spherical E-step (K-means) screens its scores in float32, as the

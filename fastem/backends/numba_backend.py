@@ -31,7 +31,7 @@ from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, exp2_of_rounded, lanes, pref
                     vmax, vmul, vsplat, vstore, vsub, vtranspose4, vzero)
 
 __all__ = [
-    "estep_full", "estep_tied", "estep_diag", "estep_spherical",
+    "estep_full", "estep_tied", "estep_diag", "estep_spherical", "estep_kmeans",
     "estep_bernoulli", "sqdist",
     "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
     "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
@@ -824,6 +824,31 @@ _SMALL_D, _SMALL_DK = 4, 12
 # rows whose S reaches this are decided exactly (see above), so the tile cannot overflow
 _SCREEN_MAX_32, _SCREEN_MAX_64 = 2.0 ** 100, 2.0 ** 1000
 _ADD_BLOCK = 64  # rows labelled before their statistics are added in one call
+# Bounds (``estep_kmeans``; Hamerly, 2010).  When every component has the same
+# precision p and the same log_norm (K-means), the label is the nearest mean.
+# A row may carry u >= ||x - mu_a|| (its label a) and l <= min_{j != a}
+# ||x - mu_j||, from the E-step before; once the means have moved by at most
+# shift_j, u + shift_a and l - max_{j != a} shift_j bound the distances to
+# the new means (triangle inequality).  A row whose bounds then give
+#     (1 - gamma) l^2 - (1 + gamma) u^2 > margin,
+#     gamma = (d + 16) 2^-50, margin = 2^-48 |LN| / p,
+# keeps label a without being scored: the float64 scores formed from
+# differences, LN - p/2 ||x - mu_j||^2, carry a relative error below
+# (d + 3) 2^-53 in the distance and 2^-53 |score| in all, so even they would
+# put a strictly first; the screen, which decides only when its gap exceeds
+# its error bound, cannot do otherwise.  The label, the statistics and the
+# count of changes are therefore those of the unpruned E-step, bit for bit.
+# A scored row decided by the screen gets its bounds from its two best
+# screened scores (the squared distances are 2 (LN - score) / p, each score
+# within E of the exact one; 2 E is used); a row decided on exact scores
+# gets (inf, 0), nothing known.  Rows are taken a group (_GROUP_BLOCKS
+# blocks) at a time: the group's rows that need scores are gathered into
+# blocks, so a block is full whenever enough of its group needs scoring,
+# then the whole group's statistics are added in row order.
+_GROUP_BLOCKS = 4
+# with the sums reading X, no float64 copy limits a group: its rows stay in the
+# level-2 cache, and the few rows that need scores late in a fit fill whole blocks
+_GROUP_BLOCKS_DIRECT = 32
 
 
 @leaf
@@ -973,7 +998,8 @@ def _top_two_lanes(sc, k, top, second, first):
 
 
 @inline_leaf
-def _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX, with_sxx):
+def _add_hard_block(X, from_x, xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX,
+                    with_sxx):
     """Add rows i0..i0+n_rows-1 wholly to their components ``labels[i]``
     (to SXX only with ``with_sxx``).  w (x - mu) is added to SX by one fused
     multiply-add: as a product and a sum the compiler fused them or not
@@ -981,7 +1007,11 @@ def _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX, w
     changed SX's last bits.
 
     ``xr`` holds the rows in float64, row r at ``xr[r * dp:]`` (``dp`` = d
-    padded to whole vectors, padding 0); ``M`` the means and ``SX``, ``SXX``
+    padded to whole vectors, padding 0), or with ``from_x`` they are read from
+    X (C order, d a multiple of 4: ``dp`` = d) and widened there: rows whose
+    label bounds proved need no copy then (staging them had cost 2.4 ns a row
+    more, one thread, (1e6, 16, 16) float32, every row held: 12.5 against
+    10.1); ``M`` the means and ``SX``, ``SXX``
     the chunk's sums of w (x - mu) and w (x - mu)^2 in the same layout.
     Differences are formed a vector of features at a time.  The objective is
     left to ``_hard_objective``, from SXX once a chunk: a row's own distance
@@ -1001,11 +1031,18 @@ def _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX, w
         wv = vsplat(xr, w)
         o = r * dp
         m = best * dp
-        for a in range(0, dp, L):
-            t = vsub(vload(xr, o + a), vload(M, m + a))
-            vstore(SX, m + a, vfma(wv, t, vload(SX, m + a)))
-            if with_sxx:
-                vstore(SXX, m + a, vfma(vmul(wv, t), t, vload(SXX, m + a)))
+        if from_x:
+            for a in range(0, dp, L):
+                t = vsub(vload4_f64(X, i, a), vload(M, m + a))
+                vstore(SX, m + a, vfma(wv, t, vload(SX, m + a)))
+                if with_sxx:
+                    vstore(SXX, m + a, vfma(vmul(wv, t), t, vload(SXX, m + a)))
+        else:
+            for a in range(0, dp, L):
+                t = vsub(vload(xr, o + a), vload(M, m + a))
+                vstore(SX, m + a, vfma(wv, t, vload(SX, m + a)))
+                if with_sxx:
+                    vstore(SXX, m + a, vfma(vmul(wv, t), t, vload(SXX, m + a)))
 
 
 @inline_leaf
@@ -1098,10 +1135,115 @@ def _exact_score(X, i, means, j, precision, log_norm):
     return log_norm[j] - 0.5 * precision[j] * ss
 
 
+@inline_leaf
+def _store_bounds(bounds, i, u, l):
+    """bounds[2 i] = u and bounds[2 i + 1] = l in float32, rounded outwards
+    (the stored upper bound is >= u and the lower one <= l, subnormals
+    included; past float32's range the upper bound is inf)."""
+    sstore(bounds, 2 * i, np.float32(u * (1.0 + 2.0 ** -22) + 2.0 ** -140))
+    sstore(bounds, 2 * i + 1, np.float32(max(0.0, l * (1.0 - 2.0 ** -22) - 2.0 ** -140)))
+
+
+@inline_leaf
+def _bounds_test(u, l, gamma, margin):
+    """Whether distances u >= ||x - mu_a|| and l <= min_{j != a} ||x - mu_j||
+    make a the label (see ``_BOUNDS``)."""
+    return l > u and (1.0 - gamma) * l * l - (1.0 + gamma) * u * u > margin
+
+
+@inline_leaf
+def _bounds_hold(bounds, i, a, shift, oshift, gamma, margin):
+    """Whether row i's bounds prove that its label ``a`` stands (never for
+    a < 0), with the largest shift of the other means; if so, they are moved
+    to the current means and stored (see ``_BOUNDS``)."""
+    b = max(a, 0)
+    u = (np.float64(sload(bounds, 2 * i)) + shift[b]) * (1.0 + 2.0 ** -50)
+    l = (np.float64(sload(bounds, 2 * i + 1)) - oshift[b]) * (1.0 - 2.0 ** -50)
+    if a >= 0 and _bounds_test(u, l, gamma, margin):
+        _store_bounds(bounds, i, u, l)
+        return True
+    return False
+
+
+@leaf
+def _movers_pass(X, means, labels, bounds, shift, movers, mshift, gamma, margin, scored, m,
+                 g0, rs, xr):
+    """``_bounds_hold`` again for the m rows ``scored[:m]`` it left, now with
+    the exact distances to the few means that moved far more than the rest
+    (``movers``) and the largest shift of the others (``mshift``).  The rows
+    whose bounds now hold are staged for the sums (unless rs = 0: the sums
+    read X) and dropped from
+    ``scored``, whose other rows keep their order; returns their number.
+
+    A pass of its own: a call inside the first test's loop, even one never
+    made, had doubled the cost of the rows whose bounds hold at once (one
+    thread, (1e5, 16, 16) float32: 11.6 -> 28.3 ns a row).
+    """
+    d = means.shape[1]
+    kept = 0
+    for q in range(m):
+        i = scored[q]
+        a = labels[i]
+        if a >= 0 and _movers_hold(X, i, a, means, bounds, shift, movers, mshift, gamma,
+                                   margin):
+            if rs > 0:
+                _stage_row(X, i, d, xr, (i - g0) * rs)
+        else:
+            scored[kept] = i
+            kept += 1
+    return kept
+
+
+@inline_leaf
+def _movers_hold(X, i, a, means, bounds, shift, movers, mshift, gamma, margin):
+    """The test of ``_movers_pass`` for row i (label a); stores the bounds
+    when it holds."""
+    u = (np.float64(bounds[2 * i]) + shift[a]) * (1.0 + 2.0 ** -50)
+    l = (np.float64(bounds[2 * i + 1]) - mshift[a]) * (1.0 - 2.0 ** -50)
+    for q in range(movers.shape[0]):  # the row's own mean first: its distance lowers u
+        if movers[q] == a:
+            u = min(u, _distance(X, i, means, a) * (1.0 + 2.0 ** -20))
+    # the movers' distances can only lower l: give up as soon as the test fails
+    if not _bounds_test(u, l, gamma, margin):
+        return False
+    for q in range(movers.shape[0]):
+        j = movers[q]
+        if j != a:
+            l = min(l, _distance(X, i, means, j) * (1.0 - 2.0 ** -20))
+            if not _bounds_test(u, l, gamma, margin):
+                return False
+    _store_bounds(bounds, i, u, l)
+    return True
+
+
+@inline_leaf
+def _distance(X, i, means, j):
+    """||x_i - mu_j|| in float64, from differences: a sum of d rounded
+    non-negative terms and its square root, well within 2^-20 relative of the
+    exact distance (d < 2^30)."""
+    ss = 0.0
+    for b in range(means.shape[1]):
+        t = np.float64(X[i, b]) - means[j, b]
+        ss += t * t
+    return np.sqrt(ss)
+
+
+@inline_leaf
+def _stage_row(X, i, d, xr, o):
+    """Row i of X in float64 into xr[o:o + d] (a row whose label its bounds
+    proved: the sums' copy alone).  Element by element: as 4-element vectors
+    (``vload4_f64``) this had cost three times as much (one thread,
+    (1e5, 16, 16) float32: 6.5 ns a row against 2.2)."""
+    for a in range(d):
+        sstore(xr, o + a, np.float64(X[i, a]))
+
+
 @serial
 def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, CT, A,
-                                kp, unit, tiny, screen_max, a_max, pn_max, p_max, chunk_size,
-                                labels, nk_all, sx_all, sxx_all, obj_all):
+                                kp, unit, tiny, screen_max, a_max, pn_max, p_max, bounds,
+                                shift, oshift, movers, mshift, chunk_size, labels, nk_all,
+                                sx_all, sxx_all,
+                                obj_all):
     start = ci * chunk_size
     stop = min(X.shape[0], start + chunk_size)
     nk, sx, obj = nk_all[ci], sx_all[ci], obj_all[ci]
@@ -1117,7 +1259,21 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     e0 = rel * s0 + (d + 3 + root_d * (1.0 + pn_max) + p_max) * tiny
     e1 = rel * 2.0 * p_max + (root_d + 1.0) * tiny
     h_max = (screen_max - s0) / (2.0 * p_max) if p_max > 0.0 else np.inf
+    # bounds (see _BOUNDS): one precision p and one log_norm LN for all
+    bounded = bounds.shape[0] > 0
+    p = precision[0]
+    LN = log_norm[0]
+    gamma = (d + 16) * 2.0 ** -50
+    margin = 2.0 ** -48 * abs(LN) / p if bounded else 0.0
     R = 2 * lanes(CT)  # rows a block, in the lanes of two vectors
+    dp = M.shape[0] // k
+    one_vector = dp == VECTOR_BYTES // 8  # d <= 4: a row is one float64 vector
+    by_rows = X.strides[1] == X.itemsize
+    # the sums read every row from X (C order, d a multiple of 4), else from
+    # float64 copies made while staging (xr, a row every rs values)
+    direct = by_rows and dp == d and not one_vector
+    G = (_GROUP_BLOCKS_DIRECT if direct else _GROUP_BLOCKS) * R  # rows a group
+    rs = 0 if direct else dp
     # shifted rows, feature-major, and a last feature -||x'||^2 / 2 (CT's
     # last row holds P)
     xT = np.zeros((d + 1) * R, dtype=CT.dtype)
@@ -1128,81 +1284,124 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     first = np.empty(R, dtype=CT.dtype)
     half = np.zeros(R)
     screened = np.zeros(R, dtype=np.bool_)
-    dp = M.shape[0] // k
-    xr = np.zeros(R * dp)
+    upper = np.empty(R)
+    lower = np.empty(R)
+    scored = np.empty(G, dtype=np.int64)  # the group's rows that are scored
+    xr = np.zeros(max(G * rs, dp))  # the group's rows in float64, row i at (i - g0) * rs
     SX = np.zeros(k * dp)
     SXX = np.zeros(k * dp)
     nk[:] = 0.0
     changed = 0
-    one_vector = dp == lanes(xr)
-    by_rows = X.strides[1] == X.itemsize
     d4 = d - d % 4
     hn = np.zeros(4)
-    for i0 in range(start, stop, R):
-        n_rows = min(R, stop - i0)
-        # lanes past a short last block: stale, not read
-        if one_vector:
-            # d <= 4: the same steps, unrolled (the general loop's setup and
-            # remainder path had cost more than its d iterations)
-            for r in range(n_rows):
-                xx = 0.0
-                for a in range(4):
-                    if a < d:
-                        xx += _prepare_value(X, i0 + r, a, c, xr, r * dp, xT, R, r)
-                half[r] = 0.5 * xx
-                sstore(xT, d * R + r, -half[r])
-        elif by_rows and n_rows == R:
-            # 4 rows by 4 features at a time, transposed in registers (one
-            # value at a time, the stores into the lanes had been about a
-            # third of the E-step: one thread, (1e6, 16, 16), ns a row:
-            # float32 26.5 -> 23.0, float64 27.5 -> 23.7; same labels)
-            for r0 in range(0, R, 4):
-                hn[:] = 0.0
-                for a in range(0, d4, 4):
-                    stage_rows4(X, i0 + r0, a, c, xT, r0, R, xr, r0 * dp, dp, hn, 0)
-                for q in range(4):
-                    r = r0 + q
-                    xx = hn[q]
-                    for a in range(d4, d):
-                        xx += _prepare_value(X, i0 + r, a, c, xr, r * dp, xT, R, r)
+    for g0 in range(start, stop, G):
+        g1 = min(stop, g0 + G)
+        # rows whose bounds prove their label keep it and are not scored
+        m = 0
+        for i in range(g0, g1):
+            if not direct:
+                _stage_row(X, i, d, xr, (i - g0) * rs)  # every row's copy, for the sums
+            if bounded:
+                if _bounds_hold(bounds, i, sload(labels, i), shift, oshift, gamma, margin):
+                    continue
+                if by_rows:
+                    # the rows that need scores are few and scattered: without
+                    # this hint each waited for memory when staged (one thread,
+                    # (1e6, 16, 16) float32, 5 % of the rows scored: 95 -> 80 ns
+                    # a scored row)
+                    prefetch_rows_near(X, i, 1)
+            scored[m] = i
+            m += 1
+        if bounded and m > 0 and movers.shape[0] > 0:
+            m = _movers_pass(X, means, labels, bounds, shift, movers, mshift, gamma, margin,
+                             scored, m, g0, rs, xr)
+        for b0 in range(0, m, R):
+            n_rows = min(R, m - b0)
+            # lanes past a short last block: stale, not read
+            if one_vector:
+                # d <= 4: the same steps, unrolled (the general loop's setup and
+                # remainder path had cost more than its d iterations)
+                for r in range(n_rows):
+                    i = scored[b0 + r]
+                    xx = 0.0
+                    for a in range(4):
+                        if a < d:
+                            xx += _prepare_value(X, i, a, c, xr, (i - g0) * rs, xT, R, r)
                     half[r] = 0.5 * xx
                     sstore(xT, d * R + r, -half[r])
-        else:
+            else:
+                r0 = 0
+                if by_rows:
+                    # 4 rows by 4 features at a time, transposed in registers (one
+                    # value at a time, the stores into the lanes had been about a
+                    # third of the E-step: one thread, (1e6, 16, 16), ns a row:
+                    # float32 26.5 -> 23.0, float64 27.5 -> 23.7; same labels)
+                    while r0 + 4 <= n_rows:
+                        hn[:] = 0.0
+                        for a in range(0, d4, 4):
+                            stage_rows4(X, scored, b0 + r0, a, c, xT, r0, R, hn, 0)
+                        for q in range(4):
+                            r = r0 + q
+                            i = scored[b0 + r]
+                            xx = hn[q]
+                            for a in range(d4, d):
+                                xx += _prepare_value(X, i, a, c, xr, (i - g0) * rs, xT, R, r)
+                            half[r] = 0.5 * xx
+                            sstore(xT, d * R + r, -half[r])
+                        r0 += 4
+                for r in range(r0, n_rows):
+                    i = scored[b0 + r]
+                    xx = 0.0
+                    for a in range(d):
+                        xx += _prepare_value(X, i, a, c, xr, (i - g0) * rs, xT, R, r)
+                    half[r] = 0.5 * xx
+                    sstore(xT, d * R + r, -half[r])
+            _score_tile_lanes(xT, 0, d + 1, CT, A, kp, sc, 0)
+            _top_two_lanes(sc, k, top, second, first)
             for r in range(n_rows):
-                xx = 0.0
-                for a in range(d):
-                    xx += _prepare_value(X, i0 + r, a, c, xr, r * dp, xT, R, r)
-                half[r] = 0.5 * xx
-                sstore(xT, d * R + r, -half[r])
-        _score_tile_lanes(xT, 0, d + 1, CT, A, kp, sc, 0)
-        _top_two_lanes(sc, k, top, second, first)
-        for r in range(n_rows):
-            # 4 x the bound on the screening error of every score of this row,
-            # compared in the scores' dtype: rounding moves it by far less than 2 E
-            cr = np.float64(top[r]) - 4.0 * (e0 + e1 * half[r])
-            cut[r] = cr
-            screened[r] = half[r] < h_max and np.isfinite(cr)
-        for r in range(n_rows):
-            i = i0 + r
-            best = np.int64(first[r])
-            # the best alone above the cut (the second below it) is the label
-            if not second[r] < cut[r] or not screened[r]:
-                # a close call, or scores out of range: exact scores decide
-                best = 0
-                v_best = _exact_score(X, i, means, 0, precision, log_norm)
-                for j in range(1, k):
-                    if not screened[r] or sc[j * R + r] >= cut[r]:
-                        v = _exact_score(X, i, means, j, precision, log_norm)
-                        if v > v_best:
-                            v_best = v
-                            best = j
-            if labels[i] != best:
-                changed += 1
-                labels[i] = best
+                # 4 x the bound on the screening error of every score of this row,
+                # compared in the scores' dtype: rounding moves it by far less than 2 E
+                cr = np.float64(top[r]) - 4.0 * (e0 + e1 * half[r])
+                cut[r] = cr
+                screened[r] = half[r] < h_max and np.isfinite(cr)
+            if bounded:
+                # the bounds of rows decided by the screen: its scores are within E
+                # of the exact ones (2 E leaves room for rounding), and the squared
+                # distances are 2 (LN - score) / p (a loop without branches, whose
+                # square roots the compiler puts in vectors)
+                for r in range(n_rows):
+                    e2 = 2.0 * (e0 + e1 * half[r])
+                    du = 2.0 * (LN - np.float64(top[r]) + e2) / p
+                    dl = 2.0 * (LN - np.float64(second[r]) - e2) / p
+                    upper[r] = np.sqrt(max(du, 0.0)) * (1.0 + 2.0 ** -20)
+                    lower[r] = np.sqrt(max(dl, 0.0)) * (1.0 - 2.0 ** -20)
+            for r in range(n_rows):
+                i = scored[b0 + r]
+                best = np.int64(first[r])
+                # the best alone above the cut (the second below it) is the label
+                if not second[r] < cut[r] or not screened[r]:
+                    # a close call, or scores out of range: exact scores decide
+                    best = 0
+                    v_best = _exact_score(X, i, means, 0, precision, log_norm)
+                    for j in range(1, k):
+                        if not screened[r] or sc[j * R + r] >= cut[r]:
+                            v = _exact_score(X, i, means, j, precision, log_norm)
+                            if v > v_best:
+                                v_best = v
+                                best = j
+                    if bounded:
+                        _store_bounds(bounds, i, np.inf, 0.0)  # nothing known
+                elif bounded:
+                    _store_bounds(bounds, i, upper[r], lower[r])
+                if labels[i] != best:
+                    changed += 1
+                    labels[i] = best
         if one_vector:
-            _add_hard_block_one(xr, M, i0, n_rows, labels, sample_weight, nk, SX, SXX, with_sxx)
+            _add_hard_block_one(xr, M, g0, g1 - g0, labels, sample_weight, nk, SX, SXX,
+                                with_sxx)
         else:
-            _add_hard_block(xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX, with_sxx)
+            _add_hard_block(X, direct, xr, M, dp, g0, g1 - g0, labels, sample_weight, nk, SX,
+                            SXX, with_sxx)
     _finish_hard_chunk(ci, nk, SX, SXX, dp, precision, log_norm, changed, sx, sxx_all, obj)
 
 
@@ -1267,8 +1466,37 @@ def _estep_spherical_hard_small_chunk(ci, X, sample_weight, means, M, precision,
     _finish_hard_chunk(ci, nk, SX, SXX, dp, precision, log_norm, changed, sx, sxx_all, obj)
 
 
+_NO_BOUNDS = np.zeros(0, dtype=np.float32)
+_MOVERS = 4  # at most this many means whose distances a row's bounds test computes
+
+
+def _shift_bounds(shift):
+    """From the means' shifts s_j: (oshift, movers, mshift) of ``_bounds_hold``.
+
+    oshift[a] = max_{j != a} s_j.  ``movers``: the means among the _MOVERS
+    that moved farthest whose shift exceeds twice that of every other mean
+    (none when no such gap); mshift[a] = max s_j over the others, j != a.
+    """
+    k = shift.shape[0]
+    order = np.argsort(-shift, kind="stable")
+    oshift = np.full(k, shift[order[0]])
+    oshift[order[0]] = shift[order[1]] if k > 1 else 0.0
+    rest = shift[order[_MOVERS]] if k > _MOVERS else 0.0
+    movers = order[:_MOVERS][shift[order[:_MOVERS]] > 2.0 * rest]
+    others = np.ones(k, dtype=bool)
+    others[movers] = False
+    mshift = np.zeros(k)
+    if movers.shape[0] > 0 and others.any():
+        top = order[others[order]]  # the others, farthest first
+        mshift[:] = shift[top[0]]
+        mshift[top[0]] = shift[top[1]] if top.shape[0] > 1 else 0.0
+    return oshift, np.ascontiguousarray(movers, dtype=np.int64), mshift
+
+
 def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
-                          labels, nk, sx, sxx, obj):
+                          labels, nk, sx, sxx, obj, bounds=_NO_BOUNDS, shift=None):
+    """The hard spherical E-step without log-probabilities; with ``bounds``
+    (flat, 2 n float32) and ``shift``, ``estep_kmeans``'s pruned one."""
     k, d = means.shape
     dp = _padded(d, 4)
     M = np.zeros((k, dp))  # means in the padded row layout of _add_hard_block
@@ -1278,7 +1506,13 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
         run_chunks(_estep_spherical_hard_small_chunk, nk.shape[0], X, sample_weight, means, M,
                    precision, log_norm, np.ascontiguousarray(log_norm, dtype=np.float64),
                    -0.5 * precision, chunk_size, labels, nk, sx, sxx, obj)
+        if bounds.shape[0] > 0:
+            bounds[0::2] = np.inf  # exact scores for every row: no bounds kept
+            bounds[1::2] = 0.0
         return
+    if shift is None:
+        shift = np.zeros(k)
+    oshift, movers, mshift = _shift_bounds(shift)
     sc = screen_constants(X, means, precision, log_norm)
     # the tile's dtype (see above): float32 unless the components' constants
     # are out of its range
@@ -1295,7 +1529,26 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
     run_chunks(_estep_spherical_hard_chunk, nk.shape[0], X, sample_weight, means, M, precision,
                log_norm, sc.c, CT.ravel(), A, kp, float(fi.eps) / 2,
                float(fi.smallest_subnormal), screen_max, sc.a_max, sc.pn_max, sc.p_max,
-               chunk_size, labels, nk, sx, sxx, obj)
+               bounds, np.ascontiguousarray(shift, dtype=np.float64), oshift, movers, mshift,
+               chunk_size,
+               labels, nk, sx, sxx, obj)
+
+
+def estep_kmeans(X, sample_weight, means, prec_chol, log_norm, center, chunk_size, labels,
+                 bounds, shift, nk, sx, sxx, obj):
+    check_labels(X, labels, True)
+    if not statistics_wanted(nk):
+        nk, sx, sxx, obj = statistic_temporaries("estep_spherical", X, means.shape[0],
+                                                 chunk_size)
+    flat = bounds.reshape(-1)  # (n, 2) C-ordered: a view
+    if not second_moments_wanted(nk, sxx):
+        _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
+                              labels, nk, sx, np.empty((0,) + sx.shape[1:]), obj, flat, shift)
+        return
+    per_feature = np.empty(sx.shape)
+    _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
+                          labels, nk, sx, per_feature, obj, flat, shift)
+    np.sum(per_feature, axis=2, out=sxx)
 
 
 # ------------------------------------------------ soft E-steps through tiles

@@ -9,10 +9,11 @@ products does not depend on the memory layout of X.
 
 import numpy as np
 
-from ._table import OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA, check_labels, statistics_optional
+from ._table import (OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA, check_labels, kmeans_without_bounds,
+                     statistics_optional)
 
 __all__ = [
-    "estep_full", "estep_tied", "estep_diag", "estep_spherical",
+    "estep_full", "estep_tied", "estep_diag", "estep_spherical", "estep_kmeans",
     "estep_bernoulli", "sqdist",
     "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
     "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
@@ -154,6 +155,10 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
     precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
     _estep_per_coordinate(precision, X, sample_weight, means, log_norm, hard,
                           chunk_size, labels, log_prob, nk, sx, sxx, obj)
+
+
+# no bounds kept: the hard estep_spherical
+estep_kmeans = kmeans_without_bounds(estep_spherical)
 
 
 @statistics_optional
