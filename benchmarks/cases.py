@@ -35,6 +35,7 @@ statistics for a row: ``k`` for a soft E-step, 1 for a hard one.
 sqdist             3 n m d              (subtract, square, add; m = k centres)
 estep_spherical    2 n k d              x . mu_k (||x||^2 once per row)
                    + 2 n k' d           sx moments (and sum r ||x||^2)
+estep_kmeans       as estep_spherical   (hard; rows its bounds skip counted too)
 estep_diag         4 n k d              distances (per-coordinate precision)
                    + 4 n k' d           sx and sxx moments
 estep_tied         n d^2                x U (triangular), once per row
@@ -164,6 +165,9 @@ class Case:
 KERNEL_TARGETS = (
     ("sqdist", None, "blobs", KMEANS_SHAPES),             # k-means++ seeding, transform
     ("estep_spherical", "hard", "blobs", KMEANS_SHAPES),  # the K-means E-step
+    # the same with K-means' bounds, at fixed means: the rows whose bounds hold
+    # (after the warm-up pass, nearly all) are not scored; a converged fit's E-step
+    ("estep_kmeans", "hard", "blobs", KMEANS_SHAPES),
     ("estep_full", None, "blobs", GMM_SHAPES),
     ("estep_tied", None, "blobs", GMM_SHAPES),
     ("estep_diag", None, "blobs", GMM_SHAPES),
@@ -189,7 +193,7 @@ def kernel_flops(name, n, d, k, hard=False):
     name = name[:-len("_missing")] if name.endswith("_missing") else name
     if name == "sqdist":
         return 3 * n * k * d
-    if name == "estep_spherical":
+    if name in ("estep_spherical", "estep_kmeans"):
         return 2 * n * k * d + 2 * n * kk * d
     if name == "estep_diag":
         return 4 * n * k * d + 4 * n * kk * d

@@ -42,6 +42,8 @@ def _gaussian_params(case, problem):
 
 
 def _covariance_type(case):
+    if case.name == "estep_kmeans":
+        return "spherical"  # K-means' restricted family
     return case.name[len("estep_"):].replace("_missing", "")
 
 
@@ -62,6 +64,21 @@ def _gaussian_arguments(case, problem, chunk_size, n_chunks):
         hard=case.hard, chunk_size=chunk_size, labels=_labels(case, n),
         log_prob=np.empty((0, k)), imputed=np.empty((0, d)), **buffers,
     )
+    return values, buffers
+
+
+def _kmeans_arguments(case, problem, chunk_size, n_chunks):
+    """``estep_kmeans`` as a K-means fit calls it: the hard spherical arguments,
+    bounds that nothing is known of, and no shift (the means stay put, so the
+    bounds the warm-up pass writes hold in the timed ones)."""
+    values, buffers = _gaussian_arguments(case, problem, chunk_size, n_chunks)
+    n = problem.X.shape[0]
+    k = problem.means_init.shape[0]
+    bounds = np.empty((n, 2), dtype=np.float32)
+    bounds[:, 0] = np.inf
+    bounds[:, 1] = 0.0
+    values.update(bounds=bounds, shift=np.zeros(k), sxx=values["sxx"][:0])
+    buffers["sxx"] = values["sxx"]  # second moments off, as in a fit's iterations
     return values, buffers
 
 
@@ -119,6 +136,7 @@ ARGUMENTS = {
     "estep_tied": (_gaussian_arguments, _check_estep),
     "estep_diag": (_gaussian_arguments, _check_estep),
     "estep_spherical": (_gaussian_arguments, _check_estep),
+    "estep_kmeans": (_kmeans_arguments, _check_estep),
     "estep_bernoulli": (_bernoulli_arguments, _check_estep),
     "sqdist": (_sqdist_arguments, _check_sqdist),
     "estep_full_missing": (_gaussian_arguments, _check_estep),

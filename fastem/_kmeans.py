@@ -414,8 +414,9 @@ class KMeans(BaseEstimator):
             return (run.final_stats.maha < best.final_stats.maha
                     and not _same_clustering(run.labels, best.labels, k))
 
+        kernels = get_kernels()
         run = fit_em(
-            self._family(missing), get_kernels(), X, sample_weight,
+            self._family(missing), kernels, X, sample_weight,
             n_components=k, initialize=initialize, n_init=n_init,
             max_iter=self.max_iter, hard=True,
             make_monitor=lambda _: _KMeansMonitor(tol), is_better=is_better,
@@ -425,8 +426,9 @@ class KMeans(BaseEstimator):
             # wanted only to print it
             iteration_second_moments=bool(self.verbose),
             # complete data: rows whose nearest centre provably did not change
-            # are not scored again (the same results; see estep_kmeans)
-            bounded=not missing,
+            # are not scored again (the same results; see estep_kmeans), where
+            # the backend finds that this pays
+            bounded=not missing and kernels.kmeans_bounds_pay(X.shape[1], k),
             verbose=self.verbose,
         )
         distinct = np.count_nonzero(np.bincount(run.labels, minlength=k))

@@ -112,6 +112,13 @@ class Kernels:
         self.name = name
         for kernel in KERNEL_NAMES:
             setattr(self, kernel, getattr(module, kernel))
+        # whether estep_kmeans keeps bounds that pay at (n_features, n_clusters):
+        # a backend without bounds of its own never does
+        self.kmeans_bounds_pay = getattr(module, "kmeans_bounds_pay", _never)
+
+
+def _never(n_features, n_clusters):
+    return False
 
 
 def get_kernels():

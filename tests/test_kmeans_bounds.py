@@ -1,0 +1,247 @@
+"""K-means' distance bounds (``estep_kmeans``): the same results, less work.
+
+A row whose bounds prove its nearest mean unchanged is not scored, so every
+test here compares against the unbounded hard E-step (``estep_spherical``)
+bit for bit, checks that the bounds the kernel writes are true bounds, and
+shows (by a white-box perturbation) that rows are in fact skipped.
+"""
+
+import numpy as np
+import pytest
+
+import fastem
+from fastem import _config, _em
+from fastem import _kmeans as kmeans_module
+from fastem.backends import get_kernels
+
+pytestmark = pytest.mark.filterwarnings("ignore::fastem.exceptions.ConvergenceWarning")
+
+
+def _blobs(n, d, k, dtype, seed, order="C", scale=1.0, offset=0.0):
+    rng = np.random.default_rng(seed)
+    centres = 3.0 * rng.standard_normal((k, d))
+    X = centres[rng.integers(0, k, n)] + rng.standard_normal((n, d))
+    X = (X * scale + offset).astype(dtype)
+    return np.asfortranarray(X) if order == "F" else np.ascontiguousarray(X)
+
+
+class _Lloyd:
+    """Hard E-steps of K-means' restricted family, as ``GaussianFamily.e_step``
+    passes them, with and without bounds, from the same labels."""
+
+    def __init__(self, X, k, sample_weight=None):
+        self.X = X
+        n, d = X.shape
+        self.k = k
+        self.w = np.ones(n) if sample_weight is None else sample_weight
+        self.chunk, self.n_chunks = _config.chunk_layout(n)
+        self.log_norm = np.full(k, np.log(1.0 / k) - 0.5 * d * np.log(2 * np.pi))
+        self.prec_chol = np.ones(k)
+
+    def buffers(self, second_moments):
+        C, k, d = self.n_chunks, self.k, self.X.shape[1]
+        return (np.zeros((C, k)), np.zeros((C, k, d)),
+                np.zeros((C if second_moments else 0, k)), np.zeros((C, 3)))
+
+    def unbounded(self, means, labels, second_moments):
+        nk, sx, sxx, obj = out = self.buffers(second_moments)
+        get_kernels().estep_spherical(self.X, self.w, means, self.prec_chol, self.log_norm,
+                                      np.zeros(means.shape[1]), True, self.chunk, labels,
+                                      np.empty((0, self.k)), nk, sx, sxx, obj)
+        return out
+
+    def bounded(self, means, labels, bounds, shift, second_moments):
+        nk, sx, sxx, obj = out = self.buffers(second_moments)
+        get_kernels().estep_kmeans(self.X, self.w, means, self.prec_chol, self.log_norm,
+                                   np.zeros(means.shape[1]), self.chunk, labels, bounds,
+                                   shift, nk, sx, sxx, obj)
+        return out
+
+
+def _check_true_bounds(X, means, labels, bounds):
+    """u >= ||x - mu_label|| and l <= min over the other means, in long double."""
+    x = X.astype(np.longdouble)
+    dist = np.sqrt(((x[:, None, :] - means.astype(np.longdouble)[None]) ** 2).sum(axis=2))
+    n = X.shape[0]
+    own = dist[np.arange(n), labels]
+    dist[np.arange(n), labels] = np.inf
+    other = dist.min(axis=1)
+    u = bounds[:, 0].astype(np.longdouble)
+    low = bounds[:, 1].astype(np.longdouble)
+    assert np.all(u >= own), np.flatnonzero(u < own)[:5]
+    assert np.all(low <= other), np.flatnonzero(low > other)[:5]
+
+
+def _run_both(X, k, iterations, sample_weight=None, second_moments=False, seed=0,
+              min_held=None):
+    """Lloyd iterations with and without bounds from the same start; asserts the
+    same bits at every step and true bounds, and (numba, which keeps bounds)
+    that rows could be skipped; returns how many could."""
+    rng = np.random.default_rng(seed)
+    n, d = X.shape
+    lloyd = _Lloyd(X, k, sample_weight)
+    means = X[rng.choice(n, k, replace=False)].astype(np.float64)
+    labels_a = np.full(n, -1, dtype=np.int64)
+    labels_b = labels_a.copy()
+    rows = _em.RowBounds(n)
+    rows.reset()
+    held = 0
+    for it in range(iterations):
+        shift = rows.shift(means)
+        # rows whose bounds, moved by the shifts, leave their label first (the
+        # kernel's test without its rounding margins): the rows it may skip
+        others = np.array([np.max(np.delete(shift, j), initial=0.0) for j in range(k)])
+        a = np.maximum(labels_b, 0)
+        held += int(np.sum((labels_b >= 0) & (rows.array[:, 1] - others[a]
+                                               > rows.array[:, 0] + shift[a] + 1e-6)))
+        plain = lloyd.unbounded(means, labels_a, second_moments)
+        fast = lloyd.bounded(means, labels_b, rows.array, shift, second_moments)
+        np.testing.assert_array_equal(labels_b, labels_a, err_msg=f"iteration {it}")
+        for name, a, b in zip(("nk", "sx", "sxx", "obj"), plain, fast):
+            assert np.array_equal(a, b), f"iteration {it}: {name} differs"
+        _check_true_bounds(X, means, labels_b, rows.array)
+        nk = plain[0].sum(axis=0)
+        sx = plain[1].sum(axis=0)
+        filled = nk > 0
+        means = means.copy()
+        means[filled] += sx[filled] / nk[filled, None]
+    if get_kernels().name == "numba":
+        # over the iterations, at least one iteration's rows (default) could be skipped
+        assert held >= (n if min_held is None else min_held), held
+    return held
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("d, k", [(3, 7), (5, 9), (8, 16), (16, 40)])
+def test_bounded_e_step_gives_the_unbounded_bits(backend, dtype, order, d, k):
+    X = _blobs(1500, d, k, dtype, seed=d * k, order=order)
+    _run_both(X, k, iterations=8)
+
+
+@pytest.mark.parametrize("second_moments", [False, True])
+def test_bounded_e_step_with_weights_and_second_moments(backend, second_moments):
+    X = _blobs(1200, 12, 10, np.float32, seed=3)
+    w = np.random.default_rng(4).uniform(0.0, 3.0, X.shape[0])
+    w[::7] = 0.0  # rows of weight 0 are still labelled
+    _run_both(X, 10, iterations=6, sample_weight=w, second_moments=second_moments)
+
+
+def test_bounded_e_step_one_cluster_and_duplicate_means(backend):
+    X = _blobs(600, 6, 3, np.float64, seed=5)
+    _run_both(X, 1, iterations=3)
+    # two identical means: every row is a tie between them, never skipped wrongly
+    lloyd = _Lloyd(X, 3)
+    means = np.array([X[0], X[0], X[1]], dtype=np.float64)
+    rows = _em.RowBounds(X.shape[0])
+    rows.reset()
+    labels_a = np.full(X.shape[0], -1, dtype=np.int64)
+    labels_b = labels_a.copy()
+    for _ in range(3):
+        shift = rows.shift(means)
+        lloyd.unbounded(means, labels_a, False)
+        lloyd.bounded(means, labels_b, rows.array, shift, False)
+        np.testing.assert_array_equal(labels_b, labels_a)
+        _check_true_bounds(X, means, labels_b, rows.array)
+
+
+def test_bounded_e_step_far_from_the_origin(backend):
+    # constants beyond float32's screen: the kernel screens in float64 or exactly
+    # (fewer rows are screened, so fewer bounds are known)
+    X = _blobs(800, 6, 5, np.float64, seed=6, offset=1e16)
+    _run_both(X, 5, iterations=4, min_held=1)
+    X = _blobs(800, 6, 5, np.float32, seed=7, scale=1e3, offset=1e6)
+    _run_both(X, 5, iterations=4, min_held=1)
+
+
+def test_rows_whose_bounds_hold_are_not_scored():
+    """White box: with the means unchanged (shift 0), a row whose bounds hold
+    keeps its label even when its data changed behind the kernel's back; the
+    unbounded E-step relabels it.  (Backends without bounds score every row.)"""
+    with fastem.using_backend("numba" if "numba" in fastem.available_backends()
+                              else fastem.available_backends()[0]) as name:
+        X = _blobs(2000, 8, 4, np.float64, seed=8)
+        lloyd = _Lloyd(X, 4)
+        means = np.array([X[lloyd_row] for lloyd_row in (0, 1, 2, 3)], dtype=np.float64)
+        labels = np.full(X.shape[0], -1, dtype=np.int64)
+        rows = _em.RowBounds(X.shape[0])
+        rows.reset()
+        lloyd.bounded(means, labels, rows.array, rows.shift(means), False)
+        u, low = rows.array[:, 0].astype(float), rows.array[:, 1].astype(float)
+        holding = np.flatnonzero(low > 1.01 * u + 1e-9)  # bounds that hold at shift 0
+        assert holding.size > X.shape[0] // 2
+        i = holding[0]
+        moved_to = (labels[i] + 1) % 4
+        X[i] = means[moved_to]  # now nearest to another mean
+        before = labels.copy()
+        lloyd.bounded(means, labels, rows.array, rows.shift(means), False)
+        if name == "numba":
+            assert labels[i] == before[i]  # skipped: its bounds still held
+        else:
+            assert labels[i] == moved_to  # no bounds kept: scored again
+        np.testing.assert_array_equal(np.delete(labels, i), np.delete(before, i))
+        if name != "numba":
+            assert np.all(rows.array[:, 0] == np.inf) and np.all(rows.array[:, 1] == 0)
+
+
+def test_fit_with_bounds_equals_fit_without(monkeypatch, restore_config):
+    """The whole fit, bounds on and off: the same attributes, bit for bit, with
+    several initialisations, an empty cluster relocated, weights, 1 and 2 threads."""
+    X = _blobs(3000, 16, 40, np.float32, seed=9)
+    w = np.random.default_rng(10).uniform(0.5, 2.0, X.shape[0])
+    init = X[:40].astype(np.float64)
+    init[5] = 1e3  # far from every point: empty after the first E-step, relocated
+    results = {}
+    for bounded in (False, True):
+        for threads in (1, 2):
+            fastem.set_num_threads(threads)
+            real = kmeans_module.get_kernels
+
+            def kernels(real=real, bounded=bounded):
+                table = real()
+                table.kmeans_bounds_pay = lambda d, k: bounded
+                return table
+            monkeypatch.setattr(kmeans_module, "get_kernels", kernels)
+            used = []
+            fit_em = kmeans_module.fit_em
+
+            def spy(*args, fit_em=fit_em, used=used, **kwargs):
+                used.append(kwargs["bounded"])
+                return fit_em(*args, **kwargs)
+            monkeypatch.setattr(kmeans_module, "fit_em", spy)
+            fixed = fastem.KMeans(40, init=init, n_init=1, max_iter=12, tol=0).fit(
+                X, sample_weight=w)
+            several = fastem.KMeans(40, init="k-means++", n_init=3, max_iter=8,
+                                    random_state=0).fit(X)
+            assert used == [bounded, bounded]
+            results[bounded, threads] = (fixed, several)
+            monkeypatch.undo()
+    reference = results[False, 1]
+    for key, models in results.items():
+        for model, ref in zip(models, reference):
+            np.testing.assert_array_equal(model.labels_, ref.labels_, err_msg=str(key))
+            assert np.array_equal(model.cluster_centers_, ref.cluster_centers_), key
+            assert model.inertia_ == ref.inertia_ and model.n_iter_ == ref.n_iter_, key
+
+
+def test_bounds_are_used_where_they_pay():
+    kernels = get_kernels()
+    if kernels.name != "numba":
+        assert not kernels.kmeans_bounds_pay(32, 128)  # no bounds kept: never
+        return
+    assert kernels.kmeans_bounds_pay(32, 128)
+    assert not kernels.kmeans_bounds_pay(2, 8)
+
+
+def test_row_bounds_shift_is_an_upper_bound():
+    rows = _em.RowBounds(4)
+    rows.reset()
+    assert np.all(rows.array[:, 0] == np.inf) and np.all(rows.array[:, 1] == 0)
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((6, 9)) * 1e3
+    assert np.all(rows.shift(a) == 0.0)  # the first E-step: nothing moved yet
+    b = a + rng.standard_normal((6, 9)) * 1e-3
+    moved = rows.shift(b)
+    exact = np.sqrt((((b.astype(np.longdouble) - a.astype(np.longdouble)) ** 2)).sum(axis=1))
+    assert np.all(moved.astype(np.longdouble) >= exact)
+    assert np.all(moved <= exact * (1 + 1e-12))
