@@ -949,7 +949,11 @@ def run(settings, out=None, json_path=None):
         total = time.perf_counter() - started
     bench.say()
     bench.say(f"GFLOP/s: fastem's nominal flops per iteration (KMeans 2nkd; see "
-              f"fastem/_bench.py for the other models) over its time per iteration.")
+              f"fastem/_bench.py for the other models) over its time per iteration. "
+              f"KMeans where it keeps distance bounds ((d + 1) k >= 512) skips rows "
+              f"whose centre cannot change, which count as computed: its rate can "
+              f"exceed the multiply peak (the kernel scoring every row: benchmarks/, "
+              f"estep_spherical hard).")
     if sklearn is not None and any(r.section == "sklearn" for r in bench.rows):
         bench.say("scikit-learn's GaussianMixture time includes its initial M-step "
                   "(init_params='random_from_data') and a final E-step for labels its "

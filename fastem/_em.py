@@ -137,11 +137,14 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
     bounds = None
 
     def e_step(params, labels, statistics=True, second_moments=True):
+        with_bounds = {}
+        if bounds is not None:  # K-means' family alone takes them
+            with_bounds["bounds"] = bounds if statistics else None
         stats = family.e_step(kernels, X, sample_weight, params, center=center, hard=hard,
                               chunk_size=chunk_size, labels=labels,
                               buffers=buffers if statistics else None,
                               total_weight=total_weight, second_moments=second_moments,
-                              bounds=bounds if statistics else None)
+                              **with_bounds)
         if bounds is not None and not statistics:
             bounds.reset()  # labels written without them: they no longer match
         return stats
