@@ -356,36 +356,38 @@ def prefetch_rows_near(typingctx, arr, i, n):
 
 
 @intrinsic
-def stage_rows4(typingctx, X, rows, q0, a, c, xT, xo, R, hn, ho):
+def stage_rows4(typingctx, X, rows, q0, a, c, xT, xo, R, xr, g0, rs, hn, ho):
     """The K-means screen's staging of 4 rows by 4 features, in vectors.
 
     For the rows i_q = rows[q0 + q] (q < 4; any rows of a C-ordered 2-d X,
     float32 or float64) and features a .. a + 3, with c (1-d, X's dtype):
-    v = X[i_q, a + b] - c[a + b], formed in X's dtype, into
-    xT[xo + (a + b) * R + q] (xT's dtype); and hn[ho + q] += v^2 (float64,
-    one feature after the other, products and sums rounded apart).  The
-    values are those of the element-by-element staging
-    (``numba_backend._prepare_value``).  Unchecked, as ``vload``.
+    X[i_q, a + b] into xr[(i_q - g0) * rs + a + b] (float64); v = X[i_q, a + b]
+    - c[a + b], formed in X's dtype, into xT[xo + (a + b) * R + q] (xT's
+    dtype); and hn[ho + q] += v^2 (float64, one feature after the other,
+    products and sums rounded apart).  The values are those of the
+    element-by-element staging (``numba_backend._prepare_value``).
+    Unchecked, as ``vload``.
     """
-    for arr, ndim in ((X, 2), (c, 1), (xT, 1), (hn, 1)):
+    for arr, ndim in ((X, 2), (c, 1), (xT, 1), (xr, 1), (hn, 1)):
         if not (isinstance(arr, types.Array) and arr.ndim == ndim
                 and arr.dtype in (types.float32, types.float64)):
             raise TypeError(f"stage_rows4: expected a {ndim}-d float array, got {arr}")
     if not (isinstance(rows, types.Array) and rows.ndim == 1
             and isinstance(rows.dtype, types.Integer)):
         raise TypeError(f"stage_rows4: rows must be a 1-d integer array, got {rows}")
-    if c.dtype != X.dtype or hn.dtype != types.float64:
-        raise TypeError("stage_rows4: c must have X's dtype, hn float64")
+    if c.dtype != X.dtype or xr.dtype != types.float64 or hn.dtype != types.float64:
+        raise TypeError("stage_rows4: c must have X's dtype, xr and hn float64")
 
     def codegen(context, builder, sig, args):
-        Xt, rowst, _, _, ct, xTt, _, _, hnt, _ = sig.args
-        Xv, rowsv, q0v, av, cv_, xTv, xov, Rv, hnv, hov = args
+        Xt, rowst, _, _, ct, xTt, _, _, xrt, _, _, hnt, _ = sig.args
+        Xv, rowsv, q0v, av, cv_, xTv, xov, Rv, xrv, g0v, rsv, hnv, hov = args
         intp = context.get_value_type(types.intp)
 
         def ix(value, index):
             return context.cast(builder, value, sig.args[index], types.intp)
-        q0, a0, xo, R, ho = (ix(v, n) for v, n in
-                             ((q0v, 2), (av, 3), (xov, 6), (Rv, 7), (hov, 9)))
+        q0, a0, xo, R, g0, rs, ho = (ix(v, n) for v, n in
+                                     ((q0v, 2), (av, 3), (xov, 6), (Rv, 7), (g0v, 9),
+                                      (rsv, 10), (hov, 12)))
         T = context.get_value_type(Xt.dtype)
         VT = ir.VectorType(T, 4)
         f64 = ir.DoubleType()
@@ -394,11 +396,12 @@ def stage_rows4(typingctx, X, rows, q0, a, c, xT, xo, R, hn, ho):
         VU = ir.VectorType(UT, 4)
         ary = context.make_array(Xt)(context, builder, Xv)
 
-        def load_row(q):
+        def row_index(q):
             at = _element_pointer(context, builder, rowst, rowsv,
                                   builder.add(q0, ir.Constant(intp, q)))
-            i = builder.load(at)
-            i = context.cast(builder, i, rowst.dtype, types.intp)
+            return context.cast(builder, builder.load(at), rowst.dtype, types.intp)
+
+        def load_row(i):
             ptr = cgutils.get_item_pointer(context, builder, Xt, ary, [i, a0],
                                            wraparound=False)
             return builder.load(builder.bitcast(ptr, VT.as_pointer()),
@@ -416,7 +419,14 @@ def stage_rows4(typingctx, X, rows, q0, a, c, xT, xo, R, hn, ho):
             return builder.fpext(v, dst_vty)
 
         cvec = builder.load(ptr1(ct, cv_, a0, VT), align=ct.dtype.bitwidth // 8)
-        diffs = [builder.fsub(load_row(q), cvec) for q in range(4)]
+        diffs = []
+        for q in range(4):
+            i = row_index(q)
+            row = load_row(i)
+            wide = row if isinstance(T, ir.DoubleType) else builder.fpext(row, V64)
+            off = builder.add(builder.mul(builder.sub(i, g0), rs), a0)
+            builder.store(wide, ptr1(xrt, xrv, off, V64), align=8)
+            diffs.append(builder.fsub(row, cvec))
 
         def shuffle(x, y, mask):
             return builder.shuffle_vector(
@@ -437,7 +447,7 @@ def stage_rows4(typingctx, X, rows, q0, a, c, xT, xo, R, hn, ho):
             acc = builder.fadd(acc, builder.fmul(w, w))
         builder.store(acc, hptr, align=8)
         return context.get_dummy_value()
-    sig = types.none(X, rows, q0, a, c, xT, xo, R, hn, ho)
+    sig = types.none(X, rows, q0, a, c, xT, xo, R, xr, g0, rs, hn, ho)
     return sig, codegen
 
 

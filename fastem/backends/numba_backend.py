@@ -1238,12 +1238,142 @@ def _stage_row(X, i, d, xr, o):
         sstore(xr, o + a, np.float64(X[i, a]))
 
 
+@inline_leaf
+def _screen_cuts(n_rows, top, half, e0, e1, h_max, cut, screened):
+    """The screen's cut of each of a block's rows, and whether its scores are in
+    range (see above)."""
+    for r in range(n_rows):
+        # 4 x the bound on the screening error of every score of this row,
+        # compared in the scores' dtype: rounding moves it by far less than 2 E
+        cr = np.float64(top[r]) - 4.0 * (e0 + e1 * half[r])
+        cut[r] = cr
+        screened[r] = half[r] < h_max and np.isfinite(cr)
+
+
+@inline_leaf
+def _exact_label(X, i, means, precision, log_norm, sc, R, r, cut, screened):
+    """Row i's label from exact scores (a close call, or scores out of the
+    screen's range): the components the screen left within reach of the best."""
+    best = 0
+    v_best = _exact_score(X, i, means, 0, precision, log_norm)
+    for j in range(1, means.shape[0]):
+        if not screened or sc[j * R + r] >= cut:
+            v = _exact_score(X, i, means, j, precision, log_norm)
+            if v > v_best:
+                v_best = v
+                best = j
+    return best
+
+
 @serial
 def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, CT, A,
-                                kp, unit, tiny, screen_max, a_max, pn_max, p_max, bounds,
-                                shift, oshift, movers, mshift, chunk_size, labels, nk_all,
-                                sx_all, sxx_all,
-                                obj_all):
+                                kp, unit, tiny, screen_max, a_max, pn_max, p_max, chunk_size,
+                                labels, nk_all, sx_all, sxx_all, obj_all):
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nk, sx, obj = nk_all[ci], sx_all[ci], obj_all[ci]
+    with_sxx = sxx_all.shape[0] > 0  # else second moments off
+    k, d = means.shape
+    u64 = 2.0 ** -53
+    # The bound E of a row (see above) without its square root: with
+    # ||x'|| q <= p ||x'||^2 / 2 + q^2 / (2 p) and ||x'|| <= 1 + ||x'||^2 / 2,
+    # S <= S0 + 2 p_max h and E <= e0 + e1 h, where h = ||x'||^2 / 2.
+    s0 = a_max + (pn_max * pn_max / (2.0 * p_max) if p_max > 0.0 else 0.0)
+    rel = (d + 4) * unit + 8.0 * u64
+    root_d = np.sqrt(d)
+    e0 = rel * s0 + (d + 3 + root_d * (1.0 + pn_max) + p_max) * tiny
+    e1 = rel * 2.0 * p_max + (root_d + 1.0) * tiny
+    h_max = (screen_max - s0) / (2.0 * p_max) if p_max > 0.0 else np.inf
+    R = 2 * lanes(CT)  # rows a block, in the lanes of two vectors
+    # shifted rows, feature-major, and a last feature -||x'||^2 / 2 (CT's
+    # last row holds P)
+    xT = np.zeros((d + 1) * R, dtype=CT.dtype)
+    sc = np.empty(kp * R, dtype=CT.dtype)  # their scores, component-major
+    top = np.empty(R, dtype=CT.dtype)
+    cut = np.zeros(R, dtype=CT.dtype)
+    second = np.empty(R, dtype=CT.dtype)
+    first = np.empty(R, dtype=CT.dtype)
+    half = np.zeros(R)
+    screened = np.zeros(R, dtype=np.bool_)
+    dp = M.shape[0] // k
+    xr = np.zeros(R * dp)
+    SX = np.zeros(k * dp)
+    SXX = np.zeros(k * dp)
+    nk[:] = 0.0
+    changed = 0
+    one_vector = dp == lanes(xr)
+    by_rows = X.strides[1] == X.itemsize
+    d4 = d - d % 4
+    hn = np.zeros(4)
+    rows = np.empty(R, dtype=np.int64)  # the block's rows, for stage_rows4
+    for i0 in range(start, stop, R):
+        n_rows = min(R, stop - i0)
+        # lanes past a short last block: stale, not read
+        if one_vector:
+            # d <= 4: the same steps, unrolled (the general loop's setup and
+            # remainder path had cost more than its d iterations)
+            for r in range(n_rows):
+                xx = 0.0
+                for a in range(4):
+                    if a < d:
+                        xx += _prepare_value(X, i0 + r, a, c, xr, r * dp, xT, R, r)
+                half[r] = 0.5 * xx
+                sstore(xT, d * R + r, -half[r])
+        elif by_rows and n_rows == R:
+            # 4 rows by 4 features at a time, transposed in registers (one
+            # value at a time, the stores into the lanes had been about a
+            # third of the E-step: one thread, (1e6, 16, 16), ns a row:
+            # float32 26.5 -> 23.0, float64 27.5 -> 23.7; same labels)
+            for r in range(R):
+                rows[r] = i0 + r
+            for r0 in range(0, R, 4):
+                hn[:] = 0.0
+                for a in range(0, d4, 4):
+                    stage_rows4(X, rows, r0, a, c, xT, r0, R, xr, i0, dp, hn, 0)
+                for q in range(4):
+                    r = r0 + q
+                    xx = hn[q]
+                    for a in range(d4, d):
+                        xx += _prepare_value(X, i0 + r, a, c, xr, r * dp, xT, R, r)
+                    half[r] = 0.5 * xx
+                    sstore(xT, d * R + r, -half[r])
+        else:
+            for r in range(n_rows):
+                xx = 0.0
+                for a in range(d):
+                    xx += _prepare_value(X, i0 + r, a, c, xr, r * dp, xT, R, r)
+                half[r] = 0.5 * xx
+                sstore(xT, d * R + r, -half[r])
+        _score_tile_lanes(xT, 0, d + 1, CT, A, kp, sc, 0)
+        _top_two_lanes(sc, k, top, second, first)
+        _screen_cuts(n_rows, top, half, e0, e1, h_max, cut, screened)
+        for r in range(n_rows):
+            i = i0 + r
+            best = np.int64(first[r])
+            # the best alone above the cut (the second below it) is the label
+            if not second[r] < cut[r] or not screened[r]:
+                # a close call, or scores out of range: exact scores decide
+                best = _exact_label(X, i, means, precision, log_norm, sc, R, r, cut[r],
+                                    screened[r])
+            if labels[i] != best:
+                changed += 1
+                labels[i] = best
+        if one_vector:
+            _add_hard_block_one(xr, M, i0, n_rows, labels, sample_weight, nk, SX, SXX, with_sxx)
+        else:
+            _add_hard_block(X, False, xr, M, dp, i0, n_rows, labels, sample_weight, nk, SX, SXX,
+                            with_sxx)
+    _finish_hard_chunk(ci, nk, SX, SXX, dp, precision, log_norm, changed, sx, sxx_all, obj)
+
+
+@serial
+def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, CT, A, kp,
+                        unit, tiny, screen_max, a_max, pn_max, p_max, bounds, shift, oshift,
+                        movers, mshift, chunk_size, labels, nk_all, sx_all, sxx_all, obj_all):
+    """``_estep_spherical_hard_chunk`` with K-means' bounds (see ``_BOUNDS``):
+    rows are taken a group at a time; the rows whose bounds hold are not
+    scored, the others are gathered into blocks and scored as there, and the
+    group's statistics are then added in row order."""
     start = ci * chunk_size
     stop = min(X.shape[0], start + chunk_size)
     nk, sx, obj = nk_all[ci], sx_all[ci], obj_all[ci]
@@ -1260,11 +1390,10 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     e1 = rel * 2.0 * p_max + (root_d + 1.0) * tiny
     h_max = (screen_max - s0) / (2.0 * p_max) if p_max > 0.0 else np.inf
     # bounds (see _BOUNDS): one precision p and one log_norm LN for all
-    bounded = bounds.shape[0] > 0
     p = precision[0]
     LN = log_norm[0]
     gamma = (d + 16) * 2.0 ** -50
-    margin = 2.0 ** -48 * abs(LN) / p if bounded else 0.0
+    margin = 2.0 ** -48 * abs(LN) / p
     R = 2 * lanes(CT)  # rows a block, in the lanes of two vectors
     dp = M.shape[0] // k
     one_vector = dp == VECTOR_BYTES // 8  # d <= 4: a row is one float64 vector
@@ -1299,20 +1428,19 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
         # rows whose bounds prove their label keep it and are not scored
         m = 0
         for i in range(g0, g1):
-            if not direct:
-                _stage_row(X, i, d, xr, (i - g0) * rs)  # every row's copy, for the sums
-            if bounded:
-                if _bounds_hold(bounds, i, sload(labels, i), shift, oshift, gamma, margin):
-                    continue
-                if by_rows:
-                    # the rows that need scores are few and scattered: without
-                    # this hint each waited for memory when staged (one thread,
-                    # (1e6, 16, 16) float32, 5 % of the rows scored: 95 -> 80 ns
-                    # a scored row)
-                    prefetch_rows_near(X, i, 1)
+            if _bounds_hold(bounds, i, sload(labels, i), shift, oshift, gamma, margin):
+                if not direct:
+                    _stage_row(X, i, d, xr, (i - g0) * rs)  # the sums' copy
+                continue
+            if by_rows:
+                # the rows that need scores are few and scattered: without this
+                # hint each waited for memory when staged (one thread,
+                # (1e6, 16, 16) float32, 5 % of the rows scored: 95 -> 80 ns a
+                # scored row)
+                prefetch_rows_near(X, i, 1)
             scored[m] = i
             m += 1
-        if bounded and m > 0 and movers.shape[0] > 0:
+        if m > 0 and movers.shape[0] > 0:
             m = _movers_pass(X, means, labels, bounds, shift, movers, mshift, gamma, margin,
                              scored, m, g0, rs, xr)
         for b0 in range(0, m, R):
@@ -1339,7 +1467,7 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
                     while r0 + 4 <= n_rows:
                         hn[:] = 0.0
                         for a in range(0, d4, 4):
-                            stage_rows4(X, scored, b0 + r0, a, c, xT, r0, R, hn, 0)
+                            stage_rows4(X, scored, b0 + r0, a, c, xT, r0, R, xr, g0, rs, hn, 0)
                         for q in range(4):
                             r = r0 + q
                             i = scored[b0 + r]
@@ -1358,40 +1486,26 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
                     sstore(xT, d * R + r, -half[r])
             _score_tile_lanes(xT, 0, d + 1, CT, A, kp, sc, 0)
             _top_two_lanes(sc, k, top, second, first)
+            _screen_cuts(n_rows, top, half, e0, e1, h_max, cut, screened)
+            # the bounds of rows decided by the screen: its scores are within E of
+            # the exact ones (2 E leaves room for rounding), and the squared
+            # distances are 2 (LN - score) / p
             for r in range(n_rows):
-                # 4 x the bound on the screening error of every score of this row,
-                # compared in the scores' dtype: rounding moves it by far less than 2 E
-                cr = np.float64(top[r]) - 4.0 * (e0 + e1 * half[r])
-                cut[r] = cr
-                screened[r] = half[r] < h_max and np.isfinite(cr)
-            if bounded:
-                # the bounds of rows decided by the screen: its scores are within E
-                # of the exact ones (2 E leaves room for rounding), and the squared
-                # distances are 2 (LN - score) / p (a loop without branches, whose
-                # square roots the compiler puts in vectors)
-                for r in range(n_rows):
-                    e2 = 2.0 * (e0 + e1 * half[r])
-                    du = 2.0 * (LN - np.float64(top[r]) + e2) / p
-                    dl = 2.0 * (LN - np.float64(second[r]) - e2) / p
-                    upper[r] = np.sqrt(max(du, 0.0)) * (1.0 + 2.0 ** -20)
-                    lower[r] = np.sqrt(max(dl, 0.0)) * (1.0 - 2.0 ** -20)
+                e2 = 2.0 * (e0 + e1 * half[r])
+                du = 2.0 * (LN - np.float64(top[r]) + e2) / p
+                dl = 2.0 * (LN - np.float64(second[r]) - e2) / p
+                upper[r] = np.sqrt(max(du, 0.0)) * (1.0 + 2.0 ** -20)
+                lower[r] = np.sqrt(max(dl, 0.0)) * (1.0 - 2.0 ** -20)
             for r in range(n_rows):
                 i = scored[b0 + r]
                 best = np.int64(first[r])
                 # the best alone above the cut (the second below it) is the label
                 if not second[r] < cut[r] or not screened[r]:
                     # a close call, or scores out of range: exact scores decide
-                    best = 0
-                    v_best = _exact_score(X, i, means, 0, precision, log_norm)
-                    for j in range(1, k):
-                        if not screened[r] or sc[j * R + r] >= cut[r]:
-                            v = _exact_score(X, i, means, j, precision, log_norm)
-                            if v > v_best:
-                                v_best = v
-                                best = j
-                    if bounded:
-                        _store_bounds(bounds, i, np.inf, 0.0)  # nothing known
-                elif bounded:
+                    best = _exact_label(X, i, means, precision, log_norm, sc, R, r, cut[r],
+                                        screened[r])
+                    _store_bounds(bounds, i, np.inf, 0.0)  # nothing known
+                else:
                     _store_bounds(bounds, i, upper[r], lower[r])
                 if labels[i] != best:
                     changed += 1
@@ -1467,6 +1581,7 @@ def _estep_spherical_hard_small_chunk(ci, X, sample_weight, means, M, precision,
 
 
 _NO_BOUNDS = np.zeros(0, dtype=np.float32)
+_NO_SHIFT = np.zeros(0)
 # Bounds spare a row its scores, (d + 1) k multiply-adds, at the cost of their
 # test and, for the rows that still need scores, of gathering them.  Marginal
 # time per iteration of fits from the same start, bounded against unbounded,
@@ -1511,7 +1626,7 @@ def _shift_bounds(shift):
 
 
 def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
-                          labels, nk, sx, sxx, obj, bounds=_NO_BOUNDS, shift=None):
+                          labels, nk, sx, sxx, obj, bounds=_NO_BOUNDS, shift=_NO_SHIFT):
     """The hard spherical E-step without log-probabilities; with ``bounds``
     (flat, 2 n float32) and ``shift``, ``estep_kmeans``'s pruned one."""
     k, d = means.shape
@@ -1527,9 +1642,6 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
             bounds[0::2] = np.inf  # exact scores for every row: no bounds kept
             bounds[1::2] = 0.0
         return
-    if shift is None:
-        shift = np.zeros(k)
-    oshift, movers, mshift = _shift_bounds(shift)
     sc = screen_constants(X, means, precision, log_norm)
     # the tile's dtype (see above): float32 unless the components' constants
     # are out of its range
@@ -1543,12 +1655,16 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
     CT[d, :k] = precision
     A = np.full(kp, -np.inf, dtype=dtype)
     A[:k] = sc.A
-    run_chunks(_estep_spherical_hard_chunk, nk.shape[0], X, sample_weight, means, M, precision,
-               log_norm, sc.c, CT.ravel(), A, kp, float(fi.eps) / 2,
-               float(fi.smallest_subnormal), screen_max, sc.a_max, sc.pn_max, sc.p_max,
-               bounds, np.ascontiguousarray(shift, dtype=np.float64), oshift, movers, mshift,
-               chunk_size,
-               labels, nk, sx, sxx, obj)
+    screen = (sc.c, CT.ravel(), A, kp, float(fi.eps) / 2, float(fi.smallest_subnormal),
+              screen_max, sc.a_max, sc.pn_max, sc.p_max)
+    if bounds.shape[0] == 0:
+        run_chunks(_estep_spherical_hard_chunk, nk.shape[0], X, sample_weight, means, M,
+                   precision, log_norm, *screen, chunk_size, labels, nk, sx, sxx, obj)
+        return
+    shift = np.ascontiguousarray(shift, dtype=np.float64)
+    run_chunks(_estep_kmeans_chunk, nk.shape[0], X, sample_weight, means, M, precision,
+               log_norm, *screen, bounds, shift, *_shift_bounds(shift), chunk_size, labels, nk,
+               sx, sxx, obj)
 
 
 def estep_kmeans(X, sample_weight, means, prec_chol, log_norm, center, chunk_size, labels,
