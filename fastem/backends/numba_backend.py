@@ -1124,6 +1124,17 @@ def _prepare_value(X, i, a, c, xr, ro, xT, R, r):
     return np.float64(v) * np.float64(v)
 
 
+@inline_leaf
+def _stage_values(X, i, a0, a1, c, xr, ro, xT, R, r, xx, half):
+    """Features a0 .. a1 - 1 of row i by ``_prepare_value``, their squares
+    added to ``xx``; then half[r] = xx / 2 and -half[r] into the block's last
+    feature."""
+    for a in range(a0, a1):
+        xx += _prepare_value(X, i, a, c, xr, ro, xT, R, r)
+    half[r] = 0.5 * xx
+    sstore(xT, (xT.shape[0] // R - 1) * R + r, -half[r])
+
+
 @leaf
 def _exact_score(X, i, means, j, precision, log_norm):
     """log_norm_j - p_j / 2 * ||x_i - mu_j||^2 from differences."""
@@ -1239,6 +1250,33 @@ def _stage_row(X, i, d, xr, o):
 
 
 @inline_leaf
+def _screen_error(d, unit, tiny, screen_max, a_max, pn_max, p_max):
+    """(e0, e1, h_max): the bound E of a row (see above) without its square
+    root.  With ||x'|| q <= p ||x'||^2 / 2 + q^2 / (2 p) and
+    ||x'|| <= 1 + ||x'||^2 / 2, S <= S0 + 2 p_max h and E <= e0 + e1 h, where
+    h = ||x'||^2 / 2; rows with h >= h_max are not screened."""
+    s0 = a_max + (pn_max * pn_max / (2.0 * p_max) if p_max > 0.0 else 0.0)
+    rel = (d + 4) * unit + 8.0 * 2.0 ** -53
+    root_d = np.sqrt(d)
+    e0 = rel * s0 + (d + 3 + root_d * (1.0 + pn_max) + p_max) * tiny
+    e1 = rel * 2.0 * p_max + (root_d + 1.0) * tiny
+    h_max = (screen_max - s0) / (2.0 * p_max) if p_max > 0.0 else np.inf
+    return e0, e1, h_max
+
+
+@serial
+def _screen_buffers(d, kp, R, CT):
+    """A block's buffers for the screen: the shifted rows, feature-major, and a
+    last feature -||x'||^2 / 2 (CT's last row holds P); their scores,
+    component-major; each row's top score, cut, second score, first
+    component, ||x'||^2 / 2 and whether it is screened."""
+    return (np.zeros((d + 1) * R, dtype=CT.dtype), np.empty(kp * R, dtype=CT.dtype),
+            np.empty(R, dtype=CT.dtype), np.zeros(R, dtype=CT.dtype),
+            np.empty(R, dtype=CT.dtype), np.empty(R, dtype=CT.dtype), np.zeros(R),
+            np.zeros(R, dtype=np.bool_))
+
+
+@inline_leaf
 def _screen_cuts(n_rows, top, half, e0, e1, h_max, cut, screened):
     """The screen's cut of each of a block's rows, and whether its scores are in
     range (see above)."""
@@ -1274,27 +1312,9 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     nk, sx, obj = nk_all[ci], sx_all[ci], obj_all[ci]
     with_sxx = sxx_all.shape[0] > 0  # else second moments off
     k, d = means.shape
-    u64 = 2.0 ** -53
-    # The bound E of a row (see above) without its square root: with
-    # ||x'|| q <= p ||x'||^2 / 2 + q^2 / (2 p) and ||x'|| <= 1 + ||x'||^2 / 2,
-    # S <= S0 + 2 p_max h and E <= e0 + e1 h, where h = ||x'||^2 / 2.
-    s0 = a_max + (pn_max * pn_max / (2.0 * p_max) if p_max > 0.0 else 0.0)
-    rel = (d + 4) * unit + 8.0 * u64
-    root_d = np.sqrt(d)
-    e0 = rel * s0 + (d + 3 + root_d * (1.0 + pn_max) + p_max) * tiny
-    e1 = rel * 2.0 * p_max + (root_d + 1.0) * tiny
-    h_max = (screen_max - s0) / (2.0 * p_max) if p_max > 0.0 else np.inf
+    e0, e1, h_max = _screen_error(d, unit, tiny, screen_max, a_max, pn_max, p_max)
     R = 2 * lanes(CT)  # rows a block, in the lanes of two vectors
-    # shifted rows, feature-major, and a last feature -||x'||^2 / 2 (CT's
-    # last row holds P)
-    xT = np.zeros((d + 1) * R, dtype=CT.dtype)
-    sc = np.empty(kp * R, dtype=CT.dtype)  # their scores, component-major
-    top = np.empty(R, dtype=CT.dtype)
-    cut = np.zeros(R, dtype=CT.dtype)
-    second = np.empty(R, dtype=CT.dtype)
-    first = np.empty(R, dtype=CT.dtype)
-    half = np.zeros(R)
-    screened = np.zeros(R, dtype=np.bool_)
+    xT, sc, top, cut, second, first, half, screened = _screen_buffers(d, kp, R, CT)
     dp = M.shape[0] // k
     xr = np.zeros(R * dp)
     SX = np.zeros(k * dp)
@@ -1339,11 +1359,7 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
                     sstore(xT, d * R + r, -half[r])
         else:
             for r in range(n_rows):
-                xx = 0.0
-                for a in range(d):
-                    xx += _prepare_value(X, i0 + r, a, c, xr, r * dp, xT, R, r)
-                half[r] = 0.5 * xx
-                sstore(xT, d * R + r, -half[r])
+                _stage_values(X, i0 + r, 0, d, c, xr, r * dp, xT, R, r, 0.0, half)
         _score_tile_lanes(xT, 0, d + 1, CT, A, kp, sc, 0)
         _top_two_lanes(sc, k, top, second, first)
         _screen_cuts(n_rows, top, half, e0, e1, h_max, cut, screened)
@@ -1379,16 +1395,7 @@ def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, 
     nk, sx, obj = nk_all[ci], sx_all[ci], obj_all[ci]
     with_sxx = sxx_all.shape[0] > 0  # else second moments off
     k, d = means.shape
-    u64 = 2.0 ** -53
-    # The bound E of a row (see above) without its square root: with
-    # ||x'|| q <= p ||x'||^2 / 2 + q^2 / (2 p) and ||x'|| <= 1 + ||x'||^2 / 2,
-    # S <= S0 + 2 p_max h and E <= e0 + e1 h, where h = ||x'||^2 / 2.
-    s0 = a_max + (pn_max * pn_max / (2.0 * p_max) if p_max > 0.0 else 0.0)
-    rel = (d + 4) * unit + 8.0 * u64
-    root_d = np.sqrt(d)
-    e0 = rel * s0 + (d + 3 + root_d * (1.0 + pn_max) + p_max) * tiny
-    e1 = rel * 2.0 * p_max + (root_d + 1.0) * tiny
-    h_max = (screen_max - s0) / (2.0 * p_max) if p_max > 0.0 else np.inf
+    e0, e1, h_max = _screen_error(d, unit, tiny, screen_max, a_max, pn_max, p_max)
     # bounds (see _BOUNDS): one precision p and one log_norm LN for all
     p = precision[0]
     LN = log_norm[0]
@@ -1403,16 +1410,7 @@ def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, 
     direct = by_rows and dp == d and not one_vector
     G = (_GROUP_BLOCKS_DIRECT if direct else _GROUP_BLOCKS) * R  # rows a group
     rs = 0 if direct else dp
-    # shifted rows, feature-major, and a last feature -||x'||^2 / 2 (CT's
-    # last row holds P)
-    xT = np.zeros((d + 1) * R, dtype=CT.dtype)
-    sc = np.empty(kp * R, dtype=CT.dtype)  # their scores, component-major
-    top = np.empty(R, dtype=CT.dtype)
-    cut = np.zeros(R, dtype=CT.dtype)
-    second = np.empty(R, dtype=CT.dtype)
-    first = np.empty(R, dtype=CT.dtype)
-    half = np.zeros(R)
-    screened = np.zeros(R, dtype=np.bool_)
+    xT, sc, top, cut, second, first, half, screened = _screen_buffers(d, kp, R, CT)
     upper = np.empty(R)
     lower = np.empty(R)
     scored = np.empty(G, dtype=np.int64)  # the group's rows that are scored
@@ -1479,11 +1477,7 @@ def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, 
                         r0 += 4
                 for r in range(r0, n_rows):
                     i = scored[b0 + r]
-                    xx = 0.0
-                    for a in range(d):
-                        xx += _prepare_value(X, i, a, c, xr, (i - g0) * rs, xT, R, r)
-                    half[r] = 0.5 * xx
-                    sstore(xT, d * R + r, -half[r])
+                    _stage_values(X, i, 0, d, c, xr, (i - g0) * rs, xT, R, r, 0.0, half)
             _score_tile_lanes(xT, 0, d + 1, CT, A, kp, sc, 0)
             _top_two_lanes(sc, k, top, second, first)
             _screen_cuts(n_rows, top, half, e0, e1, h_max, cut, screened)
