@@ -256,12 +256,28 @@ def statistic_temporaries(name, X, n_components, chunk_size):
             np.empty((n_chunks, 3)))
 
 
+def check_bounds(X, means, bounds, shift):
+    """Raise ValueError unless ``bounds`` and ``shift`` are valid arguments of
+    ``estep_kmeans`` (see above): compiled kernels read and write the bounds
+    in place, without bounds checks."""
+    n, k = np.shape(X)[0], np.shape(means)[0]
+    if not (isinstance(bounds, np.ndarray) and bounds.dtype == np.float32
+            and bounds.shape == (n, 2) and bounds.flags.c_contiguous
+            and bounds.flags.writeable):
+        raise ValueError(f"bounds must be a writeable C-ordered float32 array of shape "
+                         f"({n}, 2), got {getattr(bounds, 'dtype', type(bounds))} "
+                         f"{getattr(bounds, 'shape', '')}")
+    if np.shape(shift) != (k,):
+        raise ValueError(f"shift must have shape ({k},), got {np.shape(shift)}")
+
+
 def kmeans_without_bounds(estep_spherical):
     """``estep_kmeans`` for a backend that keeps no bounds: its hard
     ``estep_spherical``, and every row's bounds set to [inf, 0]."""
 
     def estep_kmeans(X, sample_weight, means, prec_chol, log_norm, center, chunk_size,
                      labels, bounds, shift, nk, sx, sxx, obj):
+        check_bounds(X, means, bounds, shift)
         estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, True,
                         chunk_size, labels, np.empty((0, np.shape(means)[0])), nk, sx, sxx,
                         obj)

@@ -22,7 +22,7 @@ import numpy as np
 from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
                           strict)
 from . import _soft
-from ._table import (check_labels, chunk_count, second_moments_into_temporary,
+from ._table import (check_bounds, check_labels, chunk_count, second_moments_into_temporary,
                      second_moments_wanted, statistic_temporaries, statistics_wanted)
 from ._screen import screen_constants
 from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, exp2_of_rounded, lanes, prefetch_rows,
@@ -1164,13 +1164,14 @@ def _bounds_test(u, l, gamma, margin):
 
 @inline_leaf
 def _bounds_hold(bounds, i, a, shift, oshift, gamma, margin):
-    """Whether row i's bounds prove that its label ``a`` stands (never for
-    a < 0), with the largest shift of the other means; if so, they are moved
-    to the current means and stored (see ``_BOUNDS``)."""
-    b = max(a, 0)
+    """Whether row i's bounds prove that its label ``a`` stands (never for a
+    label out of range, such as -1 before the first E-step), with the largest
+    shift of the other means; if so, they are moved to the current means and
+    stored (see ``_BOUNDS``)."""
+    b = min(max(a, 0), shift.shape[0] - 1)
     u = (np.float64(sload(bounds, 2 * i)) + shift[b]) * (1.0 + 2.0 ** -50)
     l = (np.float64(sload(bounds, 2 * i + 1)) - oshift[b]) * (1.0 - 2.0 ** -50)
-    if a >= 0 and _bounds_test(u, l, gamma, margin):
+    if a == b and _bounds_test(u, l, gamma, margin):
         _store_bounds(bounds, i, u, l)
         return True
     return False
@@ -1195,8 +1196,8 @@ def _movers_pass(X, means, labels, bounds, shift, movers, mshift, gamma, margin,
     for q in range(m):
         i = scored[q]
         a = labels[i]
-        if a >= 0 and _movers_hold(X, i, a, means, bounds, shift, movers, mshift, gamma,
-                                   margin):
+        if 0 <= a < means.shape[0] and _movers_hold(X, i, a, means, bounds, shift, movers,
+                                                    mshift, gamma, margin):
             if rs > 0:
                 _stage_row(X, i, d, xr, (i - g0) * rs)
         else:
@@ -1664,6 +1665,7 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
 def estep_kmeans(X, sample_weight, means, prec_chol, log_norm, center, chunk_size, labels,
                  bounds, shift, nk, sx, sxx, obj):
     check_labels(X, labels, True)
+    check_bounds(X, means, bounds, shift)
     if not statistics_wanted(nk):
         nk, sx, sxx, obj = statistic_temporaries("estep_spherical", X, means.shape[0],
                                                  chunk_size)
