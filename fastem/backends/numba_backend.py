@@ -759,21 +759,16 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
     if not statistics_wanted(nk):
         nk, sx, sxx, obj = statistic_temporaries("estep_spherical", X, means.shape[0],
                                                  chunk_size)
-    if not second_moments_wanted(nk, sxx):
-        # K-means' iterations: the chunks leave out the second moments
-        _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm,
-                              chunk_size, labels, nk, sx, np.empty((0,) + sx.shape[1:]), obj)
+    if fit_hard:
+        _hard_fit(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size, labels, nk,
+                  sx, sxx, obj)
         return
-    # the hard paths accumulate the squares per feature; the table's
+    # the per-coordinate path accumulates the squares per feature; the table's
     # statistic is their sum
     per_feature = np.empty(sx.shape)
-    if fit_hard:
-        _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm,
-                              chunk_size, labels, nk, sx, per_feature, obj)
-    else:
-        precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
-        _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
-                          chunk_size, labels, log_prob, nk, sx, per_feature, obj)
+    precision = np.repeat((prec_chol ** 2)[:, None], means.shape[1], axis=1)
+    _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
+                      chunk_size, labels, log_prob, nk, sx, per_feature, obj)
     np.sum(per_feature, axis=2, out=sxx)
 
 
@@ -1184,8 +1179,8 @@ def _movers_pass(X, means, labels, bounds, shift, movers, mshift, gamma, margin,
     the exact distances to the few means that moved far more than the rest
     (``movers``) and the largest shift of the others (``mshift``).  The rows
     whose bounds now hold are staged for the sums (unless rs = 0: the sums
-    read X) and dropped from
-    ``scored``, whose other rows keep their order; returns their number.
+    read X) and dropped from ``scored``, whose other rows keep their order;
+    returns their number.
 
     A pass of its own: a call inside the first test's loop, even one never
     made, had doubled the cost of the rows whose bounds hold at once (one
@@ -1589,6 +1584,8 @@ _BOUNDS_MIN_WORK = 512
 def kmeans_bounds_pay(n_features, n_clusters):
     """Whether ``estep_kmeans`` keeps bounds worth their 8 bytes a sample."""
     return (n_features + 1) * n_clusters >= _BOUNDS_MIN_WORK
+
+
 _MOVERS = 4  # at most this many means whose distances a row's bounds test computes
 
 
@@ -1669,14 +1666,22 @@ def estep_kmeans(X, sample_weight, means, prec_chol, log_norm, center, chunk_siz
     if not statistics_wanted(nk):
         nk, sx, sxx, obj = statistic_temporaries("estep_spherical", X, means.shape[0],
                                                  chunk_size)
-    flat = bounds.reshape(-1)  # (n, 2) C-ordered: a view
+    _hard_fit(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size, labels, nk, sx,
+              sxx, obj, bounds.reshape(-1), shift)  # (n, 2) C-ordered: reshape is a view
+
+
+def _hard_fit(X, sample_weight, means, precision, log_norm, chunk_size, labels, nk, sx, sxx,
+              obj, bounds=_NO_BOUNDS, shift=_NO_SHIFT):
+    """``_estep_spherical_hard`` into the table's statistics: with second
+    moments off (K-means' iterations) the chunks leave them out; else they
+    accumulate the squares per feature, and the table's statistic is their sum."""
     if not second_moments_wanted(nk, sxx):
-        _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
-                              labels, nk, sx, np.empty((0,) + sx.shape[1:]), obj, flat, shift)
+        _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
+                              labels, nk, sx, np.empty((0,) + sx.shape[1:]), obj, bounds, shift)
         return
     per_feature = np.empty(sx.shape)
-    _estep_spherical_hard(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size,
-                          labels, nk, sx, per_feature, obj, flat, shift)
+    _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size, labels,
+                          nk, sx, per_feature, obj, bounds, shift)
     np.sum(per_feature, axis=2, out=sxx)
 
 
