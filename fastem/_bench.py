@@ -77,6 +77,13 @@ GaussianMixture spherical   4 n k d      x . mu_k and the first moments
                                          log-densities and the variances)
 BernoulliMixture            4 n k d      x . logit_k and the first moments
 ==========================  ===============================================
+
+Against the machine's peak: every run times numpy's dense multiply of two
+square matrices in float64 and float32 (``multiply_peak``, the BLAS at the
+run's thread count) before its first case and after its last; the table's
+"% peak" is fastem's GFLOP/s over the peak of its dtype at the start.  On a
+shared machine the peak itself moves from run to run, which is why each run
+measures its own.
 """
 
 import contextlib
@@ -135,6 +142,12 @@ QUICK_SCALE, QUICK_MAX_ITER, QUICK_REPEATS = 0.1, 5, 1
 MULTIPLY_REPEATS = 5     # the dense multiply is short: always best of at least this many
 WARM_UP_ROWS = 2048
 CONTROL_SIZE = 768       # the threads control multiply: 0.9 GFLOP, 10-20 ms on one core
+# The dense-multiply peak, measured at the start and at the end of every run:
+# the best of PEAK_REPEATS products of two PEAK_SIZE x PEAK_SIZE matrices
+# (17 GFLOP, 0.2-0.4 s in float64 on two cores here), smaller under --scale
+# (``peak_size``) so that --quick and the tests stay quick.
+PEAK_SIZE, PEAK_MIN_SIZE, PEAK_REPEATS = 2048, 256, 3
+PEAK_DTYPES = ("float64", "float32")
 _ROWS = 65_536           # rows generated at a time
 
 
@@ -268,6 +281,8 @@ class Row:
         matrix multiply timed between the fits (``blas_seconds``), None
         without threadpoolctl
     gflops : fastem's nominal GFLOP/s (``model_flops``)
+    peak_percent : ``gflops`` as a percentage of the dense-multiply peak of
+        ``dtype`` measured at the start of the run (``multiply_peak``)
 
     For "sizes" (the same model at several n), peer_s and peer_iters are the
     smallest n's, and ratio is the time per iteration and row over the same
@@ -291,10 +306,15 @@ class Row:
     faiss_s: Optional[float] = None
     faiss_ratio: Optional[float] = None
     control_ratio: Optional[float] = None
+    peak_percent: Optional[float] = None
 
 
 def _ms(seconds):
     return "-" if seconds is None else f"{1e3 * seconds:.3f}"
+
+
+def _percent(value):
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _num(value):
@@ -552,6 +572,40 @@ def blas_seconds(A, threads):
     return best
 
 
+def peak_size(scale):
+    """The peak multiply's matrix size: PEAK_SIZE, times the cube root of
+    ``scale`` below 1 (its flops scale like the cases' rows), a multiple of 64
+    and at least PEAK_MIN_SIZE."""
+    size = PEAK_SIZE * min(1.0, scale) ** (1.0 / 3.0)
+    return max(PEAK_MIN_SIZE, int(size) // 64 * 64)
+
+
+def multiply_peak(size, repeats=PEAK_REPEATS):
+    """GFLOP/s of numpy's dense multiply (the BLAS, at its current thread
+    limit) of two ``size`` x ``size`` matrices, best of ``repeats``, for each
+    of PEAK_DTYPES."""
+    rng = np.random.default_rng(31)
+    peak = {}
+    for dtype in PEAK_DTYPES:
+        A = rng.standard_normal((size, size)).astype(dtype)
+        B = rng.standard_normal((size, size)).astype(dtype)
+        out = np.empty((size, size), dtype=dtype)
+        np.matmul(A, B, out=out)  # the BLAS's threads started, its buffers made
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            np.matmul(A, B, out=out)
+            best = min(best, time.perf_counter() - start)
+        peak[dtype] = 2.0 * size ** 3 / best / 1e9
+    return peak
+
+
+def describe_peak(peak, size, when):
+    return (f"dense multiply peak {when} (numpy's BLAS, {size} x {size}, best of "
+            f"{PEAK_REPEATS}): " + ", ".join(f"{dtype} {peak[dtype]:.1f} GFLOP/s"
+                                             for dtype in PEAK_DTYPES))
+
+
 def faiss_per_iteration(faiss, X, init, max_iter, repeats, threads, marginal=False):
     """Best seconds per iteration of ``faiss.Kmeans`` from the centroids ``init``
     (with ``marginal``, as ``alternating`` measures it).
@@ -615,6 +669,7 @@ class Bench:
         self.warm_up_s = 0.0
         self._header_printed = set()
         self._control = None  # the threads control's matrix, made on first use
+        self.peak = {}  # GFLOP/s of the dense multiply by dtype (``multiply_peak``)
 
     # ---------------- helpers
     def say(self, line=""):
@@ -663,7 +718,7 @@ class Bench:
         if section == "sklearn":
             self.say("\nfastem vs scikit-learn: time per iteration (ratio > 1: fastem faster)")
             line = (lead + f"{'sklearn ms/it':>15}{'sklearn/fastem':>16}{'GFLOP/s':>9}"
-                    f"{'iters':>9}")
+                    f"{'% peak':>8}{'iters':>9}")
             if self.faiss is not None:
                 line += f"{'faiss ms/it':>13}{'faiss/fastem':>14}"
         elif section == "multiply":
@@ -690,7 +745,8 @@ class Bench:
                 f"{shape_label(row.n, row.d, row.k):<16}{row.dtype:<9}{_ms(row.fastem_s):>13}")
         if row.section == "sklearn":
             iters = f"{row.fastem_iters}/{row.peer_iters if row.peer_iters else '-'}"
-            line += f"{_ms(row.peer_s):>15}{_num(row.ratio):>16}{_sig(row.gflops):>9}{iters:>9}"
+            line += (f"{_ms(row.peer_s):>15}{_num(row.ratio):>16}{_sig(row.gflops):>9}"
+                     f"{_percent(row.peak_percent):>8}{iters:>9}")
             if self.faiss is not None:
                 line += f"{_ms(row.faiss_s):>13}{_num(row.faiss_ratio):>14}"
         elif row.section == "sizes":
@@ -715,9 +771,11 @@ class Bench:
         peer_s, peer_iters = peer_result if peer_result is not None else (None, None)
         if ratio is None and peer_s is not None:
             ratio = peer_s / fastem_s
+        gflops = model_flops(model, cov, n, d, k) / fastem_s / 1e9
+        peak = self.peak.get(dtype)
         self.emit(Row(section, model, cov, n, d, k, dtype, fastem_s, fastem_iters, peer,
-                      peer_s, peer_iters, ratio,
-                      model_flops(model, cov, n, d, k) / fastem_s / 1e9, **extra))
+                      peer_s, peer_iters, ratio, gflops, **extra,
+                      peak_percent=None if peak is None else 100.0 * gflops / peak))
 
     # ---------------- the groups
     def run(self):
@@ -944,16 +1002,24 @@ def run(settings, out=None, json_path=None):
                   + (f"; n scaled by {settings.scale:g}" if settings.scale != 1 else ""))
         for line in describe_machine(info):
             bench.say(line)
+        size = peak_size(settings.scale)
+        bench.peak = info["multiply_peak"] = multiply_peak(size)
+        info["multiply_peak_size"] = size
+        bench.say(describe_peak(bench.peak, size, "at the start"))
         started = time.perf_counter()
         bench.run()
         total = time.perf_counter() - started
+        info["multiply_peak_end"] = multiply_peak(size)
     bench.say()
     bench.say(f"GFLOP/s: fastem's nominal flops per iteration (KMeans 2nkd; see "
               f"fastem/_bench.py for the other models) over its time per iteration. "
               f"KMeans where it keeps distance bounds ((d + 1) k >= 512) skips rows "
               f"whose centre cannot change, which count as computed: its rate can "
               f"exceed the multiply peak (the kernel scoring every row: benchmarks/, "
-              f"estep_spherical hard).")
+              f"estep_spherical hard). % peak: that rate over the dense multiply peak of "
+              f"its dtype measured at the start.")
+    bench.say(describe_peak(info["multiply_peak_end"], info["multiply_peak_size"],
+                            "at the end"))
     if sklearn is not None and any(r.section == "sklearn" for r in bench.rows):
         bench.say("scikit-learn's GaussianMixture time includes its initial M-step "
                   "(init_params='random_from_data') and a final E-step for labels its "

@@ -115,16 +115,17 @@ def test_bench_runs_every_group(tmp_path):
         (cov, shape) for shape in ("(512,16,16)", "(512,2,8)", "(528,64,8)")
         for cov in ("full", "tied", "diag", "spherical")]
     for row in sklearn_rows:
-        # model cov (n,d,k) dtype fastem-ms sklearn-ms sklearn/fastem GFLOP/s iters,
-        # then faiss-ms faiss/fastem when faiss is installed (float32 K-means only)
-        assert len(row) in (9, 11), row
+        # model cov (n,d,k) dtype fastem-ms sklearn-ms sklearn/fastem GFLOP/s % peak
+        # iters, then faiss-ms faiss/fastem when faiss is installed (float32 K-means)
+        assert len(row) in (10, 12), row
         assert all(positive_finite(value) for value in row[4:8]), row
-        assert re.fullmatch(r"[12]/[12]", row[8]), row
-        if len(row) == 11:
+        assert re.fullmatch(r"\d+", row[8]), row  # a whole percentage, 0 for tiny fits
+        assert re.fullmatch(r"[12]/[12]", row[9]), row
+        if len(row) == 12:
             if row[0] == "KMeans" and row[3] == "float32":
-                assert all(positive_finite(value) for value in row[9:]), row
+                assert all(positive_finite(value) for value in row[10:]), row
             else:
-                assert row[9:] == ["-", "-"], row
+                assert row[10:] == ["-", "-"], row
 
     (bernoulli,) = sections["multiply"]
     assert bernoulli[:4] == ["BernoulliMixture", "-", "(2112,64,32)", "float64"]
@@ -137,10 +138,22 @@ def test_bench_runs_every_group(tmp_path):
         assert all(positive_finite(value) for value in row[4:8]), row
 
     report = json.loads(json_path.read_text())
-    assert report["machine"]["threads"] >= 1 and report["machine"]["cpu"]
+    machine = report["machine"]
+    assert machine["threads"] >= 1 and machine["cpu"]
+    # the measured multiply peak, at the start (the rows' % peak) and at the end
+    assert machine["multiply_peak_size"] == 256  # --scale 1e-6: the smallest multiply
+    for peak in (machine["multiply_peak"], machine["multiply_peak_end"]):
+        assert sorted(peak) == ["float32", "float64"]
+        assert all(positive_finite(value) for value in peak.values())
+    assert "dense multiply peak at the start (numpy's BLAS, 256 x 256" in out
+    assert "dense multiply peak at the end" in out
     assert len(report["rows"]) == len(sklearn_rows) + 1 + len(missing)
     for row in report["rows"]:
         assert row["fastem_s"] > 0 and row["ratio"] > 0 and row["gflops"] > 0
+        assert row["peak_percent"] == pytest.approx(
+            100 * row["gflops"] / machine["multiply_peak"][row["dtype"]])
+    for row, line in zip(report["rows"], sklearn_rows):
+        assert line[8] == f"{row['peak_percent']:.0f}"
 
 
 def test_bench_threads_group(tmp_path):
@@ -301,6 +314,20 @@ def test_bench_faiss_path(monkeypatch):
         assert (row.faiss_s is not None) == (row.dtype == "float32")
     header = next(line for line in out.splitlines() if line.startswith("model"))
     assert "faiss ms/it" in header and "faiss/fastem" in header
+
+
+def test_bench_peak_size_and_rate(monkeypatch):
+    """The peak multiply shrinks with --scale like the cases' flops, and its
+    rate is 2 size^3 flops over the best of its timings."""
+    from fastem import _bench
+    assert _bench.peak_size(1.0) == _bench.peak_size(10.0) == 2048
+    assert _bench.peak_size(0.1) == 896          # 2048 * 0.1^(1/3) = 950.6, to a multiple of 64
+    assert _bench.peak_size(1e-6) == 256         # the floor
+    ticks = iter([0.0, 0.5, 1.0, 1.25, 2.0, 3.0] * 2)  # per dtype: 0.5, 0.25 and 1.0 s
+    monkeypatch.setattr(_bench.time, "perf_counter", lambda: next(ticks))
+    peak = _bench.multiply_peak(64)
+    assert peak == {dtype: pytest.approx(2 * 64 ** 3 / 0.25 / 1e9)
+                    for dtype in ("float64", "float32")}
 
 
 def test_bench_flop_model_and_labels():
