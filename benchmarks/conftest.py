@@ -14,7 +14,11 @@
   BLAS threads most of all).  The load average stays out of ``machine_info``
   because ``--benchmark-compare`` warns whenever ``machine_info`` differs
   from the baseline's, which should mean a different setup, not a busier
-  minute.
+  minute.  For the same reason the machine's dense-multiply peak, measured
+  at the end of a timed run (``fastem._bench.multiply_peak``, the BLAS
+  limited to fastem's thread count), is printed in the summary and saved as
+  ``fastem_multiply_peak`` (GFLOP/s by dtype): the cases' ``gflops`` are
+  read against it.
 """
 
 import functools
@@ -23,6 +27,7 @@ import os
 import pytest
 
 import fastem
+from fastem import _bench
 
 from cases import NAN_SUFFIX, make_problem
 
@@ -60,6 +65,13 @@ def _load_average():
         return None
 
 
+@functools.lru_cache(maxsize=None)
+def _multiply_peak():
+    """GFLOP/s of the dense multiply by dtype, measured once, at first use."""
+    with _bench._thread_limits(fastem.get_num_threads()):
+        return _bench.multiply_peak(_bench.PEAK_SIZE)
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["fastem"] = {
         "backend": fastem.get_backend(),
@@ -71,6 +83,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["fastem_load_average"] = _load_average()
+    output_json["fastem_multiply_peak"] = _multiply_peak()
 
 
 # Runners timed in a fastem model's group, each with its own ratio table:
@@ -137,6 +150,10 @@ def pytest_terminal_summary(terminalreporter, config):
         for group, dtype, runner, nan_s, complete_s in missing_rows:
             tr.write_line(f"{group:<40} {dtype:<8} {runner:<15} {1e3 * nan_s:>10.2f} "
                           f"{1e3 * complete_s:>12.2f} {nan_s / complete_s:>13.2f}")
+    peak = _multiply_peak()
+    tr.write_line(f"dense multiply peak at the end (numpy's BLAS, {_bench.PEAK_SIZE} x "
+                  f"{_bench.PEAK_SIZE}, best of {_bench.PEAK_REPEATS}): "
+                  + ", ".join(f"{dtype} {rate:.1f} GFLOP/s" for dtype, rate in peak.items()))
     load = _load_average()
     if load is not None:
         tr.write_line(f"load average at the end (1, 5, 15 min): "
