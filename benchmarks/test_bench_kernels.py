@@ -69,15 +69,16 @@ def _gaussian_arguments(case, problem, chunk_size, n_chunks):
 
 def _kmeans_arguments(case, problem, chunk_size, n_chunks):
     """``estep_kmeans`` as a K-means fit calls it: the hard spherical arguments,
-    bounds that nothing is known of, and no shift (the means stay put, so the
-    bounds the warm-up pass writes hold in the timed ones)."""
+    bounds that nothing is known of, no kept sums, and no shift (the means stay
+    put, so the bounds and sums the warm-up pass writes hold in the timed ones)."""
     values, buffers = _gaussian_arguments(case, problem, chunk_size, n_chunks)
-    n = problem.X.shape[0]
+    n, d = problem.X.shape
     k = problem.means_init.shape[0]
     bounds = np.empty((n, 2), dtype=np.float32)
     bounds[:, 0] = np.inf
     bounds[:, 1] = 0.0
-    values.update(bounds=bounds, shift=np.zeros(k), sxx=values["sxx"][:0])
+    sums = np.full((n_chunks, k, d + 1), np.nan)
+    values.update(bounds=bounds, shift=np.zeros(k), sums=sums, sxx=values["sxx"][:0])
     buffers["sxx"] = values["sxx"]  # second moments off, as in a fit's iterations
     return values, buffers
 

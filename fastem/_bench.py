@@ -1013,10 +1013,10 @@ def run(settings, out=None, json_path=None):
     bench.say()
     bench.say(f"GFLOP/s: fastem's nominal flops per iteration (KMeans 2nkd; see "
               f"fastem/_bench.py for the other models) over its time per iteration. "
-              f"KMeans where it keeps distance bounds ((d + 1) k >= 512) skips rows "
-              f"whose centre cannot change, which count as computed: its rate can "
-              f"exceed the multiply peak (the kernel scoring every row: benchmarks/, "
-              f"estep_spherical hard). % peak: that rate over the dense multiply peak of "
+              f"KMeans where it keeps distance bounds (the numba backend, from 4 "
+              f"features) skips rows whose centre cannot change, which count as "
+              f"computed: its rate can exceed the multiply peak (the kernel scoring "
+              f"every row: benchmarks/, estep_spherical hard). % peak: that rate over the dense multiply peak of "
               f"its dtype measured at the start.")
     bench.say(describe_peak(info["multiply_peak_end"], info["multiply_peak_size"],
                             "at the end"))

@@ -38,17 +38,20 @@ class ConvergenceMonitor:
 
 class RowBounds:
     """Per-row distance bounds of a K-means run (``estep_kmeans``): the
-    (n, 2) float32 array the kernel reads and writes, and the means at which
-    it last wrote them."""
+    (n, 2) float32 array the kernel reads and writes, the means at which it
+    last wrote them, and the chunks' kept sums (C, k, d + 1) beside them."""
 
-    def __init__(self, n_samples):
+    def __init__(self, n_samples, n_chunks, n_components, n_features):
         self.array = np.empty((n_samples, 2), dtype=np.float32)
+        self.sums = np.empty((n_chunks, n_components, n_features + 1))
         self.means = None
 
     def reset(self):
-        """Nothing known: every row is scored at the next E-step."""
+        """Nothing known: every row is scored at the next E-step, and the
+        sums are taken afresh."""
         self.array[:, 0] = np.inf
         self.array[:, 1] = 0.0
+        self.sums[...] = np.nan
         self.means = None
 
     def shift(self, means):
@@ -118,7 +121,9 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
     bounded : bool
         K-means on complete data: every E-step of a run (the final one
         included) goes through ``estep_kmeans``, with per-row bounds (8 bytes
-        a sample) that spare rows whose label cannot change; the same results
+        a sample) that spare rows whose label cannot change, and kept sums
+        about ``center`` (``RowBounds``); the same labels, and statistics equal
+        to rounding
     """
     n_samples, n_features = X.shape
     chunk_size, n_chunks = _config.chunk_layout(n_samples)
@@ -162,7 +167,7 @@ def fit_em(family, kernels, X, sample_weight, *, n_components, initialize, n_ini
         if buffers is None:
             buffers = family.allocate(n_chunks, n_components, n_features)
             if bounded:
-                bounds = RowBounds(n_samples)
+                bounds = RowBounds(n_samples, n_chunks, n_components, n_features)
         if labels is None and (hard or final_labels):
             labels = np.empty(n_samples, dtype=np.int64)
         if labels is not None:

@@ -139,8 +139,8 @@ class GaussianFamily:
                     raise ValueError("bounds serve a hard spherical E-step with statistics")
                 kernels.estep_kmeans(
                     *args[:6], chunk_size, labels, bounds.array, bounds.shift(args[2]),
-                    buffers["nk"], buffers["sx"], sxx if second_moments else sxx[:0],
-                    buffers["obj"])
+                    bounds.sums, buffers["nk"], buffers["sx"],
+                    sxx if second_moments else sxx[:0], buffers["obj"])
             else:
                 getattr(kernels, f"estep_{self.covariance_type}")(
                     *args, buffers["nk"], buffers["sx"], sxx if second_moments else sxx[:0],

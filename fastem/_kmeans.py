@@ -27,6 +27,16 @@ from .backends import get_kernels
 from .exceptions import ConvergenceWarning
 
 
+_ORIGIN_ROWS = 1024
+
+
+def _sums_origin(X):
+    """The mean of X's first rows (at most _ORIGIN_ROWS), in float64, summed
+    in the same order whatever X's memory layout (numpy's mean of a Fortran-
+    ordered block adds in another order than of a C-ordered one)."""
+    return np.ascontiguousarray(X[:_ORIGIN_ROWS], dtype=np.float64).mean(axis=0)
+
+
 def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None,
                     n_local_trials=None):
     """Greedy k-means++ seeding (Arthur & Vassilvitskii, 2007).
@@ -415,6 +425,7 @@ class KMeans(BaseEstimator):
                     and not _same_clustering(run.labels, best.labels, k))
 
         kernels = get_kernels()
+        bounded = not missing and kernels.kmeans_bounds_pay(X.shape[1], k)
         run = fit_em(
             self._family(missing), kernels, X, sample_weight,
             n_components=k, initialize=initialize, n_init=n_init,
@@ -426,9 +437,12 @@ class KMeans(BaseEstimator):
             # wanted only to print it
             iteration_second_moments=bool(self.verbose),
             # complete data: rows whose nearest centre provably did not change
-            # are not scored again (the same results; see estep_kmeans), where
-            # the backend finds that this pays
-            bounded=not missing and kernels.kmeans_bounds_pay(X.shape[1], k),
+            # are not scored again (the same labels; see estep_kmeans), where
+            # the backend finds that this pays; their kept sums are taken about
+            # a point among the data (the mean of the first rows), so that a
+            # centre's sum stays small beside its points' distances from it
+            bounded=bounded,
+            center=_sums_origin(X) if bounded else None,
             verbose=self.verbose,
         )
         distinct = np.count_nonzero(np.bincount(run.labels, minlength=k))

@@ -1,9 +1,12 @@
 """K-means' distance bounds (``estep_kmeans``): the same results, less work.
 
 A row whose bounds prove its nearest mean unchanged is not scored, so every
-test here compares against the unbounded hard E-step (``estep_spherical``)
-bit for bit, checks that the bounds the kernel writes are true bounds, and
-shows (by a white-box perturbation) that rows are in fact skipped.
+test here compares against the unbounded hard E-step (``estep_spherical``):
+the same labels, bit for bit; the same statistics bit for bit with second
+moments, and to rounding from the kept sums without them (checked in turn
+against sums of the rows by label).  It checks that the bounds the kernel
+writes are true bounds, and shows (by white-box perturbations) that rows are
+in fact skipped, and not even read for the sums.
 """
 
 import numpy as np
@@ -29,11 +32,12 @@ class _Lloyd:
     """Hard E-steps of K-means' restricted family, as ``GaussianFamily.e_step``
     passes them, with and without bounds, from the same labels."""
 
-    def __init__(self, X, k, sample_weight=None):
+    def __init__(self, X, k, sample_weight=None, center=None):
         self.X = X
         n, d = X.shape
         self.k = k
         self.w = np.ones(n) if sample_weight is None else sample_weight
+        self.center = np.zeros(d) if center is None else center
         self.chunk, self.n_chunks = _config.chunk_layout(n)
         self.log_norm = np.full(k, np.log(1.0 / k) - 0.5 * d * np.log(2 * np.pi))
         self.prec_chol = np.ones(k)
@@ -50,12 +54,40 @@ class _Lloyd:
                                       np.empty((0, self.k)), nk, sx, sxx, obj)
         return out
 
-    def bounded(self, means, labels, bounds, shift, second_moments):
+    def rows(self):
+        """Fresh ``RowBounds`` for this problem (nothing known)."""
+        rows = _em.RowBounds(self.X.shape[0], self.n_chunks, self.k, self.X.shape[1])
+        rows.reset()
+        return rows
+
+    def bounded(self, means, labels, rows, shift, second_moments):
         nk, sx, sxx, obj = out = self.buffers(second_moments)
         get_kernels().estep_kmeans(self.X, self.w, means, self.prec_chol, self.log_norm,
-                                   np.zeros(means.shape[1]), self.chunk, labels, bounds,
-                                   shift, nk, sx, sxx, obj)
+                                   self.center, self.chunk, labels, rows.array, shift,
+                                   rows.sums, nk, sx, sxx, obj)
         return out
+
+    def sums_scale(self):
+        """sum_i w_i max_a |x_ia - center_a|: no kept sum, nor any partial
+        sum of its moves, exceeds it."""
+        x = self.X.astype(np.float64) - self.center
+        return float(np.sum(self.w * np.max(np.abs(x), axis=1)))
+
+    def check_kept_sums(self, labels, sums, moves):
+        """The kept sums against the rows' sums by label, chunk by chunk (in
+        long double).  Each of at most ``moves`` moves of a row rounds a sum
+        once or twice, by at most 2^-52 of the sums' scale: that, four times
+        over, is the tolerance."""
+        x = self.X.astype(np.longdouble) - self.center.astype(np.longdouble)
+        w = self.w.astype(np.longdouble)
+        tol = 4.0 * moves * 2.0 ** -52 * self.sums_scale()
+        for c in range(self.n_chunks):
+            rows = slice(c * self.chunk, min(self.X.shape[0], (c + 1) * self.chunk))
+            for j in range(self.k):
+                mine = labels[rows] == j
+                expect = np.concatenate([[w[rows][mine].sum()],
+                                         (w[rows][mine, None] * x[rows][mine]).sum(axis=0)])
+                assert np.all(np.abs(sums[c, j] - expect) <= tol), (c, j)
 
 
 def _check_true_bounds(X, means, labels, bounds):
@@ -73,18 +105,19 @@ def _check_true_bounds(X, means, labels, bounds):
 
 
 def _run_both(X, k, iterations, sample_weight=None, second_moments=False, seed=0,
-              min_held=None):
-    """Lloyd iterations with and without bounds from the same start; asserts the
-    same bits at every step and true bounds, and (numba, which keeps bounds)
-    that rows could be skipped; returns how many could."""
+              min_held=None, center=None):
+    """Lloyd iterations with and without bounds from the same start; asserts at
+    every step the same labels and changed counts, the same statistics (bit for
+    bit with second moments, to rounding from kept sums), true bounds and
+    (numba) true kept sums, and (numba, which keeps bounds) that rows could be
+    skipped; returns how many could."""
     rng = np.random.default_rng(seed)
     n, d = X.shape
-    lloyd = _Lloyd(X, k, sample_weight)
+    lloyd = _Lloyd(X, k, sample_weight, center)
     means = X[rng.choice(n, k, replace=False)].astype(np.float64)
     labels_a = np.full(n, -1, dtype=np.int64)
     labels_b = labels_a.copy()
-    rows = _em.RowBounds(n)
-    rows.reset()
+    rows = lloyd.rows()
     held = 0
     for it in range(iterations):
         shift = rows.shift(means)
@@ -95,10 +128,24 @@ def _run_both(X, k, iterations, sample_weight=None, second_moments=False, seed=0
         held += int(np.sum((labels_b >= 0) & (rows.array[:, 1] - others[a]
                                                > rows.array[:, 0] + shift[a] + 1e-6)))
         plain = lloyd.unbounded(means, labels_a, second_moments)
-        fast = lloyd.bounded(means, labels_b, rows.array, shift, second_moments)
+        fast = lloyd.bounded(means, labels_b, rows, shift, second_moments)
+        # numba keeps sums except on its exact path for few features (NaN: none)
+        kept = not np.any(np.isnan(rows.sums))
+        if get_kernels().name == "numba" and d >= 8:
+            assert kept
         np.testing.assert_array_equal(labels_b, labels_a, err_msg=f"iteration {it}")
         for name, a, b in zip(("nk", "sx", "sxx", "obj"), plain, fast):
-            assert np.array_equal(a, b), f"iteration {it}: {name} differs"
+            if second_moments or not kept or name in ("sxx", "obj"):
+                assert np.array_equal(a, b), f"iteration {it}: {name} differs"
+            else:
+                # from the kept sums: both within check_kept_sums' tolerance of
+                # the exact sums (the row-order sums round far less)
+                tol = 8.0 * n * (it + 1) * 2.0 ** -52 * lloyd.sums_scale()
+                assert np.all(np.abs(a - b) <= tol), f"iteration {it}: {name} differs"
+        if kept:
+            lloyd.check_kept_sums(labels_b, rows.sums, n * (it + 1))
+        else:
+            assert np.all(np.isnan(rows.sums)), "kept in part"
         _check_true_bounds(X, means, labels_b, rows.array)
         nk = plain[0].sum(axis=0)
         sx = plain[1].sum(axis=0)
@@ -133,14 +180,13 @@ def test_bounded_e_step_one_cluster_and_duplicate_means(backend):
     # two identical means: every row is a tie between them, never skipped wrongly
     lloyd = _Lloyd(X, 3)
     means = np.array([X[0], X[0], X[1]], dtype=np.float64)
-    rows = _em.RowBounds(X.shape[0])
-    rows.reset()
+    rows = lloyd.rows()
     labels_a = np.full(X.shape[0], -1, dtype=np.int64)
     labels_b = labels_a.copy()
     for _ in range(3):
         shift = rows.shift(means)
         lloyd.unbounded(means, labels_a, False)
-        lloyd.bounded(means, labels_b, rows.array, shift, False)
+        lloyd.bounded(means, labels_b, rows, shift, False)
         np.testing.assert_array_equal(labels_b, labels_a)
         _check_true_bounds(X, means, labels_b, rows.array)
 
@@ -152,21 +198,25 @@ def test_bounded_e_step_far_from_the_origin(backend):
     _run_both(X, 5, iterations=4, min_held=1)
     X = _blobs(800, 6, 5, np.float32, seed=7, scale=1e3, offset=1e6)
     _run_both(X, 5, iterations=4, min_held=1)
+    # kept sums about a point among the data, as KMeans takes them
+    X = _blobs(1500, 8, 6, np.float64, seed=17, offset=1e6)
+    _run_both(X, 6, iterations=6, center=X[:1024].mean(axis=0))
 
 
 def test_rows_whose_bounds_hold_are_not_scored():
     """White box: with the means unchanged (shift 0), a row whose bounds hold
     keeps its label even when its data changed behind the kernel's back; the
-    unbounded E-step relabels it.  (Backends without bounds score every row.)"""
+    unbounded E-step relabels it.  Its data are not even read for the
+    statistics, which come from the kept sums: the same bits as the call
+    before.  (Backends without bounds score every row.)"""
     with fastem.using_backend("numba" if "numba" in fastem.available_backends()
                               else fastem.available_backends()[0]) as name:
         X = _blobs(2000, 8, 4, np.float64, seed=8)
         lloyd = _Lloyd(X, 4)
         means = np.array([X[lloyd_row] for lloyd_row in (0, 1, 2, 3)], dtype=np.float64)
         labels = np.full(X.shape[0], -1, dtype=np.int64)
-        rows = _em.RowBounds(X.shape[0])
-        rows.reset()
-        lloyd.bounded(means, labels, rows.array, rows.shift(means), False)
+        rows = lloyd.rows()
+        first = lloyd.bounded(means, labels, rows, rows.shift(means), False)
         u, low = rows.array[:, 0].astype(float), rows.array[:, 1].astype(float)
         holding = np.flatnonzero(low > 1.01 * u + 1e-9)  # bounds that hold at shift 0
         if name == "numba":
@@ -178,9 +228,12 @@ def test_rows_whose_bounds_hold_are_not_scored():
         moved_to = (labels[i] + 1) % 4
         X[i] = means[moved_to]  # now nearest to another mean
         before = labels.copy()
-        lloyd.bounded(means, labels, rows.array, rows.shift(means), False)
+        second = lloyd.bounded(means, labels, rows, rows.shift(means), False)
         if name == "numba":
             assert labels[i] == before[i]  # skipped: its bounds still held
+            # and not read: no label changed, so the kept sums and nk, sx did not
+            for a, b in zip(first[:2], second[:2]):
+                assert np.array_equal(a, b)
         else:
             assert labels[i] == moved_to  # no bounds kept: scored again
         np.testing.assert_array_equal(np.delete(labels, i), np.delete(before, i))
@@ -189,8 +242,10 @@ def test_rows_whose_bounds_hold_are_not_scored():
 
 
 def test_fit_with_bounds_equals_fit_without(monkeypatch, restore_config):
-    """The whole fit, bounds on and off: the same attributes, bit for bit, with
-    several initialisations, an empty cluster relocated, weights, 1 and 2 threads."""
+    """The whole fit, bounds on and off, with several initialisations, an empty
+    cluster relocated, weights, 1 and 2 threads: the same labels and n_iter_,
+    centres and inertia equal to rounding (the kept sums'), and the same bits
+    for 1 and 2 threads."""
     X = _blobs(3000, 16, 40, np.float32, seed=9)
     w = np.random.default_rng(10).uniform(0.5, 2.0, X.shape[0])
     init = X[:40].astype(np.float64)
@@ -220,12 +275,25 @@ def test_fit_with_bounds_equals_fit_without(monkeypatch, restore_config):
             assert used == [bounded, bounded]
             results[bounded, threads] = (fixed, several)
             monkeypatch.undo()
-    reference = results[False, 1]
-    for key, models in results.items():
-        for model, ref in zip(models, reference):
-            np.testing.assert_array_equal(model.labels_, ref.labels_, err_msg=str(key))
-            assert np.array_equal(model.cluster_centers_, ref.cluster_centers_), key
-            assert model.inertia_ == ref.inertia_ and model.n_iter_ == ref.n_iter_, key
+    for bounded in (False, True):
+        for model, ref in zip(results[bounded, 2], results[bounded, 1]):
+            np.testing.assert_array_equal(model.labels_, ref.labels_)
+            assert np.array_equal(model.cluster_centers_, ref.cluster_centers_), bounded
+            assert model.inertia_ == ref.inertia_ and model.n_iter_ == ref.n_iter_, bounded
+    weights = (w, np.ones(X.shape[0]))
+    for model, ref, weight in zip(results[True, 1], results[False, 1], weights):
+        np.testing.assert_array_equal(model.labels_, ref.labels_)
+        assert model.n_iter_ == ref.n_iter_
+        # a kept sum rounds at each of at most n * n_iter moves, by 2^-52 of the
+        # sums' scale (see _Lloyd.check_kept_sums); a centre is a sum over its weight
+        center = X[:1024].astype(np.float64).mean(axis=0)
+        scale = np.sum(weight * np.max(np.abs(X - center), axis=1))
+        nk = np.bincount(model.labels_, weights=weight, minlength=40)
+        tol = 4.0 * X.shape[0] * model.n_iter_ * 2.0 ** -52 * scale / nk[nk > 0].min()
+        assert np.all(np.abs(model.cluster_centers_ - ref.cluster_centers_) <= tol)
+        # the final E-step adds the distances in row order at those centres: the
+        # inertia moves by about 2 sum w |x - mu| tol, far below 1e-9 of itself here
+        np.testing.assert_allclose(model.inertia_, ref.inertia_, rtol=1e-9)
 
 
 def test_bounds_are_used_where_they_pay():
@@ -238,9 +306,10 @@ def test_bounds_are_used_where_they_pay():
 
 
 def test_row_bounds_shift_is_an_upper_bound():
-    rows = _em.RowBounds(4)
+    rows = _em.RowBounds(4, 1, 6, 9)
     rows.reset()
     assert np.all(rows.array[:, 0] == np.inf) and np.all(rows.array[:, 1] == 0)
+    assert rows.sums.shape == (1, 6, 10) and np.all(np.isnan(rows.sums))
     rng = np.random.default_rng(11)
     a = rng.standard_normal((6, 9)) * 1e3
     assert np.all(rows.shift(a) == 0.0)  # the first E-step: nothing moved yet
@@ -251,15 +320,23 @@ def test_row_bounds_shift_is_an_upper_bound():
     assert np.all(moved <= exact * (1 + 1e-12))
 
 
-@pytest.mark.parametrize("bad", ["float64", "shape", "fortran", "readonly", "shift"])
+@pytest.mark.parametrize("bad", ["float64", "shape", "fortran", "readonly", "shift",
+                                 "sums_dtype", "sums_shape", "sums_readonly"])
 def test_bad_bounds_are_refused(backend, bad):
     X = _blobs(50, 4, 3, np.float64, seed=12)
     lloyd = _Lloyd(X, 3)
     means = X[:3].copy()
     labels = np.full(50, -1, dtype=np.int64)
+    rows = lloyd.rows()
     bounds = np.zeros((50, 2), dtype=np.float32)
     shift = np.zeros(3)
-    if bad == "float64":
+    if bad == "sums_dtype":
+        rows.sums = rows.sums.astype(np.float32)
+    elif bad == "sums_shape":
+        rows.sums = np.zeros((lloyd.n_chunks + 1, 3, 5))
+    elif bad == "sums_readonly":
+        rows.sums.flags.writeable = False
+    elif bad == "float64":
         bounds = bounds.astype(np.float64)
     elif bad == "shape":
         bounds = np.zeros((49, 2), dtype=np.float32)
@@ -269,5 +346,6 @@ def test_bad_bounds_are_refused(backend, bad):
         bounds.flags.writeable = False
     else:
         shift = np.zeros(2)
-    with pytest.raises(ValueError, match="bounds|shift"):
-        lloyd.bounded(means, labels, bounds, shift, False)
+    rows.array = bounds
+    with pytest.raises(ValueError, match="sums" if bad.startswith("sums") else "bounds|shift"):
+        lloyd.bounded(means, labels, rows, shift, False)

@@ -84,13 +84,23 @@ cannot change::
                      the same at ``means``
     shift        IN  (k,) float64   an upper bound on ||means_j - old_j||,
                      the distance mean j moved since the bounds were written
+    sums         IN/OUT (C, k, d + 1) float64, C order, or (0, k, d + 1): kept
+                     sums, chunk c's [sum w_i, sum w_i (x_i - center)] over its
+                     rows labelled j, as the call before left them, or NaN
+                     (not kept); on return, the same for the new labels, or NaN
     nk, sx, sxx, obj  OUT as ``estep_spherical`` (statistics always on;
                      second moments may be off)
 
-Its labels, statistics and ``obj`` are those of the hard ``estep_spherical``
-at the same arguments, bit for bit on the same backend: bounds only spare
-work.  A backend that keeps no bounds (``kmeans_without_bounds``) runs
-``estep_spherical`` and writes [inf, 0].
+Its labels and ``obj`` are those of the hard ``estep_spherical`` at the same
+arguments, bit for bit on the same backend: bounds only spare work.  So are
+its statistics with second moments, or with no chunk rows in ``sums``.  With
+kept sums and second moments off, a kernel may instead take nk and sx from
+the kept sums, moving only the rows that change label (so the rows whose
+bounds hold are not read at all): they then agree with the row-order sums to
+rounding.  The caller must pass the same ``sample_weight`` and ``center``,
+and leave ``labels`` as the kernel wrote them, from one call to the next;
+else it sets ``sums`` to NaN.  A backend that keeps no bounds (``kmeans_without_bounds``) runs
+``estep_spherical`` and writes [inf, 0] and NaN.
 
 ``estep_bernoulli`` has the same roles for a product of Bernoulli variables::
 
@@ -140,7 +150,7 @@ _GAUSSIAN_PARAMS = (
 
 _KMEANS_PARAMS = (
     "X", "sample_weight", "means", "prec_chol", "log_norm", "center", "chunk_size",
-    "labels", "bounds", "shift", "nk", "sx", "sxx", "obj",
+    "labels", "bounds", "shift", "sums", "nk", "sx", "sxx", "obj",
 )
 
 _GAUSSIAN_MISSING_PARAMS = (
@@ -256,11 +266,19 @@ def statistic_temporaries(name, X, n_components, chunk_size):
             np.empty((n_chunks, 3)))
 
 
-def check_bounds(X, means, bounds, shift):
-    """Raise ValueError unless ``bounds`` and ``shift`` are valid arguments of
-    ``estep_kmeans`` (see above): compiled kernels read and write the bounds
-    in place, without bounds checks."""
+def check_bounds(X, means, chunk_size, bounds, shift, sums):
+    """Raise ValueError unless ``bounds``, ``shift`` and ``sums`` are valid
+    arguments of ``estep_kmeans`` (see above): compiled kernels read and write
+    the bounds and sums in place, without bounds checks."""
     n, k = np.shape(X)[0], np.shape(means)[0]
+    d = np.shape(X)[1]
+    chunks = chunk_count(n, chunk_size)
+    if not (isinstance(sums, np.ndarray) and sums.dtype == np.float64
+            and sums.shape in ((chunks, k, d + 1), (0, k, d + 1))
+            and sums.flags.c_contiguous and sums.flags.writeable):
+        raise ValueError(f"sums must be a writeable C-ordered float64 array of shape "
+                         f"({chunks}, {k}, {d + 1}) or (0, {k}, {d + 1}), got "
+                         f"{getattr(sums, 'dtype', type(sums))} {getattr(sums, 'shape', '')}")
     if not (isinstance(bounds, np.ndarray) and bounds.dtype == np.float32
             and bounds.shape == (n, 2) and bounds.flags.c_contiguous
             and bounds.flags.writeable):
@@ -273,16 +291,17 @@ def check_bounds(X, means, bounds, shift):
 
 def kmeans_without_bounds(estep_spherical):
     """``estep_kmeans`` for a backend that keeps no bounds: its hard
-    ``estep_spherical``, and every row's bounds set to [inf, 0]."""
+    ``estep_spherical``, every row's bounds set to [inf, 0] and no sums kept."""
 
     def estep_kmeans(X, sample_weight, means, prec_chol, log_norm, center, chunk_size,
-                     labels, bounds, shift, nk, sx, sxx, obj):
-        check_bounds(X, means, bounds, shift)
+                     labels, bounds, shift, sums, nk, sx, sxx, obj):
+        check_bounds(X, means, chunk_size, bounds, shift, sums)
         estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, True,
                         chunk_size, labels, np.empty((0, np.shape(means)[0])), nk, sx, sxx,
                         obj)
         bounds[:, 0] = np.inf
         bounds[:, 1] = 0.0
+        sums[...] = np.nan
 
     return estep_kmeans
 

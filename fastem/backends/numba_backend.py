@@ -844,6 +844,21 @@ _GROUP_BLOCKS = 4
 # with the sums reading X, no float64 copy limits a group: its rows stay in the
 # level-2 cache, and the few rows that need scores late in a fit fill whole blocks
 _GROUP_BLOCKS_DIRECT = 128
+# Kept sums (_KEPT_SUMS; ``estep_kmeans``'s ``sums``).  A row whose bounds hold
+# keeps its label, so its share of its component's sums does not change.  Each
+# chunk keeps S_j = [sum w, sum w (x - center)] over its rows labelled j from
+# one call to the next; a row that changes label moves from the old S to the
+# new one, in row order, and the statistics come from S (sx_j = S_j -
+# nk_j (mu_j - center)).  The rows whose bounds hold are then never read:
+# their data cost nothing.  The sums are no longer the row-order sums about
+# the current means of the unpruned E-step: they agree with them to rounding
+# (a relative 2^-52 or so per move, times |mu_j - center| / the spread of the
+# component), and the chunk layout still fixes their order, so any thread
+# count gives the same bits.  With second moments (K-means' final E-step, or
+# an iteration that prints its inertia) the statistics are added in row order
+# as without kept sums, and S is kept up to date beside them.  S holding NaN
+# means "not kept" (a reset, or a call that kept no bounds): every row is
+# scored and added afresh.
 
 
 @leaf
@@ -1378,18 +1393,54 @@ def _estep_spherical_hard_chunk(ci, X, sample_weight, means, M, precision, log_n
     _finish_hard_chunk(ci, nk, SX, SXX, dp, precision, log_norm, changed, sx, sxx_all, obj)
 
 
+@inline_leaf
+def _move_row(X, i, w, old, new, center, S):
+    """Row i (weight w) out of component ``old``'s kept sums (none for
+    old < 0) and into ``new``'s: S[j] = [sum w, sum w (x - center)].  Each
+    term is one fused multiply-add (``sfma``), which the fast-math flags
+    cannot contract in one compiled layout of X and not in another."""
+    d = X.shape[1]
+    if old >= 0:
+        S[old, 0] = sadd(S[old, 0], -w)
+        for a in range(d):
+            S[old, 1 + a] = sfma(-w, np.float64(X[i, a]) - center[a], S[old, 1 + a])
+    S[new, 0] = sadd(S[new, 0], w)
+    for a in range(d):
+        S[new, 1 + a] = sfma(w, np.float64(X[i, a]) - center[a], S[new, 1 + a])
+
+
+@leaf
+def _sums_to_statistics(S, means, center, nk, SX, dp):
+    """nk and SX (sum w (x - mu_j), padded rows) from the kept sums S about
+    ``center``: SX_j = S_j - nk_j (mu_j - center)."""
+    k, d = means.shape
+    for j in range(k):
+        nk[j] = S[j, 0]
+        for a in range(d):
+            SX[j * dp + a] = sfma(-S[j, 0], means[j, a] - center[a], S[j, 1 + a])
+
+
 @serial
 def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, CT, A, kp,
                         unit, tiny, screen_max, a_max, pn_max, p_max, bounds, shift, oshift,
-                        movers, mshift, chunk_size, labels, nk_all, sx_all, sxx_all, obj_all):
+                        movers, mshift, center, keep, sums_all, chunk_size, labels, nk_all,
+                        sx_all, sxx_all, obj_all):
     """``_estep_spherical_hard_chunk`` with K-means' bounds (see ``_BOUNDS``):
     rows are taken a group at a time; the rows whose bounds hold are not
-    scored, the others are gathered into blocks and scored as there, and the
-    group's statistics are then added in row order."""
+    scored, the others are gathered into blocks and scored as there.  With
+    second moments, or without kept sums, the group's statistics are then
+    added in row order; else (see ``_KEPT_SUMS``) only the rows that changed
+    label move between the chunk's kept sums, and the statistics come from
+    those."""
     start = ci * chunk_size
     stop = min(X.shape[0], start + chunk_size)
     nk, sx, obj = nk_all[ci], sx_all[ci], obj_all[ci]
     with_sxx = sxx_all.shape[0] > 0  # else second moments off
+    S = sums_all[ci if keep else 0]  # (k, d + 1); one unused chunk without keep
+    rebuild = keep and np.isnan(S[0, 0])  # not kept: every row goes in afresh
+    if rebuild:
+        S[:, :] = 0.0
+    by_changes = keep and not with_sxx  # the statistics from the kept sums
     k, d = means.shape
     e0, e1, h_max = _screen_error(d, unit, tiny, screen_max, a_max, pn_max, p_max)
     # bounds (see _BOUNDS): one precision p and one log_norm LN for all
@@ -1402,10 +1453,11 @@ def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, 
     one_vector = dp == VECTOR_BYTES // 8  # d <= 4: a row is one float64 vector
     by_rows = X.strides[1] == X.itemsize
     # the sums read every row from X (C order, d a multiple of 4), else from
-    # float64 copies made while staging (xr, a row every rs values)
+    # float64 copies made while staging (xr, a row every rs values); from the
+    # kept sums, no row is read for them
     direct = by_rows and dp == d and not one_vector
-    G = (_GROUP_BLOCKS_DIRECT if direct else _GROUP_BLOCKS) * R  # rows a group
-    rs = 0 if direct else dp
+    G = (_GROUP_BLOCKS_DIRECT if direct or by_changes else _GROUP_BLOCKS) * R  # rows a group
+    rs = 0 if direct or by_changes else dp
     xT, sc, top, cut, second, first, half, screened = _screen_buffers(d, kp, R, CT)
     upper = np.empty(R)
     lower = np.empty(R)
@@ -1422,8 +1474,9 @@ def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, 
         # rows whose bounds prove their label keep it and are not scored
         m = 0
         for i in range(g0, g1):
-            if _bounds_hold(bounds, i, sload(labels, i), shift, oshift, gamma, margin):
-                if not direct:
+            if not rebuild and _bounds_hold(bounds, i, sload(labels, i), shift, oshift, gamma,
+                                            margin):
+                if rs > 0:
                     _stage_row(X, i, d, xr, (i - g0) * rs)  # the sums' copy
                 continue
             if by_rows:
@@ -1434,7 +1487,7 @@ def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, 
                 prefetch_rows_near(X, i, 1)
             scored[m] = i
             m += 1
-        if m > 0 and movers.shape[0] > 0:
+        if m > 0 and movers.shape[0] > 0 and not rebuild:
             m = _movers_pass(X, means, labels, bounds, shift, movers, mshift, gamma, margin,
                              scored, m, g0, rs, xr)
         for b0 in range(0, m, R):
@@ -1497,15 +1550,24 @@ def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, 
                     _store_bounds(bounds, i, np.inf, 0.0)  # nothing known
                 else:
                     _store_bounds(bounds, i, upper[r], lower[r])
-                if labels[i] != best:
+                old = labels[i]
+                if old != best:
                     changed += 1
                     labels[i] = best
+                if keep and (old != best or rebuild) and sample_weight[i] != 0.0:
+                    # a label out of range (-1 before the first E-step) is in no sum
+                    out = -1 if rebuild or not 0 <= old < k else old
+                    _move_row(X, i, sample_weight[i], out, best, center, S)
+        if by_changes:
+            continue
         if one_vector:
             _add_hard_block_one(xr, M, g0, g1 - g0, labels, sample_weight, nk, SX, SXX,
                                 with_sxx)
         else:
             _add_hard_block(X, direct, xr, M, dp, g0, g1 - g0, labels, sample_weight, nk, SX,
                             SXX, with_sxx)
+    if by_changes:
+        _sums_to_statistics(S, means, center, nk, SX, dp)
     _finish_hard_chunk(ci, nk, SX, SXX, dp, precision, log_norm, changed, sx, sxx_all, obj)
 
 
@@ -1572,18 +1634,24 @@ def _estep_spherical_hard_small_chunk(ci, X, sample_weight, means, M, precision,
 
 _NO_BOUNDS = np.zeros(0, dtype=np.float32)
 _NO_SHIFT = np.zeros(0)
-# Bounds spare a row its scores, (d + 1) k multiply-adds, at the cost of their
-# test and, for the rows that still need scores, of gathering them.  Marginal
-# time per iteration of fits from the same start, bounded against unbounded,
-# two threads, float32: (1e6, 32, 128) 21.7 against 63.7 ms; (1e6, 16, 16)
-# 10.8 against 11.4; (2e5, 8, 8) 2.47 against 2.14; (2e5, 2, 8) 1.47 against
-# 1.53.  Below this much work a row they do not pay for their memory.
-_BOUNDS_MIN_WORK = 512
+_NO_SUMS = np.zeros((0, 1, 1))
+
+# Bounds spare a row its scores and, with kept sums, its data altogether, at
+# the cost of their test and, for the rows that still need scores, of
+# gathering them and moving them between sums.  Marginal time per iteration
+# of fits from the same start, bounded against unbounded, two threads,
+# float32, ms (a slow spell of the machine: the unbounded (1e6, 16, 16) ran at
+# twice its usual time): (1e6, 32, 128) 21.4 against 103.9; (1e6, 16, 16)
+# 6.6 against 23.3; (2e5, 8, 8) 1.5 against 3.5; (2e5, 4, 8) 0.5-1.2 against
+# 2.5; (2e5, 6, 8) 2.5 against 3.5.  With three features or fewer a row's
+# scores cost little more than its test and its gathering: (2e5, 3, 16) 3.1
+# against 2.0, (2e5, 2, 8) 2.7 against 2.6, (2e5, 2, 32) 3.2 against 3.4.
+_BOUNDS_MIN_FEATURES = 4
 
 
 def kmeans_bounds_pay(n_features, n_clusters):
     """Whether ``estep_kmeans`` keeps bounds worth their 8 bytes a sample."""
-    return (n_features + 1) * n_clusters >= _BOUNDS_MIN_WORK
+    return n_features >= _BOUNDS_MIN_FEATURES and n_clusters >= 2
 
 
 _MOVERS = 4  # at most this many means whose distances a row's bounds test computes
@@ -1618,9 +1686,11 @@ def _shift_bounds(shift):
 
 
 def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
-                          labels, nk, sx, sxx, obj, bounds=_NO_BOUNDS, shift=_NO_SHIFT):
+                          labels, nk, sx, sxx, obj, bounds=_NO_BOUNDS, shift=_NO_SHIFT,
+                          center=_NO_SHIFT, sums=_NO_SUMS):
     """The hard spherical E-step without log-probabilities; with ``bounds``
-    (flat, 2 n float32) and ``shift``, ``estep_kmeans``'s pruned one."""
+    (flat, 2 n float32), ``shift``, ``center`` and ``sums`` (kept sums, see
+    ``_KEPT_SUMS``), ``estep_kmeans``'s pruned one."""
     k, d = means.shape
     dp = _padded(d, 4)
     M = np.zeros((k, dp))  # means in the padded row layout of _add_hard_block
@@ -1633,6 +1703,7 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
         if bounds.shape[0] > 0:
             bounds[0::2] = np.inf  # exact scores for every row: no bounds kept
             bounds[1::2] = 0.0
+            sums[...] = np.nan  # nor sums
         return
     sc = screen_constants(X, means, precision, log_norm)
     # the tile's dtype (see above): float32 unless the components' constants
@@ -1654,34 +1725,37 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
                    precision, log_norm, *screen, chunk_size, labels, nk, sx, sxx, obj)
         return
     shift = np.ascontiguousarray(shift, dtype=np.float64)
+    keep = sums.shape[0] > 0
     run_chunks(_estep_kmeans_chunk, nk.shape[0], X, sample_weight, means, M, precision,
-               log_norm, *screen, bounds, shift, *_shift_bounds(shift), chunk_size, labels, nk,
-               sx, sxx, obj)
+               log_norm, *screen, bounds, shift, *_shift_bounds(shift),
+               np.ascontiguousarray(center, dtype=np.float64), keep,
+               sums if keep else np.zeros((1, k, d + 1)), chunk_size, labels, nk, sx, sxx, obj)
 
 
 def estep_kmeans(X, sample_weight, means, prec_chol, log_norm, center, chunk_size, labels,
-                 bounds, shift, nk, sx, sxx, obj):
+                 bounds, shift, sums, nk, sx, sxx, obj):
     check_labels(X, labels, True)
-    check_bounds(X, means, bounds, shift)
+    check_bounds(X, means, chunk_size, bounds, shift, sums)
     if not statistics_wanted(nk):
         nk, sx, sxx, obj = statistic_temporaries("estep_spherical", X, means.shape[0],
                                                  chunk_size)
     _hard_fit(X, sample_weight, means, prec_chol ** 2, log_norm, chunk_size, labels, nk, sx,
-              sxx, obj, bounds.reshape(-1), shift)  # (n, 2) C-ordered: reshape is a view
+              sxx, obj, bounds.reshape(-1), shift, center, sums)  # (n, 2) C order: a view
 
 
 def _hard_fit(X, sample_weight, means, precision, log_norm, chunk_size, labels, nk, sx, sxx,
-              obj, bounds=_NO_BOUNDS, shift=_NO_SHIFT):
+              obj, bounds=_NO_BOUNDS, shift=_NO_SHIFT, center=_NO_SHIFT, sums=_NO_SUMS):
     """``_estep_spherical_hard`` into the table's statistics: with second
     moments off (K-means' iterations) the chunks leave them out; else they
     accumulate the squares per feature, and the table's statistic is their sum."""
     if not second_moments_wanted(nk, sxx):
         _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size,
-                              labels, nk, sx, np.empty((0,) + sx.shape[1:]), obj, bounds, shift)
+                              labels, nk, sx, np.empty((0,) + sx.shape[1:]), obj, bounds, shift,
+                              center, sums)
         return
     per_feature = np.empty(sx.shape)
     _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_size, labels,
-                          nk, sx, per_feature, obj, bounds, shift)
+                          nk, sx, per_feature, obj, bounds, shift, center, sums)
     np.sum(per_feature, axis=2, out=sxx)
 
 
