@@ -99,8 +99,9 @@ the kept sums, moving only the rows that change label (so the rows whose
 bounds hold are not read at all): they then agree with the row-order sums to
 rounding.  The caller must pass the same ``sample_weight`` and ``center``,
 and leave ``labels`` as the kernel wrote them, from one call to the next;
-else it sets ``sums`` to NaN.  A backend that keeps no bounds (``kmeans_without_bounds``) runs
-``estep_spherical`` and writes [inf, 0] and NaN.
+else it sets ``sums`` to NaN.  A backend that keeps no bounds
+(``kmeans_without_bounds``) runs ``estep_spherical`` and writes [inf, 0] and
+NaN.
 
 ``estep_bernoulli`` has the same roles for a product of Bernoulli variables::
 
