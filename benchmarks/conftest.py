@@ -151,9 +151,7 @@ def pytest_terminal_summary(terminalreporter, config):
             tr.write_line(f"{group:<40} {dtype:<8} {runner:<15} {1e3 * nan_s:>10.2f} "
                           f"{1e3 * complete_s:>12.2f} {nan_s / complete_s:>13.2f}")
     peak = _multiply_peak()
-    tr.write_line(f"dense multiply peak at the end (numpy's BLAS, {_bench.PEAK_SIZE} x "
-                  f"{_bench.PEAK_SIZE}, best of {_bench.PEAK_REPEATS}): "
-                  + ", ".join(f"{dtype} {rate:.1f} GFLOP/s" for dtype, rate in peak.items()))
+    tr.write_line(_bench.describe_peak(peak, _bench.PEAK_SIZE, "at the end"))
     load = _load_average()
     if load is not None:
         tr.write_line(f"load average at the end (1, 5, 15 min): "

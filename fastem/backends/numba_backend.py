@@ -1399,14 +1399,14 @@ def _move_row(X, i, w, old, new, center, S):
     old < 0) and into ``new``'s: S[j] = [sum w, sum w (x - center)].  Each
     term is one fused multiply-add (``sfma``), which the fast-math flags
     cannot contract in one compiled layout of X and not in another."""
-    d = X.shape[1]
     if old >= 0:
         S[old, 0] = sadd(S[old, 0], -w)
-        for a in range(d):
-            S[old, 1 + a] = sfma(-w, np.float64(X[i, a]) - center[a], S[old, 1 + a])
     S[new, 0] = sadd(S[new, 0], w)
-    for a in range(d):
-        S[new, 1 + a] = sfma(w, np.float64(X[i, a]) - center[a], S[new, 1 + a])
+    for a in range(X.shape[1]):
+        v = np.float64(X[i, a]) - center[a]
+        if old >= 0:
+            S[old, 1 + a] = sfma(-w, v, S[old, 1 + a])
+        S[new, 1 + a] = sfma(w, v, S[new, 1 + a])
 
 
 @leaf
