@@ -1188,54 +1188,79 @@ def _bounds_hold(bounds, i, a, shift, oshift, gamma, margin):
 
 
 @leaf
-def _movers_pass(X, means, labels, bounds, shift, movers, mshift, gamma, margin, scored, m,
-                 g0, rs, xr):
+def _movers_pass(X, means, M, dp, direct, labels, bounds, shift, movers, mshift, gamma, margin,
+                 scored, m, g0, rs, xr, D):
     """``_bounds_hold`` again for the m rows ``scored[:m]`` it left, now with
     the exact distances to the few means that moved far more than the rest
     (``movers``) and the largest shift of the others (``mshift``).  The rows
     whose bounds now hold are staged for the sums (unless rs = 0: the sums
     read X) and dropped from ``scored``, whose other rows keep their order;
-    returns their number.
+    returns their number.  ``D`` is scratch for m x (number of movers)
+    distances.
 
     A pass of its own: a call inside the first test's loop, even one never
     made, had doubled the cost of the rows whose bounds hold at once (one
-    thread, (1e5, 16, 16) float32: 11.6 -> 28.3 ns a row).
+    thread, (1e5, 16, 16) float32: 11.6 -> 28.3 ns a row).  Every row's
+    distances to every mover come first, in a loop without branches, so that
+    the rows' independent sums overlap; the tests follow.  Before, each row
+    computed them one at a time and gave up at the first that failed its
+    test (one thread, (1e6, 16, 16) float32, 91 % of the rows held through two
+    movers: 30.5 ms a call against 27.5; whole fits of 10 iterations 2-5 %
+    faster, the same labels and statistics).
     """
     d = means.shape[1]
+    nm = movers.shape[0]
+    for q in range(m):
+        i = scored[q]
+        for t in range(nm):
+            D[q * nm + t] = _mover_distance(X, i, means, M, dp, direct, movers[t])
     kept = 0
     for q in range(m):
         i = scored[q]
         a = labels[i]
-        if 0 <= a < means.shape[0] and _movers_hold(X, i, a, means, bounds, shift, movers,
-                                                    mshift, gamma, margin):
-            if rs > 0:
-                _stage_row(X, i, d, xr, (i - g0) * rs)
-        else:
+        held = False
+        if 0 <= a < means.shape[0]:
+            u = (np.float64(bounds[2 * i]) + shift[a]) * (1.0 + 2.0 ** -50)
+            l = (np.float64(bounds[2 * i + 1]) - mshift[a]) * (1.0 - 2.0 ** -50)
+            for t in range(nm):
+                # the row's own mean lowers u, the others l
+                if movers[t] == a:
+                    u = min(u, D[q * nm + t] * (1.0 + 2.0 ** -20))
+                else:
+                    l = min(l, D[q * nm + t] * (1.0 - 2.0 ** -20))
+            held = _bounds_test(u, l, gamma, margin)
+            if held:
+                _store_bounds(bounds, i, u, l)
+                if rs > 0:
+                    _stage_row(X, i, d, xr, (i - g0) * rs)
+        if not held:
             scored[kept] = i
             kept += 1
     return kept
 
 
 @inline_leaf
-def _movers_hold(X, i, a, means, bounds, shift, movers, mshift, gamma, margin):
-    """The test of ``_movers_pass`` for row i (label a); stores the bounds
-    when it holds."""
-    u = (np.float64(bounds[2 * i]) + shift[a]) * (1.0 + 2.0 ** -50)
-    l = (np.float64(bounds[2 * i + 1]) - mshift[a]) * (1.0 - 2.0 ** -50)
-    for q in range(movers.shape[0]):  # the row's own mean first: its distance lowers u
-        if movers[q] == a:
-            u = min(u, _distance(X, i, means, a) * (1.0 + 2.0 ** -20))
-    # the movers' distances can only lower l: give up as soon as the test fails
-    if not _bounds_test(u, l, gamma, margin):
-        return False
-    for q in range(movers.shape[0]):
-        j = movers[q]
-        if j != a:
-            l = min(l, _distance(X, i, means, j) * (1.0 - 2.0 ** -20))
-            if not _bounds_test(u, l, gamma, margin):
-                return False
-    _store_bounds(bounds, i, u, l)
-    return True
+def _mover_distance(X, i, means, M, dp, direct, j):
+    """``_distance`` (within 2^-20 relative of the exact distance), a vector
+    of features at a time when X's rows can be read as vectors (``direct``:
+    C order, d a multiple of 4; ``M`` the means padded to dp = d): two
+    partial sums of rounded non-negative terms, then their lanes."""
+    if not direct:
+        return _distance(X, i, means, j)
+    o = j * dp
+    s0 = vzero(M)
+    s1 = s0
+    a = 0
+    while a + 8 <= dp:
+        t = vsub(vload4_f64(X, i, a), vload(M, o + a))
+        s0 = vfma(t, t, s0)
+        t = vsub(vload4_f64(X, i, a + 4), vload(M, o + a + 4))
+        s1 = vfma(t, t, s1)
+        a += 8
+    if a < dp:
+        t = vsub(vload4_f64(X, i, a), vload(M, o + a))
+        s0 = vfma(t, t, s0)
+    return np.sqrt(vhsum(vadd(s0, s1)))
 
 
 @inline_leaf
@@ -1462,6 +1487,7 @@ def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, 
     upper = np.empty(R)
     lower = np.empty(R)
     scored = np.empty(G, dtype=np.int64)  # the group's rows that are scored
+    DM = np.empty(G * _MOVERS)  # their distances to the movers (_movers_pass)
     xr = np.zeros(max(G * rs, dp))  # the group's rows in float64, row i at (i - g0) * rs
     SX = np.zeros(k * dp)
     SXX = np.zeros(k * dp)
@@ -1488,8 +1514,8 @@ def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, 
             scored[m] = i
             m += 1
         if m > 0 and movers.shape[0] > 0 and not rebuild:
-            m = _movers_pass(X, means, labels, bounds, shift, movers, mshift, gamma, margin,
-                             scored, m, g0, rs, xr)
+            m = _movers_pass(X, means, M, dp, direct, labels, bounds, shift, movers, mshift,
+                             gamma, margin, scored, m, g0, rs, xr, DM)
         for b0 in range(0, m, R):
             n_rows = min(R, m - b0)
             # lanes past a short last block: stale, not read
