@@ -25,7 +25,7 @@ What is compared
   initial M-step from responsibilities; ``init_params="random_from_data"``
   makes it the cheapest, but it is part of scikit-learn's fit time.  So is
   scikit-learn's final E-step, whose labels its ``fit`` discards and which
-  fastem's ``fit`` leaves out (data without NaN).
+  fastem's ``fit`` leaves out.
 * ``BernoulliMixture``, which scikit-learn lacks, against one dense matrix
   product ``X @ logit.T`` (numpy, X the 0/1 data in its dtype, ``logit`` of
   shape (k, d) in the same dtype, output preallocated): the floor of an

@@ -107,6 +107,8 @@ class BernoulliMixture(BaseMixture):
             inits["means"] = means
         return fixed, inits
 
+    _checks_unobserved = True
+
     def _check_unobserved(self, stats):
         if stats is None or stats.nko is None:
             return

@@ -42,6 +42,9 @@ class BaseMixture(BaseEstimator):
     """EM-fitted mixture; subclasses define the component family."""
 
     _fixable = FIXABLE
+    # whether ``_check_unobserved`` reads the final E-step's statistics (data
+    # with NaN): without it, ``fit`` runs no final E-step
+    _checks_unobserved = False
 
     # ------------------------------------------------------------ checks
     def _check_common_parameters(self):
@@ -158,8 +161,10 @@ class BaseMixture(BaseEstimator):
             make_monitor=lambda lb: ConvergenceMonitor(self.tol, lb),
             center=center,
             warm=warm,
-            # only the checks of data with NaN read the final statistics
-            final_statistics=missing,
+            # only the checks of data with NaN read the final statistics; a
+            # family without them runs no final E-step in ``fit`` (one E-step
+            # more than the iterations: a tenth of a 10-iteration fit)
+            final_statistics=missing and self._checks_unobserved,
             final_labels=labels,
             verbose=self.verbose,
         )
@@ -187,7 +192,8 @@ class BaseMixture(BaseEstimator):
 
     def _check_unobserved(self, stats):
         """Hook: warn about parameters that no observed value informs (``stats``
-        is the final E-step's, None for data without NaN)."""
+        is the final E-step's, None for data without NaN or when
+        ``_checks_unobserved`` is False)."""
 
     def _initial_params(self, X, sample_weight, random_state, family, center, inits):
         """Initial parameters: responsibilities by ``init_params``, then the *_init."""
