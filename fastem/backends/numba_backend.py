@@ -1517,11 +1517,11 @@ def _estep_kmeans_chunk(ci, X, sample_weight, means, M, precision, log_norm, c, 
                 if rs > 0:
                     _stage_row(X, i, d, xr, (i - g0) * rs)  # the sums' copy
                 continue
-            if by_rows:
+            if by_rows and not rebuild:
                 # the rows that need scores are few and scattered: without this
                 # hint each waited for memory when staged (one thread,
                 # (1e6, 16, 16) float32, 5 % of the rows scored: 95 -> 80 ns a
-                # scored row)
+                # scored row); a rebuild scores them all, in order
                 prefetch_rows_near(X, i, 1)
             scored[m] = i
             m += 1
