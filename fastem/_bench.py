@@ -1016,8 +1016,8 @@ def run(settings, out=None, json_path=None):
               f"KMeans where it keeps distance bounds (the numba backend, from 4 "
               f"features) skips rows whose centre cannot change, which count as "
               f"computed: its rate can exceed the multiply peak (the kernel scoring "
-              f"every row: benchmarks/, estep_spherical hard). % peak: that rate over the dense multiply peak of "
-              f"its dtype measured at the start.")
+              f"every row: benchmarks/, estep_spherical hard). % peak: that rate over "
+              f"the dense multiply peak of its dtype measured at the start.")
     bench.say(describe_peak(info["multiply_peak_end"], info["multiply_peak_size"],
                             "at the end"))
     if sklearn is not None and any(r.section == "sklearn" for r in bench.rows):

@@ -1173,14 +1173,22 @@ def _bounds_test(u, l, gamma, margin):
 
 
 @inline_leaf
+def _moved_bounds(bounds, i, up, down):
+    """Row i's stored bounds moved with the means: (u + up, l - down), each
+    rounded outwards."""
+    u = (np.float64(sload(bounds, 2 * i)) + up) * (1.0 + 2.0 ** -50)
+    l = (np.float64(sload(bounds, 2 * i + 1)) - down) * (1.0 - 2.0 ** -50)
+    return u, l
+
+
+@inline_leaf
 def _bounds_hold(bounds, i, a, shift, oshift, gamma, margin):
     """Whether row i's bounds prove that its label ``a`` stands (never for a
     label out of range, such as -1 before the first E-step), with the largest
     shift of the other means; if so, they are moved to the current means and
     stored (see ``_BOUNDS``)."""
     b = min(max(a, 0), shift.shape[0] - 1)
-    u = (np.float64(sload(bounds, 2 * i)) + shift[b]) * (1.0 + 2.0 ** -50)
-    l = (np.float64(sload(bounds, 2 * i + 1)) - oshift[b]) * (1.0 - 2.0 ** -50)
+    u, l = _moved_bounds(bounds, i, shift[b], oshift[b])
     if a == b and _bounds_test(u, l, gamma, margin):
         _store_bounds(bounds, i, u, l)
         return True
@@ -1220,8 +1228,7 @@ def _movers_pass(X, means, M, dp, direct, labels, bounds, shift, movers, mshift,
         a = labels[i]
         held = False
         if 0 <= a < means.shape[0]:
-            u = (np.float64(bounds[2 * i]) + shift[a]) * (1.0 + 2.0 ** -50)
-            l = (np.float64(bounds[2 * i + 1]) - mshift[a]) * (1.0 - 2.0 ** -50)
+            u, l = _moved_bounds(bounds, i, shift[a], mshift[a])
             for t in range(nm):
                 # the row's own mean lowers u, the others l
                 if movers[t] == a:
