@@ -75,13 +75,15 @@ def _outputs(estimator, X, sample_weight):
     return out
 
 
-def _assert_same_bits(one, many, threads):
-    assert one.keys() == many.keys()
+def _assert_same_bits(one, other, between):
+    """Every output of ``one`` and ``other`` the same bits; ``between`` names
+    what differs between the two runs, for the message."""
+    assert one.keys() == other.keys()
     for name in one:
-        a, b = np.asarray(one[name]), np.asarray(many[name])
+        a, b = np.asarray(one[name]), np.asarray(other[name])
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), (
-            f"{name} differs between 1 and {threads} threads")
+            f"{name} differs between {between}")
 
 
 def _check(compiled, make, X, sample_weight=None):
@@ -97,7 +99,7 @@ def _check(compiled, make, X, sample_weight=None):
                 import numba
 
                 assert numba.get_num_threads() == threads
-    _assert_same_bits(results[1], results[many], many)
+    _assert_same_bits(results[1], results[many], f"1 and {many} threads")
     return results[1]
 
 
@@ -217,8 +219,4 @@ def test_results_do_not_depend_on_where_x_starts(backend, model):
             results.append(_outputs(make(), Xp, None))
             np.testing.assert_array_equal(Xp, X)  # the input is not modified
     for offset, other in zip((16, 32, 48), results[1:]):
-        assert other.keys() == results[0].keys()
-        for name in other:
-            a, b = np.asarray(results[0][name]), np.asarray(other[name])
-            assert a.dtype == b.dtype and a.shape == b.shape, name
-            assert np.array_equal(a, b), f"{name} differs with X {offset} bytes past a line"
+        _assert_same_bits(results[0], other, f"X on a line and X {offset} bytes past one")
