@@ -241,6 +241,81 @@ def test_rows_whose_bounds_hold_are_not_scored():
             assert np.all(rows.array[:, 0] == np.inf) and np.all(rows.array[:, 1] == 0)
 
 
+@pytest.mark.parametrize("k", [4, 8])
+def test_separations_hold_rows_when_a_mean_moves_far(k):
+    """White box, as above: one mean moves far away, so that the rows' lower
+    bounds, moved by that shift, prove nothing; the means' separations
+    (``_separations``) still prove the labels of the rows around the other
+    means, which are then not scored.  The rows of mean 2 hold by the triangle
+    inequality about their own mean.  Those of mean 0 lie 0.3 from it and 0.5
+    from mean 1, which is 0.4 away: that inequality proves nothing for them,
+    and only the bound on the mover (k >= 8: one mean in eight may be one)
+    holds them."""
+    with fastem.using_backend("numba" if "numba" in fastem.available_backends()
+                              else fastem.available_backends()[0]) as name:
+        rng = np.random.default_rng(21)
+        d = 8
+        means = 20.0 * rng.standard_normal((k, d))
+        means[1] = means[0]
+        means[1, 0] += 0.4
+        own = np.arange(1600) % k
+        X = means[own] + 0.01 * rng.standard_normal((1600, d))
+        zero = own == 0
+        X[zero, 1] += 0.3 * np.where(np.arange(zero.sum()) % 2 == 0, 1.0, -1.0)
+        lloyd = _Lloyd(X, k)
+        labels = np.full(X.shape[0], -1, dtype=np.int64)
+        rows = lloyd.rows()
+        lloyd.bounded(means, labels, rows, rows.shift(means), False)
+        np.testing.assert_array_equal(labels, own)
+        moved = means.copy()
+        moved[k - 1] += 1000.0  # far from every row: a mover for k >= 8
+        shift = rows.shift(moved)
+        zeros = np.flatnonzero(own == 0)[:20]
+        twos = np.flatnonzero(own == 2)[:20]
+        chosen = np.concatenate([zeros, twos])
+        # their bounds, moved by the largest shift, prove nothing
+        u = rows.array[chosen, 0].astype(float) + shift[own[chosen]]
+        assert np.all(rows.array[chosen, 1] - shift.max() < u)
+        X[chosen] = moved[3]  # now nearest to mean 3, behind the kernel's back
+        lloyd.bounded(moved, labels, rows, shift, False)
+        plain = own.copy()
+        lloyd.unbounded(moved, plain, False)
+        assert np.all(plain[chosen] == 3)
+        if name != "numba":
+            assert np.all(labels[chosen] == 3)  # no bounds kept: scored again
+            return
+        assert np.all(labels[twos] == 2)  # held, not scored
+        assert np.all(labels[zeros] == (0 if k >= 8 else 3))
+        others = np.setdiff1d(np.arange(X.shape[0]), chosen)
+        np.testing.assert_array_equal(labels[others], plain[others])
+
+
+def test_separations_are_lower_bounds():
+    from fastem.backends import numba_backend
+    rng = np.random.default_rng(22)
+    for k, d, movers in [(1, 3, []), (2, 5, [1]), (9, 4, [3]), (40, 16, [0, 7, 39])]:
+        means = rng.standard_normal((k, d)) * 10.0 ** rng.integers(-3, 4)
+        movers = np.array(movers, dtype=np.int64)
+        sep, msep = numba_backend._separations(means, movers, True)
+        alone, msep_alone = numba_backend._separations(means, movers, False)
+        assert np.all(alone == 0.0) and np.array_equal(msep_alone, msep)
+        exact = np.sqrt((((means[:, None].astype(np.longdouble) - means[None]) ** 2)
+                         ).sum(axis=2))
+        np.fill_diagonal(exact, np.inf)
+        if k == 1:
+            assert sep[0] == 0.0 and msep[0] == np.inf  # no other mean: no bound
+            continue
+        want = exact.min(axis=1)
+        assert np.all(sep <= want) and np.all(sep >= want * (1 - 1e-13))
+        for a in range(k):
+            others = [j for j in movers if j != a]
+            if not others:
+                assert msep[a] == np.inf
+            else:
+                m = exact[a, others].min()
+                assert msep[a] <= m and msep[a] >= m * (1 - 1e-13)
+
+
 def test_fit_with_bounds_equals_fit_without(monkeypatch, restore_config):
     """The whole fit, bounds on and off, with several initialisations, an empty
     cluster relocated, weights, 1 and 2 threads: the same labels and n_iter_,
