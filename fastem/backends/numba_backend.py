@@ -1688,11 +1688,12 @@ def _separations(means, movers, every):
     the movers j != a (inf when there is none; sep is 0 for k = 1).  Each
     distance is the square root of a float64 sum of d squares by fused
     multiply-adds, within (d + 3) 2^-53 relative of the exact one, scaled
-    down by (d + 8) 2^-50.  The squared distances of one mean to all the
-    others are summed a feature at a time, a vector of means at once
+    down by 2^-20, as the screen's distances are (room for a square root the
+    fast-math flags might approximate).  The squared distances of one mean to
+    all the others are summed a feature at a time, a vector of means at once
     (``_separation_row``)."""
     k, d = means.shape
-    down = 1.0 - (d + 8) * 2.0 ** -50
+    down = 1.0 - 2.0 ** -20
     kp = -(-k // 4) * 4
     MT = np.zeros(d * kp)  # the means feature-major, padded with zeros
     for a in range(k):
