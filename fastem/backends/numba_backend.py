@@ -839,9 +839,10 @@ _ADD_BLOCK = 64  # rows labelled before their statistics are added in one call
 # that l alone left had their distances to the movers computed in a pass of
 # their own: reading those rows cost about as much as scoring them.  In one
 # fit at (1e6, 16, 16) float32, the rows read in the 5th to 11th E-steps
-# went from 202-918 thousand to 112-368 thousand, and fits of 10 iterations
-# ran 12-21 % faster there and 12-13 % at (1e6, 32, 128) (two threads, the
-# best of 9 alternating fits each).  A row that holds keeps
+# went from 202-918 thousand to 112-368 thousand; fits of 10 iterations
+# took 8-30 % less time there in five runs of six, and 3-13 % less at
+# (1e6, 32, 128) (two threads, the best of 7-11 alternating fits each; see
+# benchmarks/PERFORMANCE.md).  A row that holds keeps
 # label a without being scored: the float64 scores formed from
 # differences, LN - p/2 ||x - mu_j||^2, carry a relative error below
 # (d + 3) 2^-53 in the distance and 2^-53 |score| in all, so even they would
