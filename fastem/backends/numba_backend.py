@@ -840,7 +840,7 @@ _ADD_BLOCK = 64  # rows labelled before their statistics are added in one call
 # their own: reading those rows cost about as much as scoring them.  In one
 # fit at (1e6, 16, 16) float32, the rows read in the 5th to 11th E-steps
 # went from 202-918 thousand to 112-368 thousand; fits of 10 iterations
-# took 8-30 % less time there in five runs of six, and 3-13 % less at
+# took 8-30 % less time there in six runs of seven, and 3-13 % less at
 # (1e6, 32, 128) (two threads, the best of 7-11 alternating fits each; see
 # benchmarks/PERFORMANCE.md).  A row that holds keeps
 # label a without being scored: the float64 scores formed from
