@@ -16,6 +16,7 @@ import fastem
 from fastem import _config, _em
 from fastem import _kmeans as kmeans_module
 from fastem.backends import get_kernels
+from testing_utils import requires_numba
 
 pytestmark = pytest.mark.filterwarnings("ignore::fastem.exceptions.ConvergenceWarning")
 
@@ -290,6 +291,7 @@ def test_separations_hold_rows_when_a_mean_moves_far(k):
         np.testing.assert_array_equal(labels[others], plain[others])
 
 
+@requires_numba
 def test_separations_are_lower_bounds():
     from fastem.backends import numba_backend
     rng = np.random.default_rng(22)
