@@ -1211,10 +1211,10 @@ def _bounds_hold(bounds, i, a, shift, oshift, mshift, sep, msep, gamma, margin):
     # Without branches: a test here, even one never taken, had tripled the
     # cost of the rows whose bounds hold (one thread, (1e6, 16, 16) float32,
     # every row held: 5.3 -> 15.4 ns a row)
-    lo = (np.float64(sload(bounds, 2 * i + 1)) - mshift[b]) * (1.0 - 2.0 ** -50)
-    l = min(lo, max(l, _separated(msep[b], u)))
+    lo = _less(np.float64(sload(bounds, 2 * i + 1)), mshift[b])
+    l = min(lo, max(l, _less(msep[b], u)))
     # the triangle inequality about the row's own mean
-    l = max(l, _separated(sep[b], u))
+    l = max(l, _less(sep[b], u))
     if a == b and _bounds_test(u, l, gamma, margin):
         _store_bounds(bounds, i, u, l)
         return True
@@ -1222,9 +1222,10 @@ def _bounds_hold(bounds, i, a, shift, oshift, mshift, sep, msep, gamma, margin):
 
 
 @inline_leaf
-def _separated(s, u):
-    """A lower bound on ||x - mu_j|| from s <= ||mu_a - mu_j|| and
-    u >= ||x - mu_a|| (triangle inequality), rounded down."""
+def _less(s, u):
+    """s - u rounded down: a lower bound on a distance from a lower bound s and
+    a shift or an upper bound u (with s <= ||mu_a - mu_j|| and
+    u >= ||x - mu_a||, one on ||x - mu_j|| by the triangle inequality)."""
     return (s - u) * (1.0 - 2.0 ** -50)
 
 
@@ -1703,16 +1704,14 @@ def _separations(means, movers, every):
     ss = np.empty(kp)
     sep = np.zeros(k)
     msep = np.full(k, np.inf)
-    for t in range(movers.shape[0] if not every else 0):
+    for t in range(movers.shape[0]):
         j = movers[t]
         _separation_row(means, j, MT, kp, ss)
         for a in range(k):
             if a != j:
                 msep[a] = min(msep[a], np.sqrt(ss[a]) * down)
-    if not every:
-        return sep, msep
     top = np.empty(4)
-    for a in range(k):
+    for a in range(k if every and k > 1 else 0):
         _separation_row(means, a, MT, kp, ss)
         ss[a] = np.inf
         ss[k:] = np.inf
@@ -1721,12 +1720,7 @@ def _separations(means, movers, every):
         for j0 in range(0, kp, 4):
             neg = vmax(neg, vsub(vzero(ss), vload(ss, j0)))
         vstore(top, 0, neg)
-        best = -max(max(top[0], top[1]), max(top[2], top[3]))
-        sep[a] = np.sqrt(best) * down if k > 1 else 0.0
-        for t in range(movers.shape[0]):
-            j = movers[t]
-            if j != a:
-                msep[a] = min(msep[a], np.sqrt(ss[j]) * down)
+        sep[a] = np.sqrt(-max(max(top[0], top[1]), max(top[2], top[3]))) * down
     return sep, msep
 
 
