@@ -2367,7 +2367,16 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
     """``_stage_features_of`` with the feature maps of the complete-data fits
     as constants, so that each is compiled without the tests of the others
     in its loop (one thread, ns a row: spherical (5e4, 64, 8) 92.5 -> 89.7,
-    diagonal (5e4, 64, 8) 139.4 -> 135.4, (1e5, 16, 16) 73.9 -> 72.7)."""
+    diagonal (5e4, 64, 8) 139.4 -> 135.4, (1e5, 16, 16) 73.9 -> 72.7).
+
+    A constant argument makes numba compile ``_stage_features_of`` for that
+    value (a literal type) as a function of its own, called once per ``_SUB``
+    rows.  Inlined here in numba's IR, as it was, its IR was copied five
+    times: compiling this helper for one data type and layout took 34-39 s
+    (now 19-21 s), and its eight compiles were 426 s of the test suite's
+    657 s of compiling.  The call costs little: one thread, ns a row,
+    diagonal (5e4, 64, 8) 174.6 -> 175.3 and 177.6 -> 176.6, spherical
+    (1e5, 16, 16) 69.8 -> 71.0 and 70.3 -> 72.1."""
     if features == _SPHERICAL:
         _stage_features_of(X, s0, rows, c, _SPHERICAL, mp, FT)
     elif features == _QUADRATIC:
@@ -2380,7 +2389,7 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
         _stage_features_of(X, s0, rows, c, features, mp, FT)
 
 
-@inline_leaf
+@leaf
 def _stage_features_of(X, s0, rows, c, features, mp, FT):
     """The features of rows s0 .. s0 + rows - 1 of X into FT, feature-major
     blocks of ``_RB`` rows in lanes (the layout of ``_soft_tiled_chunk``).
