@@ -153,8 +153,23 @@ def _run_chunks(address, n_chunks, *args):
         _call_chunk(address, ci, args)
 
 
+class Constant:
+    """An integer argument of ``run_chunks`` for which the chunk kernel is
+    compiled as a constant (numba's literal type), one compiled chunk kernel
+    per value: code that tests it is compiled for that value alone, and
+    helpers that receive it are compiled for that value when first used.
+    The driver passes it as an int64, the literal's native representation."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = int(value)
+
+
 def _type_key(value):
     """What ``_chunk_type(value)`` depends on, cheaply."""
+    if isinstance(value, Constant):
+        return Constant, value.value
     if isinstance(value, np.ndarray):
         flags = value.flags
         return (value.dtype, value.ndim, flags.c_contiguous, flags.writeable, flags.aligned)
@@ -167,7 +182,10 @@ def _chunk_type(value):
     """numba's type of ``value``, except that every array that is not
     C-contiguous is typed as of any layout ('A'): one compiled chunk kernel
     serves Fortran-ordered and strided inputs alike (the array's native
-    representation is the same for every layout)."""
+    representation is the same for every layout), and a ``Constant`` is typed
+    as its literal."""
+    if isinstance(value, Constant):
+        return types.literal(value.value)
     t = numba.typeof(value)
     if isinstance(t, types.Array) and t.layout == "F":
         t = t.copy(layout="A")
@@ -199,9 +217,11 @@ def run_chunks(chunk, n_chunks, *args):
     (numba's parallel chunk size 1), not split in equal halves in advance:
     chunks differ in cost (rows with NaN, K-means rows that need exact
     scores) and a thread of a shared machine may be held up.  Which thread
-    runs a chunk does not change any result.
+    runs a chunk does not change any result.  An argument given as a
+    ``Constant`` is compiled into the chunk kernel as its value.
     """
     address = chunk_address(chunk, args)
+    args = tuple(a.value if isinstance(a, Constant) else a for a in args)
     previous = numba.set_parallel_chunksize(1)
     try:
         _run_chunks(address, n_chunks, *args)

@@ -19,8 +19,8 @@ to cancellation.
 
 import numpy as np
 
-from ._numba_jit import (inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks, serial,
-                          strict)
+from ._numba_jit import (Constant, inline_leaf, leaf, ordered, ordered_inline_leaf, run_chunks,
+                          serial, strict)
 from . import _soft
 from ._table import (check_bounds, check_labels, chunk_count, second_moments_into_temporary,
                      second_moments_wanted, statistic_temporaries, statistics_wanted)
@@ -2364,33 +2364,6 @@ def _stage_pairs(FT, fo, d, four):
 
 @leaf
 def _stage_features(X, s0, rows, c, features, mp, FT):
-    """``_stage_features_of`` with the feature maps of the complete-data fits
-    as constants, so that each is compiled without the tests of the others
-    in its loop (one thread, ns a row: spherical (5e4, 64, 8) 92.5 -> 89.7,
-    diagonal (5e4, 64, 8) 139.4 -> 135.4, (1e5, 16, 16) 73.9 -> 72.7).
-
-    A constant argument makes numba compile ``_stage_features_of`` for that
-    value (a literal type) as a function of its own, called once per ``_SUB``
-    rows.  Inlined here in numba's IR, as it was, its IR was copied five
-    times: compiling this helper for one data type and layout took 34-39 s
-    (now 19-21 s), and its eight compiles were 426 s of the test suite's
-    657 s of compiling.  The call costs little: one thread, ns a row,
-    diagonal (5e4, 64, 8) 174.6 -> 175.3 and 177.6 -> 176.6, spherical
-    (1e5, 16, 16) 69.8 -> 71.0 and 70.3 -> 72.1."""
-    if features == _SPHERICAL:
-        _stage_features_of(X, s0, rows, c, _SPHERICAL, mp, FT)
-    elif features == _QUADRATIC:
-        _stage_features_of(X, s0, rows, c, _QUADRATIC, mp, FT)
-    elif features == _LINEAR:
-        _stage_features_of(X, s0, rows, c, _LINEAR, mp, FT)
-    elif features == _PAIRS:
-        _stage_features_of(X, s0, rows, c, _PAIRS, mp, FT)
-    else:
-        _stage_features_of(X, s0, rows, c, features, mp, FT)
-
-
-@leaf
-def _stage_features_of(X, s0, rows, c, features, mp, FT):
     """The features of rows s0 .. s0 + rows - 1 of X into FT, feature-major
     blocks of ``_RB`` rows in lanes (the layout of ``_soft_tiled_chunk``).
 
@@ -2406,6 +2379,17 @@ def _stage_features_of(X, s0, rows, c, features, mp, FT):
     sum in the order of the features was a chain of dependent multiply-adds
     of four cycles each (one thread, ns a row, spherical (5e4, 64, 8): the
     staging alone, rows in the cache, 21.8 -> 17.7; the E-step 90.6 -> 85.6).
+
+    ``features`` is a constant wherever this is called (a ``Constant`` of
+    ``run_chunks`` in ``_soft_tiled_chunk``), so numba compiles it for each
+    feature map on its first use, without the other maps' tests in its loops
+    (one thread, ns a row: spherical (5e4, 64, 8) 92.5 -> 89.7, diagonal
+    (5e4, 64, 8) 139.4 -> 135.4, (1e5, 16, 16) 73.9 -> 72.7), and a fit
+    compiles only its own map.  It was inlined, once per map, into a helper
+    that tested ``features`` at run time: numba copied its IR five times,
+    and that helper's compile for one data type and layout took 34-39 s
+    (its eight compiles were 426 s of the test suite's 657 s of compiling);
+    a first diagonal fit with an empty cache took 58.6 s.
     """
     sph = features == _SPHERICAL
     pairs = features == _PAIRS or features == _PAIRS_OBSERVED
@@ -2611,7 +2595,7 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
     S = np.empty((nk.shape[0] if scatter else 0, mp * mp))
     # without moments the chunks read only nk's shape, and obj is scratch
     run_chunks(_soft_tiled_chunk, n_chunks, X, sample_weight,
-               np.ascontiguousarray(c, dtype=np.float64), features, Gp, Ap, kp, mp,
+               np.ascontiguousarray(c, dtype=np.float64), Constant(features), Gp, Ap, kp, mp,
                chunk_size, labels, log_prob, nk, M,
                obj if moments else np.zeros((n_chunks, 3)), S, moments)
     if not moments:
