@@ -1075,6 +1075,54 @@ def test_numba_chunk_kernels_are_called_through_one_driver():
     assert {sig[1].layout for sig in chunk.signatures} <= {"A", "C"}
 
 
+
+@requires_numba
+def test_soft_staging_is_compiled_for_each_feature_map_alone(tmp_path):
+    """The soft tiled E-step passes its feature map to its chunk kernel as a
+    ``Constant``: the chunk kernel and the staging of rows are compiled for
+    that map as a literal, and a fit compiles the staging of its own map
+    alone (a map chosen at run time compiled every map's staging, tens of
+    seconds, in a first fit).  A new process with an empty cache, so that
+    the staging is compiled there and not loaded within its caller."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from numba.core import types
+        import fastem
+        from fastem.backends import numba_backend as nb, using_backend
+
+        X = np.random.default_rng(0).standard_normal((400, 5))
+        with using_backend("numba"):
+            fastem.GaussianMixture(2, covariance_type="diag", max_iter=2, tol=0,
+                                   init_params="random", random_state=0).fit(X)
+        chunk = [sig[4] for sig in nb._soft_tiled_chunk.signatures]
+        staged = [sig[4] for sig in nb._stage_features.signatures]
+        literal = all(isinstance(t, types.IntegerLiteral) for t in chunk + staged)
+        print(literal, sorted({t.literal_value for t in chunk + staged}) if literal else "",
+              nb._QUADRATIC)
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=subprocess_pythonpath(os.environ.get("PYTHONPATH", "")))
+    env.pop("FASTEM_BACKEND", None)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    literal, maps, quadratic = proc.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert literal == "True"
+    assert maps == f"[{quadratic}]"
+
+
+@requires_numba
+def test_constant_arguments_are_typed_as_literals():
+    """``run_chunks`` compiles a chunk kernel once per value of a ``Constant``."""
+    from numba.core import types
+    from fastem.backends import _numba_jit
+
+    key, Constant = _numba_jit._type_key, _numba_jit.Constant
+    assert key(Constant(1)) != key(Constant(2))
+    assert key(Constant(2)) != key(2)
+    assert _numba_jit._chunk_type(Constant(3)) == types.literal(3)
+    assert _numba_jit._chunk_type(3) == types.int64
+
 # ------------------------------------------------ the screened hard spherical path
 def _exact_hard_labels(X, means, precision, log_norm):
     """argmax_j log_norm_j - p_j / 2 ||x - mu_j||^2 from float64 differences."""
