@@ -1075,7 +1075,6 @@ def test_numba_chunk_kernels_are_called_through_one_driver():
     assert {sig[1].layout for sig in chunk.signatures} <= {"A", "C"}
 
 
-
 @requires_numba
 def test_soft_staging_is_compiled_for_each_feature_map_alone(tmp_path):
     """The soft tiled E-step passes its feature map to its chunk kernel as a
@@ -1122,6 +1121,7 @@ def test_constant_arguments_are_typed_as_literals():
     assert key(Constant(2)) != key(2)
     assert _numba_jit._chunk_type(Constant(3)) == types.literal(3)
     assert _numba_jit._chunk_type(3) == types.int64
+
 
 # ------------------------------------------------ the screened hard spherical path
 def _exact_hard_labels(X, means, precision, log_norm):
