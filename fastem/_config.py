@@ -19,6 +19,19 @@ __all__ = ["get_num_threads", "set_num_threads", "get_chunk_size", "set_chunk_si
 _MAX_CHUNKS = 32
 _MIN_CHUNK_ROWS = 256
 
+# A kernel call whose work, as its caller estimates it in multiply-adds, is
+# below this runs on the calling thread alone (``threads_for``): some 50-100 us
+# of one thread's time at small d and k (the soft E-step at (1e3, 2, 3),
+# 64 000, takes 70 us).  Handing chunks to the thread pool costs little while
+# its threads are awake (numba: 8 us a launch against 2 us on the calling
+# thread, for a trivial kernel), but after the process has been idle the other
+# threads must be woken, and on a shared virtual machine a woken vCPU can take
+# milliseconds to run: of six one-iteration fits of (1e3, 2, 3) data 50 ms
+# apart, one spent 5.4 and 4.0 ms in its two launches, where such a fit takes
+# 1.6-1.9 ms.  With this little work a second thread saves less than the
+# launch risks.  Which thread runs a chunk never changes a result.
+SERIAL_WORK = 1 << 16
+
 
 def _cpu_count():
     try:
@@ -60,6 +73,12 @@ def _check_positive_int(name, value, allow_none=False):
 def get_num_threads():
     """Number of threads the compiled backends use (default: all cores)."""
     return _state["num_threads"]
+
+
+def threads_for(work):
+    """Threads for a kernel call of about ``work`` multiply-adds: one below
+    ``SERIAL_WORK``, else ``get_num_threads()``."""
+    return 1 if work < SERIAL_WORK else _state["num_threads"]
 
 
 def set_num_threads(n):

@@ -27,11 +27,15 @@ COV_TYPES = ("full", "tied", "diag", "spherical")
 
 
 @pytest.fixture(params=COMPILED_BACKENDS)
-def compiled(request):
-    """(backend name, its thread count when fastem asks for every core)."""
+def compiled(request, monkeypatch):
+    """(backend name, its thread count when fastem asks for every core).
+
+    Every kernel call goes to the thread pool, however little its work
+    (``fastem._config.SERIAL_WORK``): the threads must split the rows."""
     many = backend_threads(request.param)
     if many < 2:
         pytest.skip(f"{request.param} runs a single thread on this machine")
+    monkeypatch.setattr(_config, "SERIAL_WORK", 0)
     return request.param, many
 
 

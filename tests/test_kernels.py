@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -741,9 +742,11 @@ def many_chunk_cases():
 
 
 @pytest.mark.parametrize("name", COMPILED_BACKENDS)
-def test_one_and_two_threads_give_identical_bits(restore_config, many_chunk_cases, name):
+def test_one_and_two_threads_give_identical_bits(monkeypatch, restore_config, many_chunk_cases,
+                                                 name):
     if backend_threads(name) < 2:
         pytest.skip(f"{name} runs a single thread on this machine")
+    monkeypatch.setattr(fastem._config, "SERIAL_WORK", 0)  # every call to the thread pool
     case, bcase = many_chunk_cases
     results = {}
     with fastem.using_backend(name):
@@ -1121,6 +1124,75 @@ def test_constant_arguments_are_typed_as_literals():
     assert key(Constant(2)) != key(2)
     assert _numba_jit._chunk_type(Constant(3)) == types.literal(3)
     assert _numba_jit._chunk_type(3) == types.int64
+
+
+def _small_fits():
+    """One fit of every model on data small enough that every kernel call of
+    the fit is below ``SERIAL_WORK``, with and without NaN."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 3))
+    B = (rng.uniform(size=(300, 6)) < 0.4).astype(np.float64)
+    with_nan = X.copy()
+    with_nan[rng.uniform(size=X.shape) < 0.1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastem.ConvergenceWarning)
+        for data in (X, with_nan):
+            fastem.KMeans(3, n_init=2, random_state=0).fit(data)
+            for cov_type in COV_TYPES:
+                fastem.GaussianMixture(3, covariance_type=cov_type, max_iter=5,
+                                       random_state=0).fit(data)
+        fastem.BernoulliMixture(3, max_iter=5, random_state=0).fit(B)
+
+
+@requires_numba
+def test_little_work_never_wakes_the_thread_pool(monkeypatch, restore_config):
+    """Kernel calls whose estimated work is below ``SERIAL_WORK`` run their
+    chunks on the calling thread (``_run_chunks_serial``): whole fits of small
+    data never reach the parallel driver, and a call with more work does."""
+    from fastem.backends import _numba_jit, numba_backend
+
+    def pool(*args):
+        raise AssertionError("the thread pool was used")
+
+    fastem.set_num_threads(2)
+    monkeypatch.setattr(_numba_jit, "_run_chunks", pool)
+    with fastem.using_backend("numba"):
+        _small_fits()
+        X = np.random.default_rng(6).standard_normal((20_000, 4))
+        centers = X[:4].copy()
+        assert X.size * 4 >= fastem._config.SERIAL_WORK
+        with pytest.raises(AssertionError, match="thread pool"):
+            numba_backend.sqdist(X, centers, 1000, np.empty((20_000, 4)))
+
+
+@pytest.mark.parametrize("name", COMPILED_BACKENDS)
+def test_serial_and_pooled_calls_give_identical_bits(monkeypatch, restore_config,
+                                                     many_chunk_cases, name):
+    """The same kernel calls run on the calling thread (``SERIAL_WORK`` above
+    every call's work) and spread over two threads (``SERIAL_WORK`` 0): the
+    same bits in every output."""
+    if backend_threads(name) < 2:
+        pytest.skip(f"{name} runs a single thread on this machine")
+    case, bcase = many_chunk_cases
+    fastem.set_num_threads(2)
+    results = {}
+    with fastem.using_backend(name):
+        for serial_work in (0, 1 << 62):
+            monkeypatch.setattr(fastem._config, "SERIAL_WORK", serial_work)
+            results[serial_work] = _all_kernel_outputs(case, bcase, chunk_size=97)
+    for key, out in results[0].items():
+        for field in out:
+            np.testing.assert_array_equal(out[field], results[1 << 62][key][field],
+                                          err_msg=str(key))
+
+
+def test_threads_for_little_work_is_one(restore_config):
+    fastem.set_num_threads(2)
+    small = fastem._config.SERIAL_WORK - 1
+    assert fastem._config.threads_for(small) == 1
+    assert fastem._config.threads_for(small + 1) == 2
+    fastem.set_num_threads(1)
+    assert fastem._config.threads_for(small + 1) == 1
 
 
 # ------------------------------------------------ the screened hard spherical path

@@ -22,6 +22,8 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .. import _config
+
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
 _cache_enabled = os.environ.get("FASTEM_NUMBA_CACHE", "1").strip() not in ("0", "false", "False")
@@ -153,6 +155,12 @@ def _run_chunks(address, n_chunks, *args):
         _call_chunk(address, ci, args)
 
 
+@serial
+def _run_chunks_serial(address, n_chunks, *args):
+    for ci in range(n_chunks):
+        _call_chunk(address, ci, args)
+
+
 class Constant:
     """An integer argument of ``run_chunks`` for which the chunk kernel is
     compiled as a constant (numba's literal type), one compiled chunk kernel
@@ -208,7 +216,7 @@ def chunk_address(chunk, args):
     return address
 
 
-def run_chunks(chunk, n_chunks, *args):
+def run_chunks(chunk, n_chunks, *args, work=None):
     """``chunk(ci, *args)`` for ci in ``prange(n_chunks)``.
 
     ``chunk`` is a ``serial`` (or ``ordered``) kernel whose first argument is
@@ -219,9 +227,17 @@ def run_chunks(chunk, n_chunks, *args):
     scores) and a thread of a shared machine may be held up.  Which thread
     runs a chunk does not change any result.  An argument given as a
     ``Constant`` is compiled into the chunk kernel as its value.
+
+    ``work``: the caller's estimate of the multiply-adds of all chunks.  Below
+    ``fastem._config.SERIAL_WORK``, and for a single chunk, the chunks run in
+    order on the calling thread (no thread pool is woken), with the same
+    results.
     """
     address = chunk_address(chunk, args)
     args = tuple(a.value if isinstance(a, Constant) else a for a in args)
+    if n_chunks <= 1 or (work is not None and work < _config.SERIAL_WORK):
+        _run_chunks_serial(address, n_chunks, *args)
+        return
     previous = numba.set_parallel_chunksize(1)
     try:
         _run_chunks(address, n_chunks, *args)

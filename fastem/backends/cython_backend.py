@@ -12,7 +12,8 @@ The functions here are thin: they choose the float32 or float64 kernel from
 ``X``'s dtype, derive the small parameter arrays the compiled loops read
 (transposed means, whitening matrices), hand every array but ``X`` over as
 a flat C-contiguous float64 buffer, and pass fastem's thread count
-(``fastem.get_num_threads()``) to OpenMP.  ``X`` is read in place through
+(``fastem.get_num_threads()``; one for a call with little work,
+``_config.threads_for``) to OpenMP.  ``X`` is read in place through
 its strides, in any memory layout, and never copied or modified.  OUT arrays
 that are not C-contiguous are filled through a contiguous copy.
 """
@@ -131,8 +132,10 @@ def _labels(X, labels, hard):
     return labels
 
 
-def _threads():
-    return int(_config.get_num_threads())
+def _threads(work):
+    """OpenMP threads for a call of about ``work`` multiply-adds (one below
+    ``_config.SERIAL_WORK``: the pool is not woken for so little)."""
+    return int(_config.threads_for(work))
 
 
 def _upper(prec_chol):
@@ -164,7 +167,7 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
     with _Outputs(_labels(X, labels, hard), log_prob, nk, sx, sxx, obj) as out:
         _ck.estep_full(_data(X), _flat(sample_weight), means.reshape(-1), W, cw,
                        _flat(log_norm), center, bool(hard), int(chunk_size), *out,
-                       means.shape[0], _threads())
+                       means.shape[0], _threads(np.size(X) * means.size))
 
 
 def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -189,7 +192,8 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
     with _Outputs(_labels(X, labels, hard), log_prob, nk, sx, sxx, obj) as out:
         _ck.estep_tied(_data(X), _flat(sample_weight), means.reshape(-1), _flat(U),
                        cwT.reshape(-1), _flat(log_norm), center, bool(hard),
-                       int(chunk_size), *out, means.shape[0], _threads())
+                       int(chunk_size), *out, means.shape[0],
+                       _threads(np.size(X) * (means.shape[0] + means.shape[1])))
 
 
 def _coordinate_hard(X, sample_weight, means, precision, spherical, log_norm, chunk_size,
@@ -199,7 +203,7 @@ def _coordinate_hard(X, sample_weight, means, precision, spherical, log_norm, ch
         _ck.estep_coordinate_hard(_data(X), _flat(sample_weight), means.reshape(-1),
                                   _flat(means.T), _flat(precision.T), spherical,
                                   _flat(log_norm), int(chunk_size), *out, means.shape[0],
-                                  _threads())
+                                  _threads(3 * np.size(X) * means.shape[0]))
 
 
 def _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_prob, nk,
@@ -217,7 +221,8 @@ def _soft_features(X, sample_weight, c, G, A, features, chunk_size, labels, log_
     with _Outputs(_labels(X, labels, False), log_prob, nk, obj) as out:
         _ck.estep_soft_features(_data(X), _flat(sample_weight), _flat(c), GT.reshape(-1),
                                 _flat(A), features, int(chunk_size), out[0], out[1], out[2],
-                                M.reshape(-1), out[3], S.reshape(-1), k, mp, _threads())
+                                M.reshape(-1), out[3], S.reshape(-1), k, mp,
+                                _threads(np.shape(X)[0] * (2 if nk.shape[0] else 1) * k * mp))
     if scatter:
         return M, S[:, :m, :m]
     return M
@@ -238,7 +243,7 @@ def _soft_estep(model, X, sample_weight, means, precision, log_norm, chunk_size,
     if not statistics_wanted(nk):
         return
     if features == _soft.PAIRS:
-        _ck.pairs_statistics(M[:, :, :G.shape[0]], shifted, nk, sx, sxx, _threads())
+        _ck.pairs_statistics(M[:, :, :G.shape[0]], shifted, nk, sx, sxx, _threads(M.size))
     elif features == _soft.SPHERICAL:
         _ck.coordinate_statistics(M, shifted, nk, _NO_PRECISION, True, _NO_NKO, sx,
                                   sxx.reshape(sxx.shape + (1,)))
@@ -288,7 +293,7 @@ def estep_spherical(X, sample_weight, means, prec_chol, log_norm, center, hard,
                 _ck.estep_spherical_screened(
                     _data(X), _flat(sample_weight), _flat(means), spherical,
                     _flat(log_norm), *screen, int(chunk_size), *out, np.shape(means)[0],
-                    _threads())
+                    _threads(np.size(X) * np.shape(means)[0]))
             np.sum(per_feature, axis=2, out=sxx)
             return
     precision = np.repeat(spherical[:, None], np.shape(means)[1], axis=1)
@@ -351,14 +356,14 @@ def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size,
     with _Outputs(_labels(X, labels, hard), log_prob, nk, sx, obj) as out:
         _ck.estep_bernoulli(_data(X), _flat(sample_weight), _flat(logit.T),
                             _flat(log_norm), bool(hard), int(chunk_size), *out,
-                            logit.shape[0], _threads())
+                            logit.shape[0], _threads(2 * np.size(X) * logit.shape[0]))
 
 
 def sqdist(X, centers, chunk_size, out):
     centers = np.asarray(centers, dtype=np.float64)
     with _Outputs(out) as (flat,):
         _ck.sqdist(_data(X), _flat(centers.T), int(chunk_size), flat, centers.shape[0],
-                   _threads())
+                   _threads(np.size(X) * centers.shape[0]))
 
 
 # ---------------------------------------------------------------- missing values
@@ -377,7 +382,7 @@ def _dense_missing(tied, X, sample_weight, means, prec_chol, log_norm, center, h
         _cm.estep_dense_missing(_data(X), _flat(sample_weight), means.reshape(-1),
                                 factors.reshape(-1), _flat(precisions), W, cw,
                                 _flat(log_norm), center, bool(tied), bool(hard),
-                                int(chunk_size), *out, k, _threads())
+                                int(chunk_size), *out, k, _threads(2 * np.size(X) * means.size))
 
 
 def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -396,9 +401,10 @@ def estep_full_missing(X, sample_weight, means, prec_chol, log_norm, center, har
         with _Outputs(_labels(X, labels, hard), log_prob, nk, obj) as out:
             _cm.estep_pairs_missing(_data(X), _flat(sample_weight), _flat(c), GT.reshape(-1),
                                     _flat(A), PL, SL, H1, H2, kbp, int(chunk_size), out[0],
-                                    out[1], out[2], M.reshape(-1), out[3], k, mp, _threads())
+                                    out[1], out[2], M.reshape(-1), out[3], k, mp,
+                                    _threads(2 * np.shape(X)[0] * k * mp))
         P = d + d * (d + 1) // 2
-        _ck.pairs_statistics(M[:, :, :P], shifted, nk, sx, sxx, _threads())
+        _ck.pairs_statistics(M[:, :, :P], shifted, nk, sx, sxx, _threads(M.size))
         nko[...] = M[:, :, P:P + d]
         obj[:, 1] = 0.0
         return
@@ -425,7 +431,8 @@ def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chun
     with _Outputs(_labels(X, labels, hard), log_prob, imputed, nk, nko, sx, sxx, obj) as out:
         _cm.estep_coordinate_missing(_data(X), _flat(sample_weight), means.reshape(-1),
                                      _flat(precision), _flat(log_norm), bool(hard),
-                                     int(chunk_size), *out, means.shape[0], _threads())
+                                     int(chunk_size), *out, means.shape[0],
+                                     _threads(3 * np.size(X) * means.shape[0]))
 
 
 def estep_diag_missing(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -452,11 +459,12 @@ def estep_bernoulli_missing(X, sample_weight, logit, log_norm, log_q, hard, chun
     with _Outputs(_labels(X, labels, hard), log_prob, nk, nko, sx, obj) as out:
         _cm.estep_bernoulli_missing(_data(X), _flat(sample_weight), _flat(logit),
                                     _flat(log_norm), _flat(log_q), bool(hard),
-                                    int(chunk_size), *out, logit.shape[0], _threads())
+                                    int(chunk_size), *out, logit.shape[0],
+                                    _threads(2 * np.size(X) * logit.shape[0]))
 
 
 def sqdist_missing(X, centers, chunk_size, out):
     centers = np.asarray(centers, dtype=np.float64)
     with _Outputs(out) as (flat,):
         _cm.sqdist_missing(_data(X), _flat(centers), int(chunk_size), flat,
-                           centers.shape[0], _threads())
+                           centers.shape[0], _threads(np.size(X) * centers.shape[0]))

@@ -726,7 +726,7 @@ def _estep_coordinate(X, sample_weight, means, precision, log_norm, hard,
                       chunk_size, labels, log_prob, nk, sx, sxx, obj):
     run_chunks(_estep_coordinate_chunk, nk.shape[0], X, sample_weight, means,
                _transpose(means), _transpose(precision), log_norm, hard, chunk_size, labels,
-               log_prob, nk, sx, sxx, obj)
+               log_prob, nk, sx, sxx, obj, work=3 * X.size * means.shape[0])
 
 
 def estep_diag(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -1773,7 +1773,8 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
     if d <= _SMALL_D and d * k <= _SMALL_DK:
         run_chunks(_estep_spherical_hard_small_chunk, nk.shape[0], X, sample_weight, means, M,
                    precision, log_norm, np.ascontiguousarray(log_norm, dtype=np.float64),
-                   -0.5 * precision, chunk_size, labels, nk, sx, sxx, obj)
+                   -0.5 * precision, chunk_size, labels, nk, sx, sxx, obj,
+                   work=X.size * k)
         if bounds.shape[0] > 0:
             bounds[0::2] = np.inf  # exact scores for every row: no bounds kept
             bounds[1::2] = 0.0
@@ -1796,7 +1797,8 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
               screen_max, sc.a_max, sc.pn_max, sc.p_max)
     if bounds.shape[0] == 0:
         run_chunks(_estep_spherical_hard_chunk, nk.shape[0], X, sample_weight, means, M,
-                   precision, log_norm, *screen, chunk_size, labels, nk, sx, sxx, obj)
+                   precision, log_norm, *screen, chunk_size, labels, nk, sx, sxx, obj,
+                   work=X.size * k)
         return
     shift = np.ascontiguousarray(shift, dtype=np.float64)
     keep = sums.shape[0] > 0
@@ -1809,7 +1811,8 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
                log_norm, *screen, bounds, shift, oshift, mshift,
                *_separations(means, movers, every),
                np.ascontiguousarray(center, dtype=np.float64), keep,
-               sums if keep else np.zeros((1, k, d + 1)), chunk_size, labels, nk, sx, sxx, obj)
+               sums if keep else np.zeros((1, k, d + 1)), chunk_size, labels, nk, sx, sxx, obj,
+               work=X.size * k)
 
 
 def estep_kmeans(X, sample_weight, means, prec_chol, log_norm, center, chunk_size, labels,
@@ -2597,7 +2600,8 @@ def _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_pro
     run_chunks(_soft_tiled_chunk, n_chunks, X, sample_weight,
                np.ascontiguousarray(c, dtype=np.float64), Constant(features), Gp, Ap, kp, mp,
                chunk_size, labels, log_prob, nk, M,
-               obj if moments else np.zeros((n_chunks, 3)), S, moments)
+               obj if moments else np.zeros((n_chunks, 3)), S, moments,
+               work=X.shape[0] * (2 if moments else 1) * kp * mp)
     if not moments:
         return None
     M = M.reshape(-1, kp, mp)[:, :k, :m]
@@ -2686,7 +2690,8 @@ def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size,
     if M is None:  # statistics off
         return
     if features == _PAIRS:
-        run_chunks(_pairs_statistics_chunk, nk.shape[0], M, shifted, nk, sx, sxx)
+        run_chunks(_pairs_statistics_chunk, nk.shape[0], M, shifted, nk, sx, sxx,
+                   work=M.size)
     elif features == _SPHERICAL:
         _coordinate_statistics(M, shifted, nk, _NO_PRECISION, True, _NO_NKO, sx,
                                sxx.reshape(sxx.shape + (1,)))
@@ -2710,7 +2715,7 @@ def estep_full(X, sample_weight, means, prec_chol, log_norm, center, hard,
     W, cw, depth = _full_tile_operands(means, prec_chol, center)
     run_chunks(_estep_full_hard_chunk if hard else _estep_full_soft_chunk, nk.shape[0], X,
                sample_weight, means, W, cw, depth, log_norm, center, chunk_size, labels,
-               log_prob, nk, sx, sxx, obj)
+               log_prob, nk, sx, sxx, obj, work=X.size * means.size)
 
 
 def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
@@ -2731,7 +2736,8 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
         nk, sx, sxx, obj = statistic_temporaries("estep_tied", X, means.shape[0], chunk_size)
     U, cwT, CT, A, P = _tied_tile_operands(means, prec_chol, log_norm, center)
     run_chunks(_estep_tied_chunk, nk.shape[0], X, sample_weight, means, U, cwT, CT, A, P,
-               log_norm, center, hard, chunk_size, labels, log_prob, nk, sx, sxx, obj)
+               log_norm, center, hard, chunk_size, labels, log_prob, nk, sx, sxx, obj,
+               work=X.size * (X.shape[1] + means.shape[0]))
 
 
 # --------------------------------------------------------------- Bernoulli
@@ -2805,7 +2811,8 @@ def estep_bernoulli(X, sample_weight, logit, log_norm, hard, chunk_size, labels,
     if not statistics_wanted(nk):
         nk, sx, _, obj = statistic_temporaries("estep_bernoulli", X, logit.shape[0], chunk_size)
     run_chunks(_estep_bernoulli_chunk, nk.shape[0], X, sample_weight, _transpose(logit),
-               log_norm, hard, chunk_size, labels, log_prob, nk, sx, obj)
+               log_norm, hard, chunk_size, labels, log_prob, nk, sx, obj,
+               work=2 * X.size * logit.shape[0])
 
 
 # --------------------------------------------------------------- distances
@@ -2827,7 +2834,7 @@ def _sqdist_chunk(ci, X, centersT, chunk_size, out):
 
 def sqdist(X, centers, chunk_size, out):
     run_chunks(_sqdist_chunk, -(-X.shape[0] // chunk_size), X, _transpose(centers),
-               chunk_size, out)
+               chunk_size, out, work=X.size * centers.shape[0])
 
 
 # =============================================================== missing values
@@ -3218,7 +3225,8 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
     prec_lanes[np.arange(d), np.arange(d), kb:] = 1.0
     run_chunks(_estep_dense_missing_chunk, nk.shape[0], X, sample_weight, means, factors,
                precisions, prec_lanes.ravel(), WP, ncw, depth, log_norm, center, tied, hard,
-               chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+               chunk_size, labels, log_prob, imputed, nk, nko, sx, sxx, obj,
+               work=2 * X.size * means.size)
 
 
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
@@ -3399,9 +3407,10 @@ def _estep_full_missing_soft(X, sample_weight, means, prec_chol, log_norm, chunk
     Gp, Ap, kp, mp = _soft_tile_operands(G, A)
     M = np.empty((nk.shape[0], kp * mp))
     run_chunks(_soft_missing_pairs_chunk, nk.shape[0], X, sample_weight, c, Gp, Ap, kp, mp,
-               chunk_size, labels, log_prob, nk, M, obj, PL, SL, H1, H2)
+               chunk_size, labels, log_prob, nk, M, obj, PL, SL, H1, H2,
+               work=2 * X.shape[0] * kp * mp)
     M = M.reshape(-1, kp, mp)[:, :k, :m]
-    run_chunks(_pairs_statistics_chunk, nk.shape[0], M, shifted, nk, sx, sxx)
+    run_chunks(_pairs_statistics_chunk, nk.shape[0], M, shifted, nk, sx, sxx, work=M.size)
     P = d + d * (d + 1) // 2
     nko[...] = M[:, :, P:P + d]
     obj[:, 1] = 0.0
@@ -3520,7 +3529,8 @@ def _coordinate_missing(X, sample_weight, means, precision, log_norm, hard, chun
     if hard or imputed.shape[0] == X.shape[0]:
         run_chunks(_estep_coordinate_missing_chunk, nk.shape[0], X, sample_weight, means,
                    precision, np.log(precision), 1.0 / precision, log_norm, hard, chunk_size,
-                   labels, log_prob, imputed, nk, nko, sx, sxx, obj)
+                   labels, log_prob, imputed, nk, nko, sx, sxx, obj,
+                   work=3 * X.size * means.shape[0])
         return
     c, shifted, G, A = _soft.observed_operands(means, precision, log_norm)
     M = _soft_tiled(X, sample_weight, c, _OBSERVED, G, A, chunk_size, labels, log_prob, nk,
@@ -3594,7 +3604,8 @@ def estep_bernoulli_missing(X, sample_weight, logit, log_norm, log_q, hard, chun
                             labels, log_prob, nk, nko, sx, obj):
     check_labels(X, labels, hard)
     run_chunks(_estep_bernoulli_missing_chunk, nk.shape[0], X, sample_weight, logit,
-               log_norm, log_q, hard, chunk_size, labels, log_prob, nk, nko, sx, obj)
+               log_norm, log_q, hard, chunk_size, labels, log_prob, nk, nko, sx, obj,
+               work=2 * X.size * logit.shape[0])
 
 
 @serial
@@ -3615,4 +3626,4 @@ def _sqdist_missing_chunk(ci, X, centers, chunk_size, out):
 
 def sqdist_missing(X, centers, chunk_size, out):
     run_chunks(_sqdist_missing_chunk, -(-X.shape[0] // chunk_size), X, centers, chunk_size,
-               out)
+               out, work=X.size * centers.shape[0])
