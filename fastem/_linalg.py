@@ -5,6 +5,8 @@ Precisions are held as their upper-triangular Cholesky factors ``U`` with
 covariance or precision is ever inverted explicitly.
 """
 
+import functools
+
 import numpy as np
 
 
@@ -48,7 +50,16 @@ def _invert_lower(L):
 
 
 def _cholesky(matrices, what, reg_covar):
-    """Lower Cholesky factors of (k, d, d) matrices, naming any failure."""
+    """Lower Cholesky factors of (k, d, d) matrices, naming any failure.
+
+    One call factors the whole stack (numpy runs LAPACK's potrf on each
+    matrix in turn: the same factors as one call a matrix, without k - 1 calls'
+    overhead, about 12 us each); only a failure goes through the matrices one
+    by one, to name the first that is not positive definite."""
+    try:
+        return np.linalg.cholesky(matrices)
+    except np.linalg.LinAlgError:
+        pass
     out = np.empty_like(matrices)
     for j, matrix in enumerate(matrices):
         try:
@@ -118,7 +129,20 @@ def log_det_prec_chol(prec_chol, covariance_type, n_components, n_features):
     return n_features * np.log(prec_chol)
 
 
+@functools.lru_cache(maxsize=64)
+def _triangles(d):
+    """Boolean masks (d, d) of the lower triangle with and without the
+    diagonal (``np.tril``'s, made once per d; read-only)."""
+    lower = np.tri(d, dtype=bool)
+    strict = np.tri(d, k=-1, dtype=bool)
+    lower.flags.writeable = False
+    strict.flags.writeable = False
+    return lower, strict
+
+
 def symmetric_from_lower(lower):
-    """Full symmetric matrices from their lower triangles (..., d, d)."""
-    upper = np.swapaxes(np.tril(lower, -1), -1, -2)
-    return np.tril(lower) + upper
+    """Full symmetric matrices from their lower triangles (..., d, d): the
+    triangle plus its transpose without the diagonal (``np.tril``'s values)."""
+    on, below = _triangles(lower.shape[-1])
+    upper = np.swapaxes(np.where(below, lower, 0.0), -1, -2)
+    return np.where(on, lower, 0.0) + upper

@@ -697,3 +697,24 @@ def test_invert_lower_matches_scipy(shape):
         # many magnitudes, and rounding is relative to the sums they come from
         scale = np.abs(expected).max(axis=1, keepdims=True)
         assert np.max(np.abs(got - expected) / scale) < 1e-12
+
+
+@pytest.mark.parametrize("d", [1, 2, 5])
+def test_symmetric_from_lower_and_stacked_cholesky(d):
+    """The symmetric matrices from their lower triangles (whatever lies above
+    the diagonal), and the stack's Cholesky factors taken in one call: the
+    same bits as numpy's triangles and as one factorisation a matrix."""
+    rng = np.random.default_rng(d)
+    A = rng.standard_normal((4, d, d))
+    full = A @ np.swapaxes(A, 1, 2) + np.eye(d)
+    junk_above = np.tril(full) + np.triu(rng.standard_normal((4, d, d)), 1)
+    sym = _linalg.symmetric_from_lower(junk_above)
+    np.testing.assert_array_equal(sym, np.tril(full) + np.swapaxes(np.tril(full, -1), 1, 2))
+    np.testing.assert_array_equal(sym, np.swapaxes(sym, 1, 2))
+    factors = _linalg._cholesky(sym, str, 1e-6)
+    for got, matrix in zip(factors, sym):
+        np.testing.assert_array_equal(got, np.linalg.cholesky(matrix))
+    bad = sym.copy()
+    bad[2] = -np.eye(d)
+    with pytest.raises(ValueError, match="component 2 is not"):
+        _linalg._cholesky(bad, lambda j: f"component {j}", 1e-6)

@@ -60,6 +60,8 @@ kernel table's OUT arrays from the moments M (C, k, >= m) and nk (C, k); the
 other models' statistics are compiled in each backend (see ``MODELS``).
 """
 
+import functools
+
 import numpy as np
 
 QUADRATIC, OBSERVED, SPHERICAL, PAIRS, PAIRS_OBSERVED = 1, 2, 3, 4, 5  # feature maps
@@ -123,6 +125,17 @@ def tied_statistics(M, S, shifted, W, nk, sx, sxx, obj):
     obj[:, 1] = 0.0
 
 
+@functools.lru_cache(maxsize=64)
+def _pair_indices(d):
+    """(rows, cols, diagonal) of the products x_a x_b, b <= a, a-major (the
+    kernels' order); ``diagonal`` marks a == b.  Made once per d (read-only)."""
+    rows, cols = np.tril_indices(d)
+    diagonal = rows == cols
+    for a in (rows, cols, diagonal):
+        a.flags.writeable = False
+    return rows, cols, diagonal
+
+
 def full_operands(means, prec_chol, log_norm):
     """``prec_chol`` (k, d, d), upper triangular: P_j = U_j U_j^T."""
     k, d = means.shape
@@ -130,9 +143,9 @@ def full_operands(means, prec_chol, log_norm):
     shifted = means - c
     P = prec_chol @ np.swapaxes(prec_chol, 1, 2)
     Pm = np.einsum("kab,kb->ka", P, shifted)
-    rows, cols = np.tril_indices(d)  # a-major, b <= a: the kernels' order
+    rows, cols, diagonal = _pair_indices(d)
     Q = -P[:, rows, cols]
-    Q[:, rows == cols] *= 0.5
+    Q[:, diagonal] *= 0.5
     G = np.concatenate([Pm.T, Q.T])
     A = log_norm - 0.5 * np.einsum("ka,ka->k", Pm, shifted)
     return c, shifted, G, A
