@@ -164,7 +164,10 @@ def _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials, missing):
     RandomState; ``missing``: whether X holds NaN, from ``check_array``)."""
     kernels = get_kernels()
     n_samples, n_features = X.shape
-    blocks = row_blocks(n_samples)  # temporaries of ~1/32 of the rows
+    # temporaries of ~1/32 of the rows, or of up to 2^17 values of X when that
+    # is more (a kernel call and a dozen numpy calls a block: at (1e4, 4, 3)
+    # ten blocks of 1024 rows took 5.0 ms against 1.5 for one)
+    blocks = row_blocks(n_samples, low=max(1024, min(16384, (1 << 17) // n_features)))
     fill = column_mean(X, w, missing=True) if missing else None
     distance = kernels.sqdist_missing if missing else kernels.sqdist
 
