@@ -19,7 +19,7 @@ from . import _config
 from ._base import BaseEstimator
 from ._em import fit_em
 from ._gaussian import GaussianFamily, GaussianParams
-from ._utils import column_mean, column_variance, row_blocks, weighted_sum
+from ._utils import column_mean, column_variance, row_blocks, value_blocks, weighted_sum
 from ._validation import (check_array, check_float, check_int, check_is_fitted,
                           check_n_features, check_param_array, check_random_state,
                           check_sample_weight, observed_column_mean)
@@ -164,10 +164,7 @@ def _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials, missing):
     RandomState; ``missing``: whether X holds NaN, from ``check_array``)."""
     kernels = get_kernels()
     n_samples, n_features = X.shape
-    # temporaries of ~1/32 of the rows, or of up to 2^17 values of X when that
-    # is more (a kernel call and a dozen numpy calls a block: at (1e4, 4, 3)
-    # ten blocks of 1024 rows took 5.0 ms against 1.5 for one)
-    blocks = row_blocks(n_samples, low=max(1024, min(16384, (1 << 17) // n_features)))
+    blocks = value_blocks(n_samples, n_features)  # temporaries of ~1/32 of the rows
     fill = column_mean(X, w, missing=True) if missing else None
     distance = kernels.sqdist_missing if missing else kernels.sqdist
 
