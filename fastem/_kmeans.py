@@ -164,7 +164,7 @@ def _kmeans_plusplus(X, n_clusters, w, rs, n_local_trials, missing):
     RandomState; ``missing``: whether X holds NaN, from ``check_array``)."""
     kernels = get_kernels()
     n_samples, n_features = X.shape
-    blocks = value_blocks(n_samples, n_features)  # temporaries of ~1/32 of the rows
+    blocks = value_blocks(n_samples, n_features)  # small temporaries (see value_blocks)
     fill = column_mean(X, w, missing=True) if missing else None
     distance = kernels.sqdist_missing if missing else kernels.sqdist
 
