@@ -9,7 +9,8 @@
   because two dispatchers built from one function share a cache entry.
 * one parallel driver for every kernel (``run_chunks``): it calls a chunk
   kernel through its address, so that compiling the driver never compiles
-  the chunk kernel's code again (see ``run_chunks``).
+  the chunk kernel's code again (see ``run_chunks``); calls with little work
+  go through a serial driver built the same way, on the calling thread.
 """
 
 import os
