@@ -1,7 +1,8 @@
 """The numba backend: the kernel table as numba kernels run in parallel over chunks.
 
 Each kernel of the table runs a chunk kernel through ``run_chunks``, the one
-``@njit(parallel=True)`` driver (``prange`` over chunks).  A chunk kernel
+``@njit(parallel=True)`` driver (``prange`` over chunks; a call whose estimated
+work, its ``work=``, is small runs the chunks on the calling thread).  A chunk kernel
 processes the rows of its chunk and writes only its own slot of the statistic
 buffers, so the result does not depend on the number of threads.  Data are
 read in their own dtype (float32 or float64); every sum is carried in float64.
