@@ -83,7 +83,12 @@ square matrices in float64 and float32 (``multiply_peak``, the BLAS at the
 run's thread count) before its first case and after its last; the table's
 "% peak" is fastem's GFLOP/s over the peak of its dtype at the start.  On a
 shared machine the peak itself moves from run to run, which is why each run
-measures its own.
+measures its own.  "% peak for target" turns a target ratio over scikit-learn
+(``TARGET_RATIOS``: KMeans 1.5, GaussianMixture 10) into the rate it asks of
+fastem: target x nominal flops / scikit-learn's time per iteration, over the
+same peak.  It shows in one run how far a target lies from the machine: where
+it nears 100, the whole iteration (exps, reading the data, the M-step
+included) would have to run at the dense multiply's rate.
 """
 
 import contextlib
@@ -136,6 +141,9 @@ REFERENCE_DTYPES = {
     "sizes": ("float32",),
 }
 DTYPE_CHOICES = ("reference", "float64", "float32", "both")
+# The ratio over scikit-learn that fastem aims for, by model: the "% peak for
+# target" column is the share of the multiply peak that ratio asks for.
+TARGET_RATIOS = {"KMeans": 1.5, "GaussianMixture": 10.0}
 
 MAX_ITER, REPEATS = 10, 3
 QUICK_SCALE, QUICK_MAX_ITER, QUICK_REPEATS = 0.1, 5, 1
@@ -283,6 +291,10 @@ class Row:
     gflops : fastem's nominal GFLOP/s (``model_flops``)
     peak_percent : ``gflops`` as a percentage of the dense-multiply peak of
         ``dtype`` measured at the start of the run (``multiply_peak``)
+    target_peak_percent : "sklearn" only: the percentage of that peak that
+        fastem's nominal rate would need for the ratio ``TARGET_RATIOS``
+        names for the model, the peer's time as measured (100: the target
+        asks for the whole iteration at the multiply's rate)
 
     For "sizes" (the same model at several n), peer_s and peer_iters are the
     smallest n's, and ratio is the time per iteration and row over the same
@@ -307,6 +319,7 @@ class Row:
     faiss_ratio: Optional[float] = None
     control_ratio: Optional[float] = None
     peak_percent: Optional[float] = None
+    target_peak_percent: Optional[float] = None
 
 
 def _ms(seconds):
@@ -718,7 +731,7 @@ class Bench:
         if section == "sklearn":
             self.say("\nfastem vs scikit-learn: time per iteration (ratio > 1: fastem faster)")
             line = (lead + f"{'sklearn ms/it':>15}{'sklearn/fastem':>16}{'GFLOP/s':>9}"
-                    f"{'% peak':>8}{'iters':>9}")
+                    f"{'% peak':>8}{'% peak for target':>19}{'iters':>9}")
             if self.faiss is not None:
                 line += f"{'faiss ms/it':>13}{'faiss/fastem':>14}"
         elif section == "multiply":
@@ -746,7 +759,8 @@ class Bench:
         if row.section == "sklearn":
             iters = f"{row.fastem_iters}/{row.peer_iters if row.peer_iters else '-'}"
             line += (f"{_ms(row.peer_s):>15}{_num(row.ratio):>16}{_sig(row.gflops):>9}"
-                     f"{_percent(row.peak_percent):>8}{iters:>9}")
+                     f"{_percent(row.peak_percent):>8}"
+                     f"{_percent(row.target_peak_percent):>19}{iters:>9}")
             if self.faiss is not None:
                 line += f"{_ms(row.faiss_s):>13}{_num(row.faiss_ratio):>14}"
         elif row.section == "sizes":
@@ -771,11 +785,17 @@ class Bench:
         peer_s, peer_iters = peer_result if peer_result is not None else (None, None)
         if ratio is None and peer_s is not None:
             ratio = peer_s / fastem_s
-        gflops = model_flops(model, cov, n, d, k) / fastem_s / 1e9
+        flops = model_flops(model, cov, n, d, k)
+        gflops = flops / fastem_s / 1e9
         peak = self.peak.get(dtype)
+        target = TARGET_RATIOS.get(model) if section == "sklearn" else None
+        needed = None
+        if peak is not None and target is not None and peer_s is not None:
+            needed = 100.0 * target * flops / peer_s / 1e9 / peak
         self.emit(Row(section, model, cov, n, d, k, dtype, fastem_s, fastem_iters, peer,
                       peer_s, peer_iters, ratio, gflops, **extra,
-                      peak_percent=None if peak is None else 100.0 * gflops / peak))
+                      peak_percent=None if peak is None else 100.0 * gflops / peak,
+                      target_peak_percent=needed))
 
     # ---------------- the groups
     def run(self):
@@ -1017,7 +1037,11 @@ def run(settings, out=None, json_path=None):
               f"features) skips rows whose centre cannot change, which count as "
               f"computed: its rate can exceed the multiply peak (the kernel scoring "
               f"every row: benchmarks/, estep_spherical hard). % peak: that rate over "
-              f"the dense multiply peak of its dtype measured at the start.")
+              f"the dense multiply peak of its dtype measured at the start. % peak for "
+              f"target: the rate fastem would need for the target ratio over "
+              f"scikit-learn (KMeans {TARGET_RATIOS['KMeans']:g}x, GaussianMixture "
+              f"{TARGET_RATIOS['GaussianMixture']:g}x), over the same peak; near 100 or "
+              f"above, the target asks for the whole iteration at the multiply's rate.")
     bench.say(describe_peak(info["multiply_peak_end"], info["multiply_peak_size"],
                             "at the end"))
     if sklearn is not None and any(r.section == "sklearn" for r in bench.rows):

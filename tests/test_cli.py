@@ -116,16 +116,18 @@ def test_bench_runs_every_group(tmp_path):
         for cov in ("full", "tied", "diag", "spherical")]
     for row in sklearn_rows:
         # model cov (n,d,k) dtype fastem-ms sklearn-ms sklearn/fastem GFLOP/s % peak
-        # iters, then faiss-ms faiss/fastem when faiss is installed (float32 K-means)
-        assert len(row) in (10, 12), row
+        # %-peak-for-target iters, then faiss-ms faiss/fastem when faiss is installed
+        # (float32 K-means)
+        assert len(row) in (11, 13), row
         assert all(positive_finite(value) for value in row[4:8]), row
         assert re.fullmatch(r"\d+", row[8]), row  # a whole percentage, 0 for tiny fits
-        assert re.fullmatch(r"[12]/[12]", row[9]), row
-        if len(row) == 12:
+        assert re.fullmatch(r"\d+", row[9]), row
+        assert re.fullmatch(r"[12]/[12]", row[10]), row
+        if len(row) == 13:
             if row[0] == "KMeans" and row[3] == "float32":
-                assert all(positive_finite(value) for value in row[10:]), row
+                assert all(positive_finite(value) for value in row[11:]), row
             else:
-                assert row[10:] == ["-", "-"], row
+                assert row[11:] == ["-", "-"], row
 
     (bernoulli,) = sections["multiply"]
     assert bernoulli[:4] == ["BernoulliMixture", "-", "(2112,64,32)", "float64"]
@@ -154,6 +156,15 @@ def test_bench_runs_every_group(tmp_path):
             100 * row["gflops"] / machine["multiply_peak"][row["dtype"]])
     for row, line in zip(report["rows"], sklearn_rows):
         assert line[8] == f"{row['peak_percent']:.0f}"
+        # the target's rate: 1.5 (KMeans) or 10 (GaussianMixture) times the nominal
+        # flops over scikit-learn's time, against the same peak
+        target = {"KMeans": 1.5, "GaussianMixture": 10.0}[row["model"]]
+        flops = row["gflops"] * row["fastem_s"]
+        assert row["target_peak_percent"] == pytest.approx(
+            100 * target * flops / row["peer_s"] / machine["multiply_peak"][row["dtype"]])
+        assert line[9] == f"{row['target_peak_percent']:.0f}"
+    for row in report["rows"][len(sklearn_rows):]:
+        assert row["target_peak_percent"] is None
 
 
 def test_bench_threads_group(tmp_path):
