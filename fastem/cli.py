@@ -151,8 +151,8 @@ diag at (1e5,16,8) with 10 % NaN against the complete data; not by default,
 fastem with one thread against all (threads) and KMeans, GaussianMixture diag
 and full at n = 1e5, 1e6, 1e7, (d,k) = (16,16), float32 (sizes). Same data, same
 initial parameters, tol=0, a fixed number of iterations; time per iteration
-is the fit time over n_iter_, best of --repeats fits, after an untimed
-warm-up fit (numba compilation), each after a 0.3 s pause in which the other
+is the fit time over n_iter_, best of --repeats fits, after untimed
+warm-up fits (numba compilation), each after a 0.3 s pause in which the other
 library's idle threads stop spinning. scikit-learn's BLAS/OpenMP threads are
 limited to fastem's thread count with threadpoolctl. The full run takes a
 few minutes; --quick about one minute."""

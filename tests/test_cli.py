@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ try:
 except ImportError:  # the bench's matmul control is then not measured
     threadpoolctl = None
 
+import fastem
 from testing_utils import (SUBPROCESS_CWD, requires_cython, requires_numba,
                            subprocess_pythonpath)
 
@@ -165,6 +167,50 @@ def test_bench_runs_every_group(tmp_path):
         assert line[9] == f"{row['target_peak_percent']:.0f}"
     for row in report["rows"][len(sklearn_rows):]:
         assert row["target_peak_percent"] is None
+
+
+@requires_numba
+def test_bench_warm_up_leaves_nothing_to_compile(monkeypatch):
+    """After ``warm_up`` on a slice of X, a fit of the whole of X calls no
+    chunk driver with a chunk kernel or argument types that the warm-up did
+    not, so nothing is compiled in the timed fits.  On (2e4, 2, 8) the slice's
+    calls are below ``SERIAL_WORK`` (the calling thread's driver) and the
+    whole data's are not (the thread pool's)."""
+    from fastem import _bench
+    from fastem.backends import _numba_jit
+
+    seen = []
+
+    def recording(name, driver):
+        def run(address, n_chunks, *args):
+            seen.append((name, address, tuple(_numba_jit._type_key(a) for a in args)))
+            return driver(address, n_chunks, *args)
+        return run
+
+    monkeypatch.setattr(_numba_jit, "_run_chunks", recording("pool", _numba_jit._run_chunks))
+    monkeypatch.setattr(_numba_jit, "_run_chunks_serial",
+                        recording("serial", _numba_jit._run_chunks_serial))
+    X = _bench.gaussian_blobs(20_000, 2, 8)
+    start = _bench.GaussianStart.from_data(X, 8)
+    cases = {
+        "KMeans float32": (lambda: fastem.KMeans(n_clusters=8, init=start.means, n_init=1,
+                                                 max_iter=3, tol=0.0), X.astype(np.float32)),
+        "GaussianMixture diag": (lambda: fastem.GaussianMixture(
+            n_components=8, covariance_type="diag", weights_init=start.weights,
+            means_init=start.means, precisions_init=start.precisions("diag"), max_iter=3,
+            tol=0.0), X),
+    }
+    for name, (make, data) in cases.items():
+        seen.clear()
+        _bench.warm_up(make, data)
+        warmed = set(seen)
+        seen.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fastem.exceptions.ConvergenceWarning)  # 3 iterations
+            make().fit(data)
+        timed = set(seen)
+        assert any(driver == "pool" for driver, *_ in timed), name
+        assert timed <= warmed, (name, timed - warmed)
 
 
 def test_bench_threads_group(tmp_path):
