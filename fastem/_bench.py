@@ -12,8 +12,8 @@ the difference between the best fit times at ``max_iter`` and at
 fastem is first fitted on a small slice of the data (same dtype, same
 model), twice: once with every kernel call sent to the thread pool, which the
 whole data's calls take, and once as usual (``warm_up``); so numba
-compilation or cache loading is not timed.  scikit-learn is fitted once on
-the slice, to keep its one-off import costs out too.
+compilation or cache loading is not timed.  scikit-learn is warmed up the
+same way, to keep its one-off import costs out too.
 
 What is compared
 ----------------
