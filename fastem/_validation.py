@@ -6,22 +6,14 @@ dtype requires it, otherwise they are used as they are.
 """
 
 import numbers
-import threading
 
 import numpy as np
 
-from . import _config
 from ._utils import column_mean
 from .exceptions import NotFittedError
 
 # rows per block when scanning X for NaN or infinity (masks of 128 KB for 16 features)
 _ROWS = 8192
-
-# From this size on, the finiteness check's sum is taken in parts, one per
-# fastem thread (numpy's sum releases the GIL).  Two threads, best of 10:
-# float64 1e6 x 16 (128 MB) 6.96 -> 4.14 ms, 5e4 x 64 (25.6 MB) 1.12 ->
-# 0.59 ms; a thread costs some 50-100 us to start, hence the floor.
-_PARALLEL_SUM_BYTES = 1 << 23
 
 
 def check_array(X, name="X", *, allow_nan=False, with_missing=False):
@@ -73,7 +65,9 @@ def _check_finite(arr, name, allow_nan=False):
     # overflows.  It is taken in the array's own dtype, one pass over memory
     # (float32 data summed in float64 took 8.4 ms instead of 4.7 for 1e6 x 16);
     # a float32 sum that overflows only sends the check to the scan below.
-    if all(np.isfinite(part) for part in _partial_sums(arr)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(arr)
+    if np.isfinite(total):
         return False
     # look for the first bad entry a block of rows at a time: a boolean mask
     # of the whole array would take an eighth of the memory of float64 X
@@ -95,40 +89,6 @@ def _check_finite(arr, name, allow_nan=False):
     raise ValueError(
         f"{name} contains {kind} (first at row {row}, column {col}); {allowed}"
     )
-
-
-def _sum(arr):
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.sum(arr)
-
-
-def _partial_sums(arr):
-    """Sums of ``arr`` (2-D) in parts: one part below ``_PARALLEL_SUM_BYTES``,
-    else one per fastem thread, blocks of rows (of columns for Fortran order),
-    summed at once on that many threads.  Some part is NaN or infinite exactly
-    when some entry is, or when that part's sum overflows (as for one sum):
-    the outcome of the check does not depend on the thread count."""
-    by_columns = arr.flags.f_contiguous and not arr.flags.c_contiguous
-    length = arr.shape[1 if by_columns else 0]
-    parts = min(_config.get_num_threads(), length) if arr.nbytes >= _PARALLEL_SUM_BYTES else 1
-    if parts <= 1:
-        return [_sum(arr)]
-    edges = [length * p // parts for p in range(parts + 1)]
-    blocks = [arr[:, a:b] if by_columns else arr[a:b] for a, b in zip(edges, edges[1:])]
-    sums = [None] * parts
-
-    def add(p):
-        sums[p] = _sum(blocks[p])
-
-    workers = [threading.Thread(target=add, args=(p,), daemon=True) for p in range(1, parts)]
-    for worker in workers:
-        worker.start()
-    try:
-        add(0)
-    finally:
-        for worker in workers:
-            worker.join()
-    return sums
 
 
 def observed_column_mean(X, sample_weight):

@@ -113,46 +113,6 @@ def test_check_array_reports_nan_with_its_one_pass(dtype, scale, nan_row):
         check_array(X, allow_nan=True, with_missing=True)
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-@pytest.mark.parametrize("order", ["C", "F"])
-@pytest.mark.parametrize("bad", [None, "nan-first", "nan-last", "inf-last", "overflow"])
-def test_check_in_parts_on_threads_matches_one_sum(monkeypatch, restore_config, threads,
-                                                    order, bad):
-    # the finiteness check of large arrays sums parts on fastem's threads
-    # (row blocks, column blocks in Fortran order); every outcome, message
-    # included, is that of the single sum
-    import fastem._validation as validation
-    X = np.asarray(rng.standard_normal((1001, 5)), order=order)
-    if bad == "nan-first":
-        X[2, 4] = np.nan
-    elif bad == "nan-last":
-        X[1000, 4] = np.nan
-    elif bad == "inf-last":
-        X[999, 4] = -np.inf
-    elif bad == "overflow":
-        X[:] = 1e308
-    fastem.set_num_threads(threads)
-
-    def outcome():
-        try:
-            return check_array(X, allow_nan=True, with_missing=True)[1], None
-        except ValueError as exc:
-            return None, str(exc)
-
-    single = outcome()
-    assert len(validation._partial_sums(X)) == 1
-    monkeypatch.setattr(validation, "_PARALLEL_SUM_BYTES", 0)
-    assert len(validation._partial_sums(X)) == threads
-    assert outcome() == single
-    assert single == {None: (False, None), "nan-first": (True, None),
-                      "nan-last": (True, None), "overflow": (False, None)}.get(
-        bad, (None, "X contains infinity (first at row 999, column 4); NaN marks a "
-                    "missing value; infinity is not allowed"))
-    if bad in ("nan-first", "nan-last"):
-        with pytest.raises(ValueError, match=f"X contains NaN \\(first at row {X.shape[0] - 1 if bad == 'nan-last' else 2}, column 4\\)"):
-            check_array(X)
-
-
 @pytest.mark.parametrize("model, method, _", INFERENCE_ENTRIES, ids=INFERENCE_IDS)
 def test_wrong_number_of_features(fitted, model, method, _):
     X = MODELS[model][1][:, :2]
