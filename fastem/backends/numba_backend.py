@@ -2571,13 +2571,24 @@ def _padded(size, multiple):
     return -(-size // multiple) * multiple
 
 
+# A block's features span mp * _RB float64s.  When that is a multiple of 4 KB
+# (mp a multiple of 64), the moment tile's loads of one feature from each
+# block of a sub-block fall into one set of the level-1 cache, which holds 8
+# lines: mp then gets 8 more (zero) features, which no tile reads.  One
+# thread, ns a row, diagonal (5e4, 64, 8) (m = 128): 154-160 -> 150-151.
+_ALIASED_BYTES = 4096
+
+
 def _soft_tile_operands(G, A):
     """G (m, k) and A (k,) padded for the soft tiles: (Gp flat (mp, kp), Ap, kp,
-    mp), kp = k and mp = m rounded up to multiples of 4 and 8; padding
-    components have A = -inf and G = 0, padding features G = 0."""
+    mp), kp = k and mp = m rounded up to multiples of 4 and 8 (and 8 more
+    where blocks would alias in the cache, see above); padding components
+    have A = -inf and G = 0, padding features G = 0."""
     m, k = G.shape
     kp = _padded(k, 4)
     mp = _padded(m, 8)
+    if mp * _RB * 8 % _ALIASED_BYTES == 0:
+        mp += 8
     Gp = np.zeros((mp, kp))
     Gp[:m, :k] = G
     Ap = np.full(kp, -np.inf)
