@@ -998,6 +998,28 @@ def test_wide_and_narrow_register_tiles_give_the_same_bits(m, kp, blocks):
 
 
 @requires_numba
+@pytest.mark.parametrize("cov_type, d", [("diag", 32), ("diag", 64), ("tied", 64),
+                                         ("spherical", 63)])
+def test_cache_padding_of_the_soft_tiles_gives_the_same_bits(monkeypatch, cov_type, d):
+    """Where a block of the soft tiles' features would span a multiple of 4 KB
+    (mp a multiple of 64: the diagonal model at d = 32 and 64, the tied
+    scatter's 64 features, spherical at d = 63), ``_soft_tile_operands`` adds
+    8 zero features that no tile reads: every statistic must keep its bits."""
+    from fastem.backends import numba_backend as nb
+    case = make_gaussian_case(cov_type, 700, d, 3, np.float64, np.random.default_rng(d))
+    kernel = getattr(nb, f"estep_{cov_type}")
+    padded = run_gaussian_kernel(kernel, case, cov_type, False, 256, True)
+    m = {"diag": 2 * d, "tied": d, "spherical": d + 1}[cov_type]
+    assert nb._soft_tile_operands(np.zeros((m, 3)), np.zeros(3))[3] == m + 8
+    monkeypatch.setattr(nb, "_ALIASED_BYTES", 1 << 62)  # no padding
+    assert nb._soft_tile_operands(np.zeros((m, 3)), np.zeros(3))[3] == m
+    plain = run_gaussian_kernel(kernel, case, cov_type, False, 256, True)
+    assert np.isfinite(padded["sxx"]).all() and np.isfinite(padded["log_prob"]).all()
+    for name in ("log_prob", "nk", "sx", "sxx", "obj"):
+        np.testing.assert_array_equal(padded[name], plain[name], err_msg=name)
+
+
+@requires_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 7, 8, 16, 33])
 def test_kmeans_screen_top_two_matches_numpy(dtype, k):

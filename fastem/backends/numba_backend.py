@@ -2574,8 +2574,9 @@ def _padded(size, multiple):
 # A block's features span mp * _RB float64s.  When that is a multiple of 4 KB
 # (mp a multiple of 64), the moment tile's loads of one feature from each
 # block of a sub-block fall into one set of the level-1 cache, which holds 8
-# lines: mp then gets 8 more (zero) features, which no tile reads.  One
-# thread, ns a row, diagonal (5e4, 64, 8) (m = 128): 154-160 -> 150-151.
+# lines: mp then gets 8 more (zero) features, which no tile reads.  The
+# diagonal E-step at (5e4, 64, 8) (m = 128), ns a row: one thread 163-169 ->
+# 154-159, two threads 84-85 -> 80-81 (the same bits).
 _ALIASED_BYTES = 4096
 
 
