@@ -1136,6 +1136,38 @@ def test_soft_staging_is_compiled_for_each_feature_map_alone(tmp_path):
 
 
 @requires_numba
+def test_chunks_are_handed_out_one_at_a_time(restore_config):
+    """The parallel driver hands chunks to the threads one at a time: while
+    one thread is held up in a slow chunk, the other takes every remaining
+    chunk.  numba's prange under the OpenMP layer splits its range in equal
+    parts, chunk size or not: the slow chunk's thread then ran 16 of 32."""
+    import numba
+    from fastem.backends import _numba_jit
+
+    if backend_threads("numba") < 2:
+        pytest.skip("numba runs a single thread on this machine")
+
+    @numba.njit
+    def chunk(ci, spin, owner, out):
+        owner[ci] = numba.get_thread_id()
+        x = 0.0
+        for _ in range(spin if ci == 0 else 0):  # chunk 0 alone is slow
+            x = x * 0.999999 + 1.0
+        out[ci] = x
+
+    n_chunks = 32
+    owner = np.full(n_chunks, -1, dtype=np.int64)
+    out = np.zeros(n_chunks)
+    numba.set_num_threads(2)
+    _numba_jit.run_chunks(chunk, n_chunks, 30_000_000, owner, out)
+    assert (owner >= 0).all() and out[0] > 0
+    assert len(set(owner.tolist())) == 2, owner
+    # one chunk in the slow chunk's thread; a quarter leaves room for a
+    # thread of this shared machine that started late
+    assert np.count_nonzero(owner == owner[0]) <= n_chunks // 4, owner
+
+
+@requires_numba
 def test_constant_arguments_are_typed_as_literals():
     """``run_chunks`` compiles a chunk kernel once per value of a ``Constant``."""
     from numba.core import types

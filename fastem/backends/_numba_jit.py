@@ -19,6 +19,7 @@ import warnings
 import numba
 import numba.core.cpu
 import numpy as np
+from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -150,10 +151,42 @@ def _call_chunk(typingctx, address, ci, args):
     return types.void(address, ci, args), codegen
 
 
+@intrinsic
+def _take_chunk(typingctx, counter):
+    """``counter[0] += 1``, atomically, returning the value before: the next
+    chunk index for the thread that calls it (a 1-d int64 array)."""
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        one = ir.Constant(ir.IntType(64), 1)
+        return builder.atomic_rmw("add", array.data, one, "monotonic")
+
+    return types.int64(counter), codegen
+
+
+@intrinsic
+def _pool_threads(typingctx):
+    """The threads numba's next parallel loop on this thread runs with
+    (``numba.get_num_threads()``), through the threading layer's C function
+    that numba's own parallel loops call, declared as they declare it (a
+    ctypes call, as in ``numba.get_num_threads`` compiled, cannot be cached)."""
+    def codegen(context, builder, signature, args):
+        intp = context.get_value_type(types.intp)
+        get = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(intp, []), "get_num_threads")
+        return builder.call(get, [])
+
+    return types.intp(), codegen
+
+
 @parallel
-def _run_chunks(address, n_chunks, *args):
-    for ci in prange(n_chunks):
-        _call_chunk(address, ci, args)
+def _run_chunks(address, n_chunks, counter, *args):
+    # one loop iteration a thread, each taking chunk after chunk from the
+    # shared counter until none is left (see run_chunks)
+    for _ in prange(min(_pool_threads(), n_chunks)):
+        ci = _take_chunk(counter)
+        while ci < n_chunks:
+            _call_chunk(address, ci, args)
+            ci = _take_chunk(counter)
 
 
 @serial
@@ -223,10 +256,13 @@ def run_chunks(chunk, n_chunks, *args, work=None):
     ``chunk`` is a ``serial`` (or ``ordered``) kernel whose first argument is
     the chunk index; it writes only chunk ``ci``'s slots of its outputs.
     Chunks are handed to the threads one at a time as they become free
-    (numba's parallel chunk size 1), not split in equal halves in advance:
-    chunks differ in cost (rows with NaN, K-means rows that need exact
-    scores) and a thread of a shared machine may be held up.  Which thread
-    runs a chunk does not change any result.  An argument given as a
+    (each thread takes the next index from an atomic counter), not split in
+    equal parts in advance: chunks differ in cost (rows with NaN, K-means
+    rows that need exact scores), a thread of a shared machine may be held
+    up, and a thread woken after a pause starts late.  numba's own
+    ``prange`` splits its range in equal parts under the OpenMP and
+    workqueue threading layers, whatever ``numba.set_parallel_chunksize``
+    says.  Which thread runs a chunk does not change any result.  An argument given as a
     ``Constant`` is compiled into the chunk kernel as its value.
 
     ``work``: the caller's estimate of the multiply-adds of all chunks.  Below
@@ -239,8 +275,4 @@ def run_chunks(chunk, n_chunks, *args, work=None):
     if n_chunks <= 1 or (work is not None and work < _config.SERIAL_WORK):
         _run_chunks_serial(address, n_chunks, *args)
         return
-    previous = numba.set_parallel_chunksize(1)
-    try:
-        _run_chunks(address, n_chunks, *args)
-    finally:
-        numba.set_parallel_chunksize(previous)
+    _run_chunks(address, n_chunks, np.zeros(1, dtype=np.int64), *args)
