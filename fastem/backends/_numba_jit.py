@@ -180,13 +180,19 @@ def _pool_threads(typingctx):
 
 @parallel
 def _run_chunks(address, n_chunks, counter, *args):
-    # one loop iteration a thread, each taking chunk after chunk from the
-    # shared counter until none is left (see run_chunks)
-    for _ in prange(min(_pool_threads(), n_chunks)):
-        ci = _take_chunk(counter)
-        while ci < n_chunks:
-            _call_chunk(address, ci, args)
-            ci = _take_chunk(counter)
+    # one loop iteration a thread, each taking claim after claim from the
+    # shared counter until none is left (see run_chunks).  Claim i is chunk
+    # (i % T) q + i // T of T runs of q chunks: threads that keep pace each
+    # work through a run of their own, far from one another's chunks
+    T = min(_pool_threads(), n_chunks)
+    q = -(-n_chunks // T)
+    for _ in prange(T):
+        i = _take_chunk(counter)
+        while i < T * q:
+            ci = (i % T) * q + i // T
+            if ci < n_chunks:
+                _call_chunk(address, ci, args)
+            i = _take_chunk(counter)
 
 
 @serial
@@ -256,13 +262,20 @@ def run_chunks(chunk, n_chunks, *args, work=None):
     ``chunk`` is a ``serial`` (or ``ordered``) kernel whose first argument is
     the chunk index; it writes only chunk ``ci``'s slots of its outputs.
     Chunks are handed to the threads one at a time as they become free
-    (each thread takes the next index from an atomic counter), not split in
+    (each thread takes the next claim from an atomic counter), not split in
     equal parts in advance: chunks differ in cost (rows with NaN, K-means
     rows that need exact scores), a thread of a shared machine may be held
     up, and a thread woken after a pause starts late.  numba's own
     ``prange`` splits its range in equal parts under the OpenMP and
     workqueue threading layers, whatever ``numba.set_parallel_chunksize``
-    says.  Which thread runs a chunk does not change any result.  An argument given as a
+    says.  Successive claims go to T runs of chunks in turn (T threads), so
+    that threads keeping pace work far apart: the chunks' slots of small
+    outputs (``obj``'s three floats) share cache lines with their
+    neighbours', which many kernels update row by row.  Handing out the
+    chunks in plain order, so that neighbours ran at once, made two-thread
+    fits at (2e5, 2, 8) slower than equal parts: tied 3.9 -> 4.6 ms an
+    iteration, spherical 3.7 -> 4.1.  Which thread runs a chunk does not
+    change any result.  An argument given as a
     ``Constant`` is compiled into the chunk kernel as its value.
 
     ``work``: the caller's estimate of the multiply-adds of all chunks.  Below
