@@ -471,6 +471,38 @@ def test_sqdist_matches_reference(backend, dtype, d):
     assert rel_err(out, dense) < KERNEL_TOL
 
 
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_count_nonfinite_counts_each_chunk(backend, dtype, layout):
+    """Each chunk's NaN and infinite entries, against isnan / isinf of the
+    chunk; bad entries at chunk edges, a chunk of huge finite values whose
+    sum overflows (not counted), and X left as it was."""
+    rng = np.random.default_rng(11)
+    n, d, chunk_size = 1003, 7, 64
+    X = rng.standard_normal((2 * n if layout == "strided" else n, d)).astype(dtype)
+    if layout == "F":
+        X = np.asfortranarray(X)
+    elif layout == "strided":
+        X = X[::2]
+    big = np.finfo(dtype).max / 2
+    X[130:140] = big  # chunk 2: finite, its sum overflows
+    for i, a, v in ((0, 0, np.nan), (63, 6, np.inf), (64, 0, -np.inf), (64, 1, np.nan),
+                    (500, 3, np.nan), (500, 4, np.nan), (n - 1, d - 1, -np.inf)):
+        X[i, a] = v
+    before = X.copy()
+    n_chunks = -(-n // chunk_size)
+    out = np.full((n_chunks, 2), -1.0)
+    backends.get_kernels().count_nonfinite(X, chunk_size, out)
+    expected = np.array([[np.isnan(X[s:s + chunk_size]).sum(), np.isinf(X[s:s + chunk_size]).sum()]
+                         for s in range(0, n, chunk_size)], dtype=np.float64)
+    np.testing.assert_array_equal(out, expected)
+    assert out.sum(axis=0).tolist() == [4.0, 3.0]
+    np.testing.assert_array_equal(X, before)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    backends.get_kernels().count_nonfinite(X, chunk_size, out)
+    assert not out.any()
+
+
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 300), d=st.integers(1, 6), k=st.integers(1, 5),
        chunk_size=st.integers(1, 320), cov_type=st.sampled_from(COV_TYPES),

@@ -1579,3 +1579,42 @@ def sqdist(const floating[:, :] X, const double[::1] centersT, Py_ssize_t chunk_
             status[c] = _sqdist_chunk(xp, s0, s1, &centersT[0], start,
                                       chunk_stop(c, chunk_size, n), m, d, &out[0])
     _check(status)
+
+
+# ------------------------------------------------------------------ validation
+cdef void _count_nonfinite_chunk(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                                 Py_ssize_t start, Py_ssize_t stop, Py_ssize_t d,
+                                 double* out) noexcept nogil:
+    # x * 0 is 0 for a finite x and NaN otherwise: one sum clears a chunk of
+    # finite values (built without -ffast-math, so it is not folded away)
+    cdef Py_ssize_t i, a
+    cdef double total = 0.0, nan = 0.0, inf = 0.0
+    cdef floating x
+    for i in range(start, stop):
+        for a in range(d):
+            total += X[i * s0 + a * s1] * 0.0
+    if total == 0.0:
+        out[0] = 0.0
+        out[1] = 0.0
+        return
+    for i in range(start, stop):
+        for a in range(d):
+            x = X[i * s0 + a * s1]
+            if isnan(x):
+                nan += 1.0
+            elif not isfinite(x):
+                inf += 1.0
+    out[0] = nan
+    out[1] = inf
+
+
+def count_nonfinite(const floating[:, :] X, Py_ssize_t chunk_size, double[::1] out,
+                    int num_threads):
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    cdef Py_ssize_t n_chunks = out.shape[0] // 2, c
+    cdef Py_ssize_t s0 = X.strides[0] // sizeof(floating), s1 = X.strides[1] // sizeof(floating)
+    cdef const floating* xp = &X[0, 0]
+    with nogil:
+        for c in prange(n_chunks, schedule="static", num_threads=num_threads):
+            _count_nonfinite_chunk(xp, s0, s1, c * chunk_size, chunk_stop(c, chunk_size, n),
+                                   d, &out[2 * c])

@@ -135,6 +135,11 @@ observed coordinates of each row.
 ``sqdist(X, centers, chunk_size, out)`` writes ``out[i, j] = ||x_i - c_j||^2``
 (IN X (n, d), IN centers (m, d) float64, OUT out (n, m) float64); it serves
 k-means++ seeding.
+
+``count_nonfinite(X, chunk_size, out)`` counts the entries of each chunk of X
+that are not finite (IN X (n, d); OUT out (C, 2) float64: chunk c's number
+of NaN entries and of infinite ones); it serves the validation of X (NaN
+marks a missing value, infinity is an error).
 """
 
 import functools
@@ -181,6 +186,7 @@ KERNELS = (
          "labels", "log_prob", "nk", "nko", "sx", "obj"),
     ),
     KernelSpec("sqdist_missing", ("X", "centers", "chunk_size", "out")),
+    KernelSpec("count_nonfinite", ("X", "chunk_size", "out")),
 )
 
 KERNEL_NAMES = tuple(spec.name for spec in KERNELS)

@@ -81,6 +81,7 @@ __all__ = [
     "estep_bernoulli", "sqdist",
     "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
     "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
+    "count_nonfinite",
 ]
 
 
@@ -468,3 +469,9 @@ def sqdist_missing(X, centers, chunk_size, out):
     with _Outputs(out) as (flat,):
         _cm.sqdist_missing(_data(X), _flat(centers), int(chunk_size), flat,
                            centers.shape[0], _threads(np.size(X) * centers.shape[0]))
+
+
+# ---------------------------------------------------------------- validation
+def count_nonfinite(X, chunk_size, out):
+    with _Outputs(out) as (flat,):
+        _ck.count_nonfinite(_data(X), int(chunk_size), flat, _threads(np.size(X)))

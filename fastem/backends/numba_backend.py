@@ -36,6 +36,7 @@ __all__ = [
     "estep_bernoulli", "sqdist",
     "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
     "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
+    "count_nonfinite",
 ]
 
 _BLOCK = 4  # rows per block; the unrolled expressions below assume 4
@@ -3640,3 +3641,61 @@ def _sqdist_missing_chunk(ci, X, centers, chunk_size, out):
 def sqdist_missing(X, centers, chunk_size, out):
     run_chunks(_sqdist_missing_chunk, -(-X.shape[0] // chunk_size), X, centers, chunk_size,
                out, work=X.size * centers.shape[0])
+
+
+# =============================================================== validation
+@strict
+def _count_nonfinite_chunk(ci, X, chunk_size, out):
+    """Chunk ci's NaN and infinite entries, counted one by one (IEEE
+    comparisons: strict, no fast-math flag that assumes finite values)."""
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    nan = 0
+    inf = 0
+    for i in range(start, stop):
+        for a in range(X.shape[1]):
+            x = X[i, a]
+            if np.isnan(x):
+                nan += 1
+            elif np.isinf(x):
+                inf += 1
+    out[ci, 0] = nan
+    out[ci, 1] = inf
+
+
+@serial
+def _count_nonfinite_flat_chunk(ci, x, chunk_size, X, out):
+    """``_count_nonfinite_chunk`` for a C-ordered X, seen flat as ``x``: the
+    entries of chunk ci are first summed times 0 in vectors of X's dtype.
+    x * 0 is 0 for a finite x and NaN otherwise, and the vector intrinsics
+    carry no fast-math flag, so a sum of 0 clears the chunk (the common
+    case) in one pass at memory speed; else it is counted entry by entry."""
+    d = X.shape[1]
+    lo = ci * chunk_size * d
+    hi = min(x.shape[0], lo + chunk_size * d)
+    L = lanes(x)
+    zero = vzero(x)
+    acc0 = zero
+    acc1 = zero
+    t = lo
+    while t + 2 * L <= hi:
+        acc0 = vadd(acc0, vmul(vload(x, t), zero))
+        acc1 = vadd(acc1, vmul(vload(x, t + L), zero))
+        t += 2 * L
+    total = np.float64(vhsum(vadd(acc0, acc1)))
+    while t < hi:
+        total = sadd(total, np.float64(x[t]) * 0.0)
+        t += 1
+    if total == 0.0:
+        out[ci, 0] = 0.0
+        out[ci, 1] = 0.0
+    else:
+        _count_nonfinite_chunk(ci, X, chunk_size, out)
+
+
+def count_nonfinite(X, chunk_size, out):
+    if X.flags.c_contiguous:
+        run_chunks(_count_nonfinite_flat_chunk, out.shape[0], X.reshape(-1), chunk_size, X,
+                   out, work=X.size)
+    else:
+        run_chunks(_count_nonfinite_chunk, out.shape[0], X, chunk_size, out, work=X.size)

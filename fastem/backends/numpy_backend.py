@@ -17,6 +17,7 @@ __all__ = [
     "estep_bernoulli", "sqdist",
     "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
     "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
+    "count_nonfinite",
 ]
 
 
@@ -337,3 +338,15 @@ def sqdist_missing(X, centers, chunk_size, out):
         out[start:stop] = np.stack(
             [np.nansum((x - c) ** 2, axis=1) for c in centers], axis=1
         )
+
+
+# ---------------------------------------------------------------- validation
+def count_nonfinite(X, chunk_size, out):
+    for c, start, stop in _chunks(X.shape[0], chunk_size):
+        x = X[start:stop]
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.sum(x)):  # no NaN or infinity (nor an overflow)
+                out[c] = 0.0
+                continue
+        out[c, 0] = np.count_nonzero(np.isnan(x))
+        out[c, 1] = np.count_nonzero(np.isinf(x))
