@@ -33,6 +33,7 @@ statistics for a row: ``k`` for a soft E-step, 1 for a hard one.
 
 =================  =====================================================
 sqdist             3 n m d              (subtract, square, add; m = k centres)
+count_nonfinite    2 n d                (x * 0 and its sum, finite data)
 estep_spherical    2 n k d              x . mu_k (||x||^2 once per row)
                    + 2 n k' d           sx moments (and sum r ||x||^2)
 estep_kmeans       as estep_spherical   (hard; rows its bounds skip counted too)
@@ -183,6 +184,9 @@ KERNEL_TARGETS = (
     ("estep_spherical_missing", "hard", "blobs_nan10", MISSING_SHAPES[:1]),
     ("estep_bernoulli_missing", None, "binary_nan10", BERNOULLI_SHAPES[:1]),
     ("sqdist_missing", None, "blobs_nan10", MISSING_SHAPES[:1]),
+    # the check of X before every fit: finite data, and data with NaN (counted)
+    ("count_nonfinite", None, "blobs", KMEANS_SHAPES),
+    ("count_nonfinite", None, "blobs_nan10", MISSING_SHAPES[:1]),
 )
 
 
@@ -193,6 +197,8 @@ def kernel_flops(name, n, d, k, hard=False):
     name = name[:-len("_missing")] if name.endswith("_missing") else name
     if name == "sqdist":
         return 3 * n * k * d
+    if name == "count_nonfinite":
+        return 2 * n * d
     if name in ("estep_spherical", "estep_kmeans"):
         return 2 * n * k * d + 2 * n * kk * d
     if name == "estep_diag":

@@ -114,6 +114,17 @@ def _sqdist_arguments(case, problem, chunk_size, n_chunks):
     return values, None
 
 
+def _count_arguments(case, problem, chunk_size, n_chunks):
+    # the check of X in check_array
+    values = dict(X=problem.X, chunk_size=chunk_size, out=np.empty((n_chunks, 2)))
+    return values, None
+
+
+def _check_count(case, problem, values, buffers):
+    X, out = values["X"], values["out"]
+    assert out.sum(axis=0).tolist() == [np.isnan(X).sum(), np.isinf(X).sum()]
+
+
 def _check_estep(case, problem, values, buffers):
     """The pass covered every row: responsibilities of each row sum to its weight."""
     np.testing.assert_allclose(buffers["nk"].sum(), problem.sample_weight.sum(), rtol=1e-9)
@@ -146,6 +157,7 @@ ARGUMENTS = {
     "estep_spherical_missing": (_gaussian_arguments, _check_estep),
     "estep_bernoulli_missing": (_bernoulli_arguments, _check_estep),
     "sqdist_missing": (_sqdist_arguments, _check_sqdist),
+    "count_nonfinite": (_count_arguments, _check_count),
 }
 
 
