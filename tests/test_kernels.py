@@ -1200,6 +1200,29 @@ def test_chunks_are_handed_out_one_at_a_time(restore_config):
 
 
 @requires_numba
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_parallel_driver_runs_every_chunk_once(restore_config, threads):
+    """Every chunk index, for chunk counts that the threads' runs divide and
+    that they do not, is run exactly once."""
+    import numba
+    from fastem.backends import _numba_jit
+
+    if backend_threads("numba") < threads:
+        pytest.skip(f"numba runs fewer than {threads} threads on this machine")
+
+    @numba.njit
+    def chunk(ci, runs):
+        runs[ci] += 1
+
+    numba.set_num_threads(threads)
+    for n_chunks in list(range(2, 12)) + [31, 32, 33, 64, 101]:
+        runs = np.zeros(n_chunks + 3, dtype=np.int64)  # 3 past the end: never touched
+        _numba_jit.run_chunks(chunk, n_chunks, runs)
+        assert runs[:n_chunks].tolist() == [1] * n_chunks, (n_chunks, runs)
+        assert not runs[n_chunks:].any()
+
+
+@requires_numba
 def test_constant_arguments_are_typed_as_literals():
     """``run_chunks`` compiles a chunk kernel once per value of a ``Constant``."""
     from numba.core import types
