@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _config
 from ._utils import column_mean
+from .backends import get_kernels
 from .exceptions import NotFittedError
 
 # rows per block when scanning X for NaN or infinity (masks of 128 KB for 16 features)
@@ -66,8 +67,6 @@ def _check_finite(arr, name, allow_nan=False):
     # on its threads (the compiled ones at memory speed: a numpy sum of X
     # took 1.1-1.4 ms at 5e4 x 64 float64 and 7.2 ms at 1e6 x 16, the numba
     # kernel on two threads 0.57 and 3.4)
-    from .backends import get_kernels
-
     chunk_size, n_chunks = _config.chunk_layout(arr.shape[0])
     counts = np.zeros((n_chunks, 2))
     get_kernels().count_nonfinite(arr, chunk_size, counts)
