@@ -986,13 +986,21 @@ def test_set_chunk_size_rejects_bad_values(restore_config, bad, error):
 
 
 @requires_numba
-@pytest.mark.parametrize("m, kp, blocks", [(7, 4, 8), (33, 8, 5), (130, 12, 3)])
-def test_wide_and_narrow_register_tiles_give_the_same_bits(m, kp, blocks):
-    """numba's soft kernels take score and moment tiles of 16 accumulators on
-    CPUs with 32 vector registers and of 8 elsewhere (``_WIDE_TILES``): each
-    sum runs in the same order in both, so they must give the same bits.
-    Both are compiled and compared here, whichever this CPU uses; an odd
-    number of blocks leaves one to the narrow score tile."""
+@pytest.mark.parametrize("m, kp, blocks", [(7, 4, 8), (33, 8, 5), (130, 12, 3), (16, 8, 11),
+                                         (20, 16, 6)])
+def test_wide_and_narrow_register_tiles(m, kp, blocks):
+    """numba's soft kernels take score and moment tiles of 16 accumulators of
+    64-byte block vectors on CPUs with 32 vector registers, and of 8
+    accumulators elsewhere (``_WIDE_TILES``).  Both are compiled and compared
+    here, whichever this CPU uses.
+
+    Scores: each sum runs in the same order in both, so they must give the
+    same bits; a block count that is not a multiple of four leaves blocks to
+    the narrow tile.  Moments: both keep each entry's sums in 4 lanes, rows r
+    and r + 4 of every block in lane r; the narrow tile adds them row after
+    row, the wide one sums each row over the blocks and then adds the two
+    (``_add_block_lanes``).  Each lane must hold its rows' products, and the
+    lanes must add up to the whole product."""
     from fastem.backends import numba_backend as nb
     rng = np.random.default_rng(m)
     R = nb._RB
@@ -1005,28 +1013,34 @@ def test_wide_and_narrow_register_tiles_give_the_same_bits(m, kp, blocks):
     narrow, wide = np.full(blocks * kp * R, np.nan), np.full(blocks * kp * R, np.nan)
     for b in range(blocks):
         nb._score_tile_lanes(FT, b * mp * R, m, G, A, kp, narrow, b * kp * R)
-    for b in range(0, blocks - 1, 2):
-        nb._score_tile_pair(FT, b * mp * R, m, G, A, kp, wide, b * kp * R, mp * R, kp * R)
-    if blocks % 2:
-        nb._score_tile_lanes(FT, (blocks - 1) * mp * R, m, G, A, kp, wide,
-                             (blocks - 1) * kp * R)
+    for b in range(0, blocks - 3, 4):
+        nb._score_tile_quad(FT, b * mp * R, m, G, A, kp, wide, b * kp * R, mp * R, kp * R)
+    for b in range(blocks - blocks % 4, blocks):
+        nb._score_tile_lanes(FT, b * mp * R, m, G, A, kp, wide, b * kp * R)
     np.testing.assert_array_equal(wide, narrow)
+    expected_scores = A[:, None] + np.einsum("bar,aj->bjr", FT.reshape(blocks, mp, R)[:, :m],
+                                             G.reshape(mp, kp)[:m])
+    np.testing.assert_allclose(wide.reshape(blocks, kp, R), expected_scores,
+                               rtol=1e-13, atol=1e-12)
     # moments of the features under weights (responsibilities), and a
-    # scatter's lower triangle (kp = mp); the tiles add each entry's four lane
-    # sums into 4 slots, and they must also add up to the products
+    # scatter's lower triangle (kp = mp)
     for weights, cols, lower in ((rng.random(blocks * kp * R), kp, False),
                                  (rng.random(blocks * mp * R), mp, True)):
+        keep = np.tril(np.ones((cols, mp), dtype=bool)) if lower else np.ones((cols, mp), bool)
+        keep[:, m:] = False
+        per_row = np.einsum("bjr,bar->jar", weights.reshape(blocks, cols, R),
+                            FT.reshape(blocks, mp, R))
         M_narrow, M_wide = np.zeros(cols * mp * 4), np.zeros(cols * mp * 4)
         nb._moment_tile_narrow(FT, weights, blocks, m, cols, mp, M_narrow, lower)
         nb._moment_tile_wide(FT, weights, blocks, m, cols, mp, M_wide, lower)
         assert np.abs(M_narrow).sum() > 0
-        np.testing.assert_array_equal(M_wide, M_narrow)
-        expected = np.einsum("bjr,bar->ja", weights.reshape(blocks, cols, R),
-                             FT.reshape(blocks, mp, R))
-        got = M_wide.reshape(cols, mp, 4).sum(axis=2)
-        keep = np.tril(np.ones((cols, mp), dtype=bool)) if lower else np.ones((cols, mp), bool)
-        keep[:, m:] = False
-        np.testing.assert_allclose(got[keep], expected[keep], rtol=1e-13, atol=1e-13)
+        expected_lanes = per_row[:, :, :4] + per_row[:, :, 4:]
+        for got in (M_narrow.reshape(cols, mp, 4), M_wide.reshape(cols, mp, 4)):
+            # float64 sums of at most 22 products in another order: within 1e-13
+            np.testing.assert_allclose(got[keep], expected_lanes[keep], rtol=1e-13, atol=1e-13)
+            got = got.sum(axis=2)
+            np.testing.assert_allclose(got[keep], per_row.sum(axis=2)[keep],
+                                       rtol=1e-13, atol=1e-13)
 
 
 @requires_numba

@@ -15,7 +15,12 @@ register-tiled product needs:
 * ``sstore(arr, i, x)``    ``arr[i] = x``, likewise
 * ``vsplat(like, x)``      every lane ``x``, converted to ``like``'s dtype
 * ``vfma(a, b, c)``        ``a * b + c`` lane by lane, one rounding (``llvm.fma``)
-* ``vstore(arr, i, v)``    ``arr[i : i + lanes] = v``
+* ``vstore(arr, i, v)``    ``arr[i : i + lanes] = v`` (any ``Vec``, block vectors too)
+* ``bload(arr, i)``, ``bsplat(like, x)``  block vectors: 64 bytes, twice the
+                           lanes of a ``Vec`` (one AVX-512 register, or two AVX
+                           registers); ``vfma``, ``vadd``, ``vmul``, ``vhsum``
+                           and ``vstore`` take them as they take a ``Vec``
+* ``bfold(v)``             a block vector's halves added: a ``Vec``
 * ``vmax(a, b)``           lane-wise maximum (inputs must not be NaN)
 * ``vselect_ge(a, b, x, y)`` lane-wise ``x if a >= b else y``
 * ``vexp_nonpositive(v)``  exp of every lane of a float64 vector whose lanes
@@ -72,11 +77,13 @@ VECTOR_REGISTERS = _vector_registers()
 
 
 class Vec(types.Type):
-    """A 32-byte SIMD vector of float32 or float64."""
+    """A SIMD vector of float32 or float64: 32 bytes (one AVX register), or
+    with ``lanes`` given, that many lanes (``bload``'s block vectors of 64
+    bytes, one AVX-512 register or two AVX registers)."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, lanes=None):
         self.dtype = dtype
-        self.lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+        self.lanes = lanes or VECTOR_BYTES // (dtype.bitwidth // 8)
         super().__init__(name=f"Vec({dtype}x{self.lanes})")
 
 
@@ -132,6 +139,60 @@ def vload(typingctx, arr, offset):
         ptr = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
         return builder.load(ptr, align=arr.dtype.bitwidth // 8)
     return vt(arr, offset), codegen
+
+
+def _block_vec(dtype):
+    """The block vector of ``dtype``: two ``Vec`` lanes' worth, 64 bytes."""
+    return Vec(dtype, 2 * Vec(dtype).lanes)
+
+
+@intrinsic
+def bload(typingctx, arr, offset):
+    """``arr[i : i + 2 * lanes]`` of a C-contiguous 1-d array as one block
+    vector (64 bytes): an AVX-512 register, or two AVX registers, which LLVM
+    splits it into where 512-bit registers are missing.  Lane for lane the
+    same arithmetic as two ``vload`` halves, so the same bits."""
+    _check_float_array(arr, "bload")
+    vt = _block_vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        ptr = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
+        return builder.load(ptr, align=arr.dtype.bitwidth // 8)
+    return vt(arr, offset), codegen
+
+
+@intrinsic
+def bsplat(typingctx, like, x):
+    """A block vector (as ``bload``) with every lane ``x``."""
+    _check_float_array(like, "bsplat")
+    vt = _block_vec(like.dtype)
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[1], sig.args[1], like.dtype)
+        vty = context.get_value_type(vt)
+        undef = ir.Constant(vty, ir.Undefined)
+        first = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        return builder.shuffle_vector(first, undef, zeros)
+    return vt(like, x), codegen
+
+
+@intrinsic
+def bfold(typingctx, v):
+    """A block vector's two halves added lane by lane, as one ``Vec``:
+    lane l is v[l] + v[l + lanes]."""
+    if not (isinstance(v, Vec) and v.lanes == 2 * Vec(v.dtype).lanes):
+        raise TypeError(f"bfold: expected a block vector, got {v}")
+    half = Vec(v.dtype)
+
+    def codegen(context, builder, sig, args):
+        def part(first):
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), half.lanes),
+                               list(range(first, first + half.lanes)))
+            return builder.shuffle_vector(args[0], args[0], mask)
+        return builder.fadd(part(0), part(half.lanes))
+    return half(v), codegen
 
 
 @intrinsic

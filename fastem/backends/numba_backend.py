@@ -26,10 +26,11 @@ from . import _soft
 from ._table import (check_bounds, check_labels, chunk_count, second_moments_into_temporary,
                      second_moments_wanted, statistic_temporaries, statistics_wanted)
 from ._screen import screen_constants
-from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, exp2_of_rounded, lanes, prefetch_rows,
-                    prefetch_rows_near, sadd, sfma, sload, sstore, stage_rows4, vadd, vdiv,
-                    vexp_nonpositive, vfma, vhsum, vload, vload4_f64, vselect_ge, vselect_nan,
-                    vmax, vmul, vsplat, vstore, vsub, vtranspose4, vzero)
+from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, bfold, bload, bsplat, exp2_of_rounded,
+                    lanes, prefetch_rows, prefetch_rows_near, sadd, sfma, sload, sstore,
+                    stage_rows4, vadd, vdiv, vexp_nonpositive, vfma, vhsum, vload, vload4_f64,
+                    vmax, vmul, vselect_ge, vselect_nan, vsplat, vstore, vsub, vtranspose4,
+                    vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical", "estep_kmeans",
@@ -1256,13 +1257,32 @@ def _screen_error(d, unit, tiny, screen_max, a_max, pn_max, p_max):
     return e0, e1, h_max
 
 
+@inline_leaf
+def _zeros64(n):
+    """n float64 zeros starting on a 64-byte boundary.  numba aligns arrays
+    to 32 bytes, so every other block vector (``bload``, 64 bytes) of a tile
+    buffer would straddle two cache lines."""
+    buf = np.zeros(n + 8)
+    off = (-buf.ctypes.data % 64) // 8
+    return buf[off:off + n]
+
+
+@inline_leaf
+def _zeros64_like(n, like):
+    """``_zeros64`` of ``like``'s dtype."""
+    size = like.itemsize
+    buf = np.zeros(n + 64 // size, dtype=like.dtype)
+    off = (-buf.ctypes.data % 64) // size
+    return buf[off:off + n]
+
+
 @serial
 def _screen_buffers(d, kp, R, CT):
     """A block's buffers for the screen: the shifted rows, feature-major, and a
     last feature -||x'||^2 / 2 (CT's last row holds P); their scores,
     component-major; each row's top score, cut, second score, first
     component, ||x'||^2 / 2 and whether it is screened."""
-    return (np.zeros((d + 1) * R, dtype=CT.dtype), np.empty(kp * R, dtype=CT.dtype),
+    return (_zeros64_like((d + 1) * R, CT), _zeros64_like(kp * R, CT),
             np.empty(R, dtype=CT.dtype), np.zeros(R, dtype=CT.dtype),
             np.empty(R, dtype=CT.dtype), np.empty(R, dtype=CT.dtype), np.zeros(R),
             np.zeros(R, dtype=np.bool_))
@@ -1890,130 +1910,115 @@ def _score_tile_lanes(FT, fo, m, G, A, kp, ST, so):
     for every (padded) component j < kp, kp a multiple of 4, the products added
     in the order of a; ``FT`` holds the block's features transposed
     (feature-major, row r in lane r), padding components have A = -inf and
-    G = 0.
+    G = 0.  A block's rows are one block vector (``bload``, 64 bytes): one
+    AVX-512 register, or two AVX registers, lane for lane the same sums.
     """
-    L = lanes(FT)
-    R = 2 * L
+    R = 2 * lanes(FT)
     for j0 in range(0, kp, 4):
-        s00 = vsplat(FT, A[j0])
-        s01 = s00
-        s10 = vsplat(FT, A[j0 + 1])
-        s11 = s10
-        s20 = vsplat(FT, A[j0 + 2])
-        s21 = s20
-        s30 = vsplat(FT, A[j0 + 3])
-        s31 = s30
+        s0 = bsplat(FT, A[j0])
+        s1 = bsplat(FT, A[j0 + 1])
+        s2 = bsplat(FT, A[j0 + 2])
+        s3 = bsplat(FT, A[j0 + 3])
         for a in range(m):
-            x0 = vload(FT, fo + a * R)
-            x1 = vload(FT, fo + a * R + L)
+            x = bload(FT, fo + a * R)
             g = a * kp + j0
-            c = vsplat(FT, sload(G, g))
-            s00 = vfma(x0, c, s00)
-            s01 = vfma(x1, c, s01)
-            c = vsplat(FT, sload(G, g + 1))
-            s10 = vfma(x0, c, s10)
-            s11 = vfma(x1, c, s11)
-            c = vsplat(FT, sload(G, g + 2))
-            s20 = vfma(x0, c, s20)
-            s21 = vfma(x1, c, s21)
-            c = vsplat(FT, sload(G, g + 3))
-            s30 = vfma(x0, c, s30)
-            s31 = vfma(x1, c, s31)
+            s0 = vfma(x, bsplat(FT, sload(G, g)), s0)
+            s1 = vfma(x, bsplat(FT, sload(G, g + 1)), s1)
+            s2 = vfma(x, bsplat(FT, sload(G, g + 2)), s2)
+            s3 = vfma(x, bsplat(FT, sload(G, g + 3)), s3)
         o = so + j0 * R
-        vstore(ST, o, s00)
-        vstore(ST, o + L, s01)
-        vstore(ST, o + R, s10)
-        vstore(ST, o + R + L, s11)
-        vstore(ST, o + 2 * R, s20)
-        vstore(ST, o + 2 * R + L, s21)
-        vstore(ST, o + 3 * R, s30)
-        vstore(ST, o + 3 * R + L, s31)
+        vstore(ST, o, s0)
+        vstore(ST, o + R, s1)
+        vstore(ST, o + 2 * R, s2)
+        vstore(ST, o + 3 * R, s3)
 
 
 @leaf
-def _score_tile_pair(FT, fo, m, G, A, kp, ST, so, fstep, sstep):
-    """``_score_tile_lanes`` for two blocks at once, the second at fo + fstep
-    (features) and so + sstep (scores): four row vectors by four components,
-    each load of G feeding four multiply-adds, for CPUs with 32 vector
-    registers (``_WIDE_TILES``); every score summed in the order of a, as
-    there (the same bits)."""
-    L = lanes(FT)
-    R = 2 * L
+def _score_tile_quad(FT, fo, m, G, A, kp, ST, so, fstep, sstep):
+    """``_score_tile_lanes`` for four blocks at once, block q at fo + q fstep
+    (features) and so + q sstep (scores): four block vectors by four
+    components, each broadcast of G feeding four multiply-adds, for CPUs
+    with 32 vector registers (``_WIDE_TILES``); every score summed in the
+    order of a, as there (the same bits)."""
+    R = 2 * lanes(FT)
     for j0 in range(0, kp, 4):
-        s00 = vsplat(FT, A[j0])
+        s00 = bsplat(FT, A[j0])
         s01 = s00
         s02 = s00
         s03 = s00
-        s10 = vsplat(FT, A[j0 + 1])
+        s10 = bsplat(FT, A[j0 + 1])
         s11 = s10
         s12 = s10
         s13 = s10
-        s20 = vsplat(FT, A[j0 + 2])
+        s20 = bsplat(FT, A[j0 + 2])
         s21 = s20
         s22 = s20
         s23 = s20
-        s30 = vsplat(FT, A[j0 + 3])
+        s30 = bsplat(FT, A[j0 + 3])
         s31 = s30
         s32 = s30
         s33 = s30
         for a in range(m):
-            x0 = vload(FT, fo + a * R)
-            x1 = vload(FT, fo + a * R + L)
-            x2 = vload(FT, fo + fstep + a * R)
-            x3 = vload(FT, fo + fstep + a * R + L)
+            f = fo + a * R
+            x0 = bload(FT, f)
+            x1 = bload(FT, f + fstep)
+            x2 = bload(FT, f + 2 * fstep)
+            x3 = bload(FT, f + 3 * fstep)
             g = a * kp + j0
-            c = vsplat(FT, sload(G, g))
+            c = bsplat(FT, sload(G, g))
             s00 = vfma(x0, c, s00)
             s01 = vfma(x1, c, s01)
             s02 = vfma(x2, c, s02)
             s03 = vfma(x3, c, s03)
-            c = vsplat(FT, sload(G, g + 1))
+            c = bsplat(FT, sload(G, g + 1))
             s10 = vfma(x0, c, s10)
             s11 = vfma(x1, c, s11)
             s12 = vfma(x2, c, s12)
             s13 = vfma(x3, c, s13)
-            c = vsplat(FT, sload(G, g + 2))
+            c = bsplat(FT, sload(G, g + 2))
             s20 = vfma(x0, c, s20)
             s21 = vfma(x1, c, s21)
             s22 = vfma(x2, c, s22)
             s23 = vfma(x3, c, s23)
-            c = vsplat(FT, sload(G, g + 3))
+            c = bsplat(FT, sload(G, g + 3))
             s30 = vfma(x0, c, s30)
             s31 = vfma(x1, c, s31)
             s32 = vfma(x2, c, s32)
             s33 = vfma(x3, c, s33)
         o = so + j0 * R
-        p = o + sstep
         vstore(ST, o, s00)
-        vstore(ST, o + L, s01)
-        vstore(ST, p, s02)
-        vstore(ST, p + L, s03)
-        vstore(ST, o + R, s10)
-        vstore(ST, o + R + L, s11)
-        vstore(ST, p + R, s12)
-        vstore(ST, p + R + L, s13)
-        vstore(ST, o + 2 * R, s20)
-        vstore(ST, o + 2 * R + L, s21)
-        vstore(ST, p + 2 * R, s22)
-        vstore(ST, p + 2 * R + L, s23)
-        vstore(ST, o + 3 * R, s30)
-        vstore(ST, o + 3 * R + L, s31)
-        vstore(ST, p + 3 * R, s32)
-        vstore(ST, p + 3 * R + L, s33)
+        vstore(ST, o + sstep, s01)
+        vstore(ST, o + 2 * sstep, s02)
+        vstore(ST, o + 3 * sstep, s03)
+        o += R
+        vstore(ST, o, s10)
+        vstore(ST, o + sstep, s11)
+        vstore(ST, o + 2 * sstep, s12)
+        vstore(ST, o + 3 * sstep, s13)
+        o += R
+        vstore(ST, o, s20)
+        vstore(ST, o + sstep, s21)
+        vstore(ST, o + 2 * sstep, s22)
+        vstore(ST, o + 3 * sstep, s23)
+        o += R
+        vstore(ST, o, s30)
+        vstore(ST, o + sstep, s31)
+        vstore(ST, o + 2 * sstep, s32)
+        vstore(ST, o + 3 * sstep, s33)
 
 
 @inline_leaf
 def _score_blocks(FT, blocks, m, G, A, kp, mp, ST):
     """The scores of ``blocks`` consecutive blocks of ``_RB`` rows (block b's
     features at FT[b * mp * _RB], its scores to ST[b * kp * _RB]), over their
-    first m features; two blocks at a time when the registers hold that tile."""
+    first m features; four blocks at a time when the registers hold that tile."""
     fstep = mp * _RB
     sstep = kp * _RB
     b = 0
     if _WIDE_TILES:
-        while b + 1 < blocks:
-            _score_tile_pair(FT, b * fstep, m, G, A, kp, ST, b * sstep, fstep, sstep)
-            b += 2
+        while b + 3 < blocks:
+            _score_tile_quad(FT, b * fstep, m, G, A, kp, ST, b * sstep, fstep, sstep)
+            b += 4
     while b < blocks:
         _score_tile_lanes(FT, b * fstep, m, G, A, kp, ST, b * sstep)
         b += 1
@@ -2192,15 +2197,17 @@ def _moment_tile_narrow(FT, ST, n_blocks, m, kp, mp, MV, lower):
 
 @leaf
 def _moment_tile_wide(FT, ST, n_blocks, m, kp, mp, MV, lower):
-    """``_moment_tile_narrow`` four features at a time: 16 accumulators, each
-    load feeding four multiply-adds (6 loads to 8 there), for CPUs with 32
-    vector registers; every sum in the same order (the same bits).  a < m
-    rounded up to a multiple of 4 (mp is a multiple of 8)."""
+    """``_moment_tile_narrow`` with block vectors (``bload``: a block's 8 rows,
+    64 bytes) four features by four components: 16 accumulators, each load
+    feeding four multiply-adds, for CPUs with 32 vector registers.  A sub-block's
+    sums of rows r and r + 4 of its blocks are added to lane r of the entry's
+    4 lane sums (``_add_block_lanes``).  a < m rounded up to a multiple of 4
+    (mp is a multiple of 8)."""
     fstep = mp * _RB
     sstep = kp * _RB
     for j0 in range(0, kp, 4):
         for a0 in range(0, min(m, j0 + 4) if lower else m, 4):
-            s00 = vsplat(FT, 0.0)
+            s00 = bsplat(FT, 0.0)
             s01 = s00
             s02 = s00
             s03 = s00
@@ -2217,67 +2224,69 @@ def _moment_tile_wide(FT, ST, n_blocks, m, kp, mp, MV, lower):
             s32 = s00
             s33 = s00
             for b in range(n_blocks):
-                for h in range(0, _RB, 4):
-                    fo = b * fstep + a0 * _RB + h
-                    f0 = vload(FT, fo)
-                    f1 = vload(FT, fo + _RB)
-                    f2 = vload(FT, fo + 2 * _RB)
-                    f3 = vload(FT, fo + 3 * _RB)
-                    ro = b * sstep + j0 * _RB + h
-                    r = vload(ST, ro)
-                    s00 = vfma(r, f0, s00)
-                    s01 = vfma(r, f1, s01)
-                    s02 = vfma(r, f2, s02)
-                    s03 = vfma(r, f3, s03)
-                    r = vload(ST, ro + _RB)
-                    s10 = vfma(r, f0, s10)
-                    s11 = vfma(r, f1, s11)
-                    s12 = vfma(r, f2, s12)
-                    s13 = vfma(r, f3, s13)
-                    r = vload(ST, ro + 2 * _RB)
-                    s20 = vfma(r, f0, s20)
-                    s21 = vfma(r, f1, s21)
-                    s22 = vfma(r, f2, s22)
-                    s23 = vfma(r, f3, s23)
-                    r = vload(ST, ro + 3 * _RB)
-                    s30 = vfma(r, f0, s30)
-                    s31 = vfma(r, f1, s31)
-                    s32 = vfma(r, f2, s32)
-                    s33 = vfma(r, f3, s33)
+                fo = b * fstep + a0 * _RB
+                f0 = bload(FT, fo)
+                f1 = bload(FT, fo + _RB)
+                f2 = bload(FT, fo + 2 * _RB)
+                f3 = bload(FT, fo + 3 * _RB)
+                ro = b * sstep + j0 * _RB
+                r = bload(ST, ro)
+                s00 = vfma(r, f0, s00)
+                s01 = vfma(r, f1, s01)
+                s02 = vfma(r, f2, s02)
+                s03 = vfma(r, f3, s03)
+                r = bload(ST, ro + _RB)
+                s10 = vfma(r, f0, s10)
+                s11 = vfma(r, f1, s11)
+                s12 = vfma(r, f2, s12)
+                s13 = vfma(r, f3, s13)
+                r = bload(ST, ro + 2 * _RB)
+                s20 = vfma(r, f0, s20)
+                s21 = vfma(r, f1, s21)
+                s22 = vfma(r, f2, s22)
+                s23 = vfma(r, f3, s23)
+                r = bload(ST, ro + 3 * _RB)
+                s30 = vfma(r, f0, s30)
+                s31 = vfma(r, f1, s31)
+                s32 = vfma(r, f2, s32)
+                s33 = vfma(r, f3, s33)
             o = j0 * mp + a0
-            _add_lanes4(MV, o, s00)
-            _add_lanes4(MV, o + 1, s01)
-            _add_lanes4(MV, o + 2, s02)
-            _add_lanes4(MV, o + 3, s03)
+            _add_block_lanes(MV, o, s00)
+            _add_block_lanes(MV, o + 1, s01)
+            _add_block_lanes(MV, o + 2, s02)
+            _add_block_lanes(MV, o + 3, s03)
             o += mp
-            _add_lanes4(MV, o, s10)
-            _add_lanes4(MV, o + 1, s11)
-            _add_lanes4(MV, o + 2, s12)
-            _add_lanes4(MV, o + 3, s13)
+            _add_block_lanes(MV, o, s10)
+            _add_block_lanes(MV, o + 1, s11)
+            _add_block_lanes(MV, o + 2, s12)
+            _add_block_lanes(MV, o + 3, s13)
             o += mp
-            _add_lanes4(MV, o, s20)
-            _add_lanes4(MV, o + 1, s21)
-            _add_lanes4(MV, o + 2, s22)
-            _add_lanes4(MV, o + 3, s23)
+            _add_block_lanes(MV, o, s20)
+            _add_block_lanes(MV, o + 1, s21)
+            _add_block_lanes(MV, o + 2, s22)
+            _add_block_lanes(MV, o + 3, s23)
             o += mp
-            _add_lanes4(MV, o, s30)
-            _add_lanes4(MV, o + 1, s31)
-            _add_lanes4(MV, o + 2, s32)
-            _add_lanes4(MV, o + 3, s33)
+            _add_block_lanes(MV, o, s30)
+            _add_block_lanes(MV, o + 1, s31)
+            _add_block_lanes(MV, o + 2, s32)
+            _add_block_lanes(MV, o + 3, s33)
 
 
 # The wider register tiles (16 accumulators) need 32 vector registers; with 16
 # (AVX2) they would spill.  One thread, ns a row, narrow -> wide moment and
-# score tiles: Bernoulli (2e5, 64, 32) 276 -> 255, diagonal (5e4, 64, 8)
-# 160 -> 151, full (5e4, 64, 8) 2008 -> 1865, full (1e5, 16, 16) 275 -> 258.
+# score tiles of 32-byte vectors: Bernoulli (2e5, 64, 32) 276 -> 255, diagonal
+# (5e4, 64, 8) 160 -> 151, full (5e4, 64, 8) 2008 -> 1865, full (1e5, 16, 16)
+# 275 -> 258 (a Zen 4 machine, which runs 64-byte vectors as two halves).  The
+# wide tiles now hold block vectors of 64 bytes, which CPUs with full-width
+# AVX-512 units multiply-add at twice the rate (measured in PERFORMANCE.md).
 _WIDE_TILES = VECTOR_REGISTERS >= 32
 
 
 @inline_leaf
 def _moment_tile_lanes(FT, ST, n_blocks, m, kp, mp, MV, lower):
     """MV[(j * mp + a) * 4 + lane] += sum over the blocks and their rows in that
-    lane of ST[., j, r] FT[., a, r] (see ``_moment_tile_narrow``), by the widest
-    tile the registers hold."""
+    lane of ST[., j, r] FT[., a, r] (see ``_moment_tile_narrow`` and
+    ``_moment_tile_wide``), by the widest tile the registers hold."""
     if _WIDE_TILES:
         _moment_tile_wide(FT, ST, n_blocks, m, kp, mp, MV, lower)
     else:
@@ -2288,6 +2297,16 @@ def _moment_tile_lanes(FT, ST, n_blocks, m, kp, mp, MV, lower):
 def _add_lanes4(MV, o, s):
     """MV[o * 4 : o * 4 + 4] += s: a tile's partial sums of one entry, lane by lane."""
     vstore(MV, o * 4, vadd(vload(MV, o * 4), s))
+
+
+@inline_leaf
+def _add_block_lanes(MV, o, s):
+    """MV[o * 4 : o * 4 + 4] += the halves of s added (``bfold``): a block
+    vector of one entry's partial sums, rows r and r + 4 of the blocks in
+    lane r, the layout of the narrow tile's sums.  Eight lane sums an entry
+    would double MV, which for the full model's 2144 features (1.1 MB at
+    k = 8) no longer fits beside the features in the level-2 cache."""
+    vstore(MV, o * 4, vadd(vload(MV, o * 4), bfold(s)))
 
 
 @leaf
@@ -2515,8 +2534,8 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     m = _feature_count(features, d)
     want_lp = log_prob.shape[0] == X.shape[0]
     n_blk = _SUB // _RB
-    FT = np.zeros(n_blk * mp * _RB)
-    ST = np.empty(n_blk * kp * _RB)
+    FT = _zeros64(n_blk * mp * _RB)
+    ST = _zeros64(n_blk * kp * _RB)
     NKV = np.zeros(kp * 4)
     lane = np.zeros(32)
     lane[16] = 1.0
@@ -2531,7 +2550,7 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
         S = S_all[ci]
         S[:] = 0.0
         SV = np.zeros(S.shape[0] * 4)
-        WFT = np.zeros(n_blk * mp * _RB)  # w f, the layout of FT
+        WFT = _zeros64(n_blk * mp * _RB)  # w f, the layout of FT
         WV = np.zeros(_RB)
     prefetch = X.strides[1] == X.itemsize
     for s0 in range(start, stop, _SUB):
@@ -3405,8 +3424,8 @@ def _soft_missing_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size,
     kbp = SL.shape[0] // d
     want_lp = log_prob.shape[0] == X.shape[0]
     n_blk = _SUB // _RB
-    FT = np.zeros(n_blk * mp * _RB)
-    ST = np.empty(n_blk * kp * _RB)
+    FT = _zeros64(n_blk * mp * _RB)
+    ST = _zeros64(n_blk * kp * _RB)
     NKV = np.zeros(kp * 4)
     lane = np.zeros(32)
     lane[16] = 1.0
