@@ -21,6 +21,8 @@ register-tiled product needs:
                            registers); ``vfma``, ``vadd``, ``vmul``, ``vhsum``
                            and ``vstore`` take them as they take a ``Vec``
 * ``bfold(v)``             a block vector's halves added: a ``Vec``
+* ``rload(arr, i)``, ``rsplat(like, x)``, ``rlanes(like)``  row vectors: block
+                           vectors where the CPU has AVX-512, ``Vec`` elsewhere
 * ``vmax(a, b)``           lane-wise maximum (inputs must not be NaN)
 * ``vselect_ge(a, b, x, y)`` lane-wise ``x if a >= b else y``
 * ``vexp_nonpositive(v)``  exp of every lane of a float64 vector whose lanes
@@ -146,6 +148,56 @@ def _block_vec(dtype):
     return Vec(dtype, 2 * Vec(dtype).lanes)
 
 
+# Row vectors: the widest vector the CPU holds in one register, 64 bytes with
+# AVX-512 (32 vector registers), else 32 (``rload``, ``rsplat``).
+ROW_BYTES = 64 if VECTOR_REGISTERS >= 32 else VECTOR_BYTES
+
+
+def _row_vec(dtype):
+    return Vec(dtype, ROW_BYTES // (dtype.bitwidth // 8))
+
+
+@intrinsic
+def rlanes(typingctx, like):
+    """The lanes of a row vector of ``like``'s dtype (``rload``)."""
+    _check_float_array(like, "rlanes")
+    count = _row_vec(like.dtype).lanes
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, count)
+    return types.intp(like), codegen
+
+
+@intrinsic
+def rload(typingctx, arr, offset):
+    """``arr[i : i + rlanes]`` as a row vector: a block vector (``bload``) on
+    CPUs with AVX-512, a ``Vec`` elsewhere."""
+    _check_float_array(arr, "rload")
+    vt = _row_vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        ptr = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
+        return builder.load(ptr, align=arr.dtype.bitwidth // 8)
+    return vt(arr, offset), codegen
+
+
+@intrinsic
+def rsplat(typingctx, like, x):
+    """A row vector (as ``rload``) with every lane ``x``."""
+    _check_float_array(like, "rsplat")
+    vt = _row_vec(like.dtype)
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[1], sig.args[1], like.dtype)
+        vty = context.get_value_type(vt)
+        undef = ir.Constant(vty, ir.Undefined)
+        first = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        return builder.shuffle_vector(first, undef, zeros)
+    return vt(like, x), codegen
+
+
 @intrinsic
 def bload(typingctx, arr, offset):
     """``arr[i : i + 2 * lanes]`` of a C-contiguous 1-d array as one block
@@ -181,7 +233,10 @@ def bsplat(typingctx, like, x):
 @intrinsic
 def bfold(typingctx, v):
     """A block vector's two halves added lane by lane, as one ``Vec``:
-    lane l is v[l] + v[l + lanes]."""
+    lane l is v[l] + v[l + lanes].  A ``Vec`` is returned as it is (a row
+    vector of a CPU without AVX-512)."""
+    if isinstance(v, Vec) and v.lanes == Vec(v.dtype).lanes:
+        return v(v), lambda context, builder, sig, args: args[0]
     if not (isinstance(v, Vec) and v.lanes == 2 * Vec(v.dtype).lanes):
         raise TypeError(f"bfold: expected a block vector, got {v}")
     half = Vec(v.dtype)

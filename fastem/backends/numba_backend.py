@@ -27,10 +27,10 @@ from ._table import (check_bounds, check_labels, chunk_count, second_moments_int
                      second_moments_wanted, statistic_temporaries, statistics_wanted)
 from ._screen import screen_constants
 from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, bfold, bload, bsplat, exp2_of_rounded,
-                    lanes, prefetch_rows, prefetch_rows_near, sadd, sfma, sload, sstore,
-                    stage_rows4, vadd, vdiv, vexp_nonpositive, vfma, vhsum, vload, vload4_f64,
-                    vmax, vmul, vselect_ge, vselect_nan, vsplat, vstore, vsub, vtranspose4,
-                    vzero)
+                    lanes, prefetch_rows, prefetch_rows_near, rlanes, rload, rsplat, sadd,
+                    sfma, sload, sstore, stage_rows4, vadd, vdiv, vexp_nonpositive, vfma, vhsum,
+                    vload, vload4_f64, vmax, vmul, vselect_ge, vselect_nan, vsplat, vstore,
+                    vsub, vtranspose4, vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical", "estep_kmeans",
@@ -377,7 +377,7 @@ def _estep_full_soft_chunk(ci, X, sample_weight, means, W, cw, depth, log_norm, 
     kp = -(-k // 4) * 4
     ST = np.empty(kp * _RB)  # a block's scores, rows in lanes (_softmax_lanes)
     NKV = np.zeros(kp * 4)  # not read: nk comes with the moments
-    lane = np.zeros(32)
+    lane = np.zeros(40)
     lane[16] = 1.0
     staged = 0
     for i0 in range(start, stop, _RB):
@@ -2050,8 +2050,10 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
     Rows i0 .. i0 + n_rows - 1 get their label (first index of the maximum;
     not when ``labels`` is empty) and their log-likelihood (added, times w,
     to obj[0]); the scores become w_i r_ij, 0 for padding rows and
-    components; NKV[j * 4 + lane] sums them.
-    ``lane`` is scratch of 32 floats (lane[24:32]: the block's weights, 0 past
+    components; NKV[j * 4 + l] sums them over the rows r = l mod 4.  The rows
+    go through in row vectors (``rload``): all 8 of the block at once with
+    AVX-512, four at a time elsewhere; the exps are lane for lane the same.
+    ``lane`` is scratch of 40 floats (lane[24:32]: the block's weights, 0 past
     its rows); lane[16] (1 before the first call) carries the product of the
     totals t_i of rows of weight 1, whose log the caller adds to obj[0] at
     the end (``_flush_log_total``): a libm log
@@ -2064,31 +2066,32 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
     if exps:
         for r in range(_RB):
             lane[24 + r] = sample_weight[i0 + r] if r < n_rows else 0.0
-    for h in range(0, _RB, 4):
+    RL = rlanes(ST)
+    for h in range(0, _RB, RL):
         base = so + h
         # each row's maximum and the first component reaching it, four rows
         # at once, in one pass and without branches (their outcome follows
         # the data and is mispredicted): a later component takes the label
         # only when strictly above the running maximum (two passes, the
         # second for the labels, took 2 % longer: one thread, diag (1e5, 16, 16))
-        top = vload(ST, base)
-        rows = min(4, n_rows - h)
+        top = rload(ST, base)
+        rows = min(RL, n_rows - h)
         if want_labels:
-            first = vsplat(ST, 0.0)
+            first = rsplat(ST, 0.0)
             for j in range(1, kp):
-                s = vload(ST, base + j * _RB)
-                first = vselect_ge(top, s, first, vsplat(ST, j))
+                s = rload(ST, base + j * _RB)
+                first = vselect_ge(top, s, first, rsplat(ST, j))
                 top = vmax(top, s)
-            vstore(lane, 12, first)
+            vstore(lane, 32, first)
             for r in range(rows):
                 i = i0 + h + r
-                best = np.int64(lane[12 + r])
+                best = np.int64(lane[32 + r])
                 if labels[i] != best:
                     obj[2] += 1
                     labels[i] = best
         else:  # a soft iteration: the maxima only (one thread, 3 % of diag (1e5, 16, 16))
             for j in range(1, kp):
-                top = vmax(top, vload(ST, base + j * _RB))
+                top = vmax(top, rload(ST, base + j * _RB))
         if want_lp:
             for r in range(rows):
                 for j in range(k):
@@ -2102,19 +2105,19 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
         # thread, ns a row, with the shorter exp: diagonal (1e5, 16, 16)
         # 84.9 -> 79.3, (2e5, 2, 8) 29.6 -> 24.8; Bernoulli (2e5, 64, 32)
         # 330 -> 305; the same bits)
-        shift = vselect_ge(top, vsplat(ST, -_FLOAT_MAX), vsub(vsplat(ST, -0.0), top),
-                           vzero(ST))
-        total = vsplat(ST, 0.0)
+        shift = vselect_ge(top, rsplat(ST, -_FLOAT_MAX), vsub(rsplat(ST, -0.0), top),
+                           rsplat(ST, 0.0))
+        total = rsplat(ST, 0.0)
         for j in range(kp):
             o = base + j * _RB
-            e = vexp_nonpositive(vadd(vload(ST, o), shift))
+            e = vexp_nonpositive(vadd(rload(ST, o), shift))
             vstore(ST, o, e)
             total = vadd(total, e)
         vstore(lane, 8, total)
         # w / t, and 0 for rows of weight 0 and rows whose scores are all -inf
         # (t = 0; otherwise t >= 1, the best component's exp(0))
-        scale_v = vselect_ge(total, vsplat(ST, 0.5), vdiv(vload(lane, 24 + h), total),
-                             vzero(ST))
+        scale_v = vselect_ge(total, rsplat(ST, 0.5), vdiv(rload(lane, 24 + h), total),
+                             rsplat(ST, 0.0))
         for r in range(rows):
             w = lane[24 + h + r]
             t = lane[8 + r]
@@ -2131,9 +2134,9 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
                         obj[0] += w * np.log(t)
         for j in range(kp):
             o = base + j * _RB
-            resp = vmul(vload(ST, o), scale_v)
+            resp = vmul(rload(ST, o), scale_v)
             vstore(ST, o, resp)
-            vstore(NKV, j * 4, vadd(vload(NKV, j * 4), resp))
+            vstore(NKV, j * 4, vadd(vload(NKV, j * 4), bfold(resp)))
 
 
 @inline_leaf
@@ -2537,7 +2540,7 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     FT = _zeros64(n_blk * mp * _RB)
     ST = _zeros64(n_blk * kp * _RB)
     NKV = np.zeros(kp * 4)
-    lane = np.zeros(32)
+    lane = np.zeros(40)
     lane[16] = 1.0
     obj = obj_all[ci]
     if moments:
@@ -3427,7 +3430,7 @@ def _soft_missing_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size,
     FT = _zeros64(n_blk * mp * _RB)
     ST = _zeros64(n_blk * kp * _RB)
     NKV = np.zeros(kp * 4)
-    lane = np.zeros(32)
+    lane = np.zeros(40)
     lane[16] = 1.0
     miss = np.empty(_RB * d, dtype=np.int64)  # row r's missing coordinates at r * d
     qs = np.zeros(_RB, dtype=np.int64)
