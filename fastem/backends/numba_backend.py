@@ -26,11 +26,11 @@ from . import _soft
 from ._table import (check_bounds, check_labels, chunk_count, second_moments_into_temporary,
                      second_moments_wanted, statistic_temporaries, statistics_wanted)
 from ._screen import screen_constants
-from ._simd import (VECTOR_BYTES, VECTOR_REGISTERS, bfold, bload, bsplat, exp2_of_rounded,
-                    lanes, prefetch_rows, prefetch_rows_near, rlanes, rload, rsplat, sadd,
-                    sfma, sload, sstore, stage_rows4, vadd, vdiv, vexp_nonpositive, vfma, vhsum,
-                    vload, vload4_f64, vmax, vmul, vselect_ge, vselect_nan, vsplat, vstore,
-                    vsub, vtranspose4, vzero)
+from ._simd import (ROW_BYTES, VECTOR_BYTES, VECTOR_REGISTERS, bfold, bload, bsplat,
+                    exp2_of_rounded, lanes, prefetch_rows, prefetch_rows_near, rlanes, rload,
+                    rsplat, sadd, sfma, sload, sstore, stage_rows4, vadd, vdiv, vexp_nonpositive,
+                    vfma, vhsum, vload, vload4_f64, vmax, vmul, vselect_ge, vselect_nan, vsplat,
+                    vstore, vsub, vtranspose4, vzero)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical", "estep_kmeans",
@@ -2986,22 +2986,22 @@ def _sweep_blocks(prec_lanes, d, miss_idx, mo, q, B, bo, bs, det, piv, rp):
     Every operation is a correctly rounded vector operation, in a fixed order.
     """
     kbp = prec_lanes.shape[0] // (d * d)
-    L = lanes(B)
-    one = vsplat(B, 1.0)
+    L = rlanes(B)
+    one = rsplat(B, 1.0)
     for s in range(q):
         for t in range(q):
             src = (miss_idx[mo + s] * d + miss_idx[mo + t]) * kbp
             dst = bo + (s * bs + t) * kbp
             for j in range(0, kbp, L):
-                vstore(B, dst + j, vload(prec_lanes, src + j))
+                vstore(B, dst + j, rload(prec_lanes, src + j))
     for j in range(0, kbp, L):
         vstore(det, j, one)
     for p in range(q):
         pp = bo + (p * bs + p) * kbp
         for j in range(0, kbp, L):
-            pv = vload(B, pp + j)
+            pv = rload(B, pp + j)
             vstore(piv, p * kbp + j, pv)
-            vstore(det, j, vmul(vload(det, j), pv))
+            vstore(det, j, vmul(rload(det, j), pv))
             vstore(rp, j, vdiv(one, pv))
         for s in range(q):
             if s == p:
@@ -3013,18 +3013,18 @@ def _sweep_blocks(prec_lanes, d, miss_idx, mo, q, B, bo, bs, det, piv, rp):
                 st = bo + (s * bs + t) * kbp
                 pt = bo + (p * bs + t) * kbp
                 for j in range(0, kbp, L):
-                    upd = vmul(vmul(vload(B, sp + j), vload(B, pt + j)), vload(rp, j))
-                    vstore(B, st + j, vsub(vload(B, st + j), upd))
+                    upd = vmul(vmul(rload(B, sp + j), rload(B, pt + j)), rload(rp, j))
+                    vstore(B, st + j, vsub(rload(B, st + j), upd))
         for s in range(q):
             if s == p:
                 continue
             sp = bo + (s * bs + p) * kbp
             ps = bo + (p * bs + s) * kbp
             for j in range(0, kbp, L):
-                vstore(B, sp + j, vmul(vload(B, sp + j), vload(rp, j)))
-                vstore(B, ps + j, vmul(vload(B, ps + j), vload(rp, j)))
+                vstore(B, sp + j, vmul(rload(B, sp + j), rload(rp, j)))
+                vstore(B, ps + j, vmul(rload(B, ps + j), rload(rp, j)))
         for j in range(0, kbp, L):
-            vstore(B, pp + j, vsub(vzero(B), vload(rp, j)))
+            vstore(B, pp + j, vsub(rsplat(B, 0.0), rload(rp, j)))
 
 
 @ordered
@@ -3316,7 +3316,7 @@ def _estep_dense_missing(X, sample_weight, means, factors, log_norm, center, tie
     precisions = _precisions_from_factors(factors)
     # (d, d, kbp): component innermost, padded with identities to whole vectors
     kb = means.shape[0]
-    L = VECTOR_BYTES // precisions.itemsize
+    L = ROW_BYTES // precisions.itemsize  # whole row vectors (``_sweep_blocks``)
     kbp = -(-kb // L) * L
     d = means.shape[1]
     prec_lanes = np.zeros((d, d, kbp))
@@ -3341,24 +3341,24 @@ def _pairs_missing_scores(FT, fo, d, k, kbp, PL, SL, H1, H2, ST, so, miss, mo, q
     (q > 0).  Leaves -P_mm^-1 at BS[bo:] (``_sweep_blocks``, stride q) and
     u = E[x_m | x_o] - c_m = -P_mm^-1 h at US[uo:] (s * kbp + j).  The
     components are the vector lanes."""
-    L = lanes(Hm)
+    L = rlanes(Hm)
     for s in range(q):
         ms = miss[mo + s]
         row = ms * d * kbp
         for jb in range(0, kbp, L):
-            acc = vsub(vzero(Hm), vload(SL, ms * kbp + jb))
+            acc = vsub(rsplat(Hm, 0.0), rload(SL, ms * kbp + jb))
             for a in range(d):
-                acc = vfma(vload(PL, row + a * kbp + jb), vsplat(Hm, FT[fo + a * _RB]), acc)
+                acc = vfma(rload(PL, row + a * kbp + jb), rsplat(Hm, FT[fo + a * _RB]), acc)
             vstore(Hm, s * kbp + jb, acc)
     _sweep_blocks(PL, d, miss, mo, q, BS, bo, q, det, piv, rp)
     for jb in range(0, kbp, L):
-        hu = vzero(Hm)
+        hu = rsplat(Hm, 0.0)
         for s in range(q):
-            acc = vzero(Hm)
+            acc = rsplat(Hm, 0.0)
             for t in range(q):
-                acc = vfma(vload(BS, bo + (s * q + t) * kbp + jb), vload(Hm, t * kbp + jb), acc)
+                acc = vfma(rload(BS, bo + (s * q + t) * kbp + jb), rload(Hm, t * kbp + jb), acc)
             vstore(US, uo + s * kbp + jb, acc)
-            hu = vfma(vload(Hm, s * kbp + jb), acc, hu)
+            hu = vfma(rload(Hm, s * kbp + jb), acc, hu)
         vstore(HU, jb, hu)
     base = q * _HALF_LOG_2PI
     for j in range(k):
@@ -3385,26 +3385,26 @@ def _pairs_missing_moments(FT, fo, d, k, kbp, ST, so, miss, mo, q, BS, bo, US, u
     (d, d, kbp), whose (a, b) and (b, a) add up to the lower triangle's
     (a, b): r u_m x~_a at (m, a) for every a (x~_a = 0 where missing) and
     r (u_m u_m' + (P_mm^-1)_mm') at (m, m'), m' <= m."""
-    L = lanes(RR)
+    L = rlanes(RR)
     for j in range(k):
         RR[j] = ST[so + j * _RB]
     for s in range(q):
         ms = miss[mo + s]
         for jb in range(0, kbp, L):
-            ru = vmul(vload(RR, jb), vload(US, uo + s * kbp + jb))
+            ru = vmul(rload(RR, jb), rload(US, uo + s * kbp + jb))
             vstore(RU, jb, ru)
-            vstore(U1, ms * kbp + jb, vadd(vload(U1, ms * kbp + jb), ru))
+            vstore(U1, ms * kbp + jb, vadd(rload(U1, ms * kbp + jb), ru))
         row = ms * d * kbp
         for a in range(d):
-            xv = vsplat(RR, FT[fo + a * _RB])
+            xv = rsplat(RR, FT[fo + a * _RB])
             for jb in range(0, kbp, L):
                 o = row + a * kbp + jb
-                vstore(CC, o, vfma(vload(RU, jb), xv, vload(CC, o)))
+                vstore(CC, o, vfma(rload(RU, jb), xv, rload(CC, o)))
         for t in range(s + 1):
             o = row + miss[mo + t] * kbp
             for jb in range(0, kbp, L):
-                v = vfma(vload(RU, jb), vload(US, uo + t * kbp + jb), vload(CC, o + jb))
-                v = vsub(v, vmul(vload(RR, jb), vload(BS, bo + (s * q + t) * kbp + jb)))
+                v = vfma(rload(RU, jb), rload(US, uo + t * kbp + jb), rload(CC, o + jb))
+                v = vsub(v, vmul(rload(RR, jb), rload(BS, bo + (s * q + t) * kbp + jb)))
                 vstore(CC, o + jb, v)
 
 
@@ -3499,7 +3499,7 @@ def _estep_full_missing_soft(X, sample_weight, means, prec_chol, log_norm, chunk
                              labels, log_prob, nk, nko, sx, sxx, obj):
     """The soft E-step of a full model with NaN on products (see ``_soft``)."""
     d = means.shape[1]
-    L = VECTOR_BYTES // 8
+    L = ROW_BYTES // 8  # the components in the lanes of row vectors (``rload``)
     c, shifted, G, A, PL, SL, H1, H2, kbp = _soft.pairs_missing_operands(
         means, prec_chol, log_norm, L)
     m, k = G.shape
