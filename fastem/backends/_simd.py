@@ -131,16 +131,39 @@ def vzero(typingctx, like):
     return vt(like), codegen
 
 
-@intrinsic
-def vload(typingctx, arr, offset):
-    _check_float_array(arr, "vload")
-    vt = Vec(arr.dtype)
+def _load_of(vec_of, name, doc):
+    """An intrinsic ``name(arr, i)``: the vector ``vec_of(dtype)`` at arr[i]."""
+    @intrinsic
+    def load(typingctx, arr, offset):
+        _check_float_array(arr, name)
+        vt = vec_of(arr.dtype)
 
-    def codegen(context, builder, sig, args):
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        ptr = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
-        return builder.load(ptr, align=arr.dtype.bitwidth // 8)
-    return vt(arr, offset), codegen
+        def codegen(context, builder, sig, args):
+            ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+            ptr = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
+            return builder.load(ptr, align=arr.dtype.bitwidth // 8)
+        return vt(arr, offset), codegen
+    load.__doc__ = doc
+    return load
+
+
+def _splat_of(vec_of, name, doc):
+    """An intrinsic ``name(like, x)``: the vector ``vec_of(like.dtype)`` of x."""
+    @intrinsic
+    def splat(typingctx, like, x):
+        _check_float_array(like, name)
+        vt = vec_of(like.dtype)
+
+        def codegen(context, builder, sig, args):
+            value = context.cast(builder, args[1], sig.args[1], like.dtype)
+            vty = context.get_value_type(vt)
+            undef = ir.Constant(vty, ir.Undefined)
+            first = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+            zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+            return builder.shuffle_vector(first, undef, zeros)
+        return vt(like, x), codegen
+    splat.__doc__ = doc
+    return splat
 
 
 def _block_vec(dtype):
@@ -157,6 +180,18 @@ def _row_vec(dtype):
     return Vec(dtype, ROW_BYTES // (dtype.bitwidth // 8))
 
 
+vload = _load_of(Vec, "vload", "``arr[i : i + lanes]`` as a ``Vec``.")
+vsplat = _splat_of(Vec, "vsplat", "A ``Vec`` with every lane ``x``.")
+bload = _load_of(_block_vec, "bload", """``arr[i : i + 2 * lanes]`` as one block vector
+    (64 bytes): an AVX-512 register, or two AVX registers, which LLVM splits it
+    into where 512-bit registers are missing.  Lane for lane the same
+    arithmetic as two ``vload`` halves, so the same bits.""")
+bsplat = _splat_of(_block_vec, "bsplat", "A block vector with every lane ``x``.")
+rload = _load_of(_row_vec, "rload", """``arr[i : i + rlanes]`` as a row vector: a
+    block vector (``bload``) on CPUs with AVX-512, a ``Vec`` elsewhere.""")
+rsplat = _splat_of(_row_vec, "rsplat", "A row vector with every lane ``x``.")
+
+
 @intrinsic
 def rlanes(typingctx, like):
     """The lanes of a row vector of ``like``'s dtype (``rload``)."""
@@ -166,68 +201,6 @@ def rlanes(typingctx, like):
     def codegen(context, builder, sig, args):
         return context.get_constant(types.intp, count)
     return types.intp(like), codegen
-
-
-@intrinsic
-def rload(typingctx, arr, offset):
-    """``arr[i : i + rlanes]`` as a row vector: a block vector (``bload``) on
-    CPUs with AVX-512, a ``Vec`` elsewhere."""
-    _check_float_array(arr, "rload")
-    vt = _row_vec(arr.dtype)
-
-    def codegen(context, builder, sig, args):
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        ptr = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
-        return builder.load(ptr, align=arr.dtype.bitwidth // 8)
-    return vt(arr, offset), codegen
-
-
-@intrinsic
-def rsplat(typingctx, like, x):
-    """A row vector (as ``rload``) with every lane ``x``."""
-    _check_float_array(like, "rsplat")
-    vt = _row_vec(like.dtype)
-
-    def codegen(context, builder, sig, args):
-        value = context.cast(builder, args[1], sig.args[1], like.dtype)
-        vty = context.get_value_type(vt)
-        undef = ir.Constant(vty, ir.Undefined)
-        first = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
-        return builder.shuffle_vector(first, undef, zeros)
-    return vt(like, x), codegen
-
-
-@intrinsic
-def bload(typingctx, arr, offset):
-    """``arr[i : i + 2 * lanes]`` of a C-contiguous 1-d array as one block
-    vector (64 bytes): an AVX-512 register, or two AVX registers, which LLVM
-    splits it into where 512-bit registers are missing.  Lane for lane the
-    same arithmetic as two ``vload`` halves, so the same bits."""
-    _check_float_array(arr, "bload")
-    vt = _block_vec(arr.dtype)
-
-    def codegen(context, builder, sig, args):
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        ptr = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
-        return builder.load(ptr, align=arr.dtype.bitwidth // 8)
-    return vt(arr, offset), codegen
-
-
-@intrinsic
-def bsplat(typingctx, like, x):
-    """A block vector (as ``bload``) with every lane ``x``."""
-    _check_float_array(like, "bsplat")
-    vt = _block_vec(like.dtype)
-
-    def codegen(context, builder, sig, args):
-        value = context.cast(builder, args[1], sig.args[1], like.dtype)
-        vty = context.get_value_type(vt)
-        undef = ir.Constant(vty, ir.Undefined)
-        first = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
-        return builder.shuffle_vector(first, undef, zeros)
-    return vt(like, x), codegen
 
 
 @intrinsic
@@ -288,21 +261,6 @@ def vstore(typingctx, arr, offset, value):
         builder.store(args[2], ptr, align=arr.dtype.bitwidth // 8)
         return context.get_dummy_value()
     return types.none(arr, offset, value), codegen
-
-
-@intrinsic
-def vsplat(typingctx, like, x):
-    _check_float_array(like, "vsplat")
-    vt = Vec(like.dtype)
-
-    def codegen(context, builder, sig, args):
-        value = context.cast(builder, args[1], sig.args[1], like.dtype)
-        vty = context.get_value_type(vt)
-        undef = ir.Constant(vty, ir.Undefined)
-        first = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
-        return builder.shuffle_vector(first, undef, zeros)
-    return vt(like, x), codegen
 
 
 @intrinsic
