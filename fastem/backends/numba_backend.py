@@ -2053,8 +2053,9 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
     components; NKV[j * 4 + l] sums them over the rows r = l mod 4.  The rows
     go through in row vectors (``rload``): all 8 of the block at once with
     AVX-512, four at a time elsewhere; the exps are lane for lane the same.
-    ``lane`` is scratch of 40 floats (lane[24:32]: the block's weights, 0 past
-    its rows); lane[16] (1 before the first call) carries the product of the
+    ``lane`` is scratch of 40 floats (lane[0:8] the maxima, lane[8:16] the
+    totals, lane[24:32] the block's weights, 0 past its rows, lane[32:40] the
+    labels); lane[16] (1 before the first call) carries the product of the
     totals t_i of rows of weight 1, whose log the caller adds to obj[0] at
     the end (``_flush_log_total``): a libm log
     per row had been 7 % of the diagonal E-step (one thread, (1e5, 16, 16)).
@@ -2069,8 +2070,8 @@ def _softmax_lanes(ST, so, k, kp, i0, n_rows, sample_weight, labels, log_prob, w
     RL = rlanes(ST)
     for h in range(0, _RB, RL):
         base = so + h
-        # each row's maximum and the first component reaching it, four rows
-        # at once, in one pass and without branches (their outcome follows
+        # each row's maximum and the first component reaching it, a row
+        # vector's rows at once, in one pass and without branches (their outcome follows
         # the data and is mispredicted): a later component takes the label
         # only when strictly above the running maximum (two passes, the
         # second for the labels, took 2 % longer: one thread, diag (1e5, 16, 16))
