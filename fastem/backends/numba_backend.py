@@ -375,7 +375,7 @@ def _estep_full_soft_chunk(ci, X, sample_weight, means, W, cw, depth, log_norm, 
     sxx[:] = 0.0
     obj[:] = 0.0
     kp = -(-k // 4) * 4
-    ST = np.empty(kp * _RB)  # a block's scores, rows in lanes (_softmax_lanes)
+    ST = _zeros64(kp * _RB)  # a block's scores, rows in lanes (_softmax_lanes)
     NKV = np.zeros(kp * 4)  # not read: nk comes with the moments
     lane = np.zeros(40)
     lane[16] = 1.0
