@@ -171,13 +171,15 @@ def test_kmeans_plusplus(restore_config, compiled, data):
 
 
 @DTYPES
-@pytest.mark.parametrize("cov_type", ["full", "tied"])
-def test_dense_gaussian_mixture_with_more_features(restore_config, compiled, dtype, cov_type):
+@pytest.mark.parametrize("cov_type, d", [("full", 11), ("tied", 11), ("full", 30)])
+def test_dense_gaussian_mixture_with_more_features(restore_config, compiled, dtype, cov_type, d):
     """The data above have 5 features; numba's full and tied kernels take another
-    path (register tiles and staged moments) above 6, checked here with 11."""
+    path (register tiles and staged moments) above 6, checked here with 11, and
+    its soft full E-step forms the products in its tiles from 24 on
+    (``_PAIRS_FUSED_D``), checked with 30."""
     rng = np.random.default_rng(11)
-    centers = rng.normal(scale=3.0, size=(K + 1, 11))
-    X = (centers[rng.integers(K + 1, size=N)] + rng.normal(size=(N, 11))).astype(dtype)
+    centers = rng.normal(scale=3.0, size=(K + 1, d))
+    X = (centers[rng.integers(K + 1, size=N)] + rng.normal(size=(N, d))).astype(dtype)
     _check(compiled, lambda: fastem.GaussianMixture(
         K + 1, covariance_type=cov_type, n_init=2, max_iter=40, random_state=0), X)
 

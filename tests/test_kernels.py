@@ -653,13 +653,14 @@ def test_row_staging_gives_identical_bits_in_every_layout(backend, d, dtype):
 
 @pytest.mark.parametrize("want_log_prob", [False, True], ids=["fit", "predict"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("d", [24, 64])
+@pytest.mark.parametrize("d", [8, 24, 64])
 def test_soft_full_estep_on_products_matches_reference(backend, d, dtype, want_log_prob):
     """The compiled soft full E-steps score and accumulate the products
     x'_a x'_b as features (``_soft.PAIRS``) up to ``_soft.PAIRS_MAX_D``
     features, the quadratic form expanded about c = the mean of the means:
     against the reference's differences (x - mu_j) U_j, at the largest d of
-    that map and at one in between, with correlated precisions."""
+    that map, at the fewest the numba backend forms the products in its
+    tiles for (``_PAIRS_FUSED_D``) and below, with correlated precisions."""
     rng = np.random.default_rng(700 + d)
     case = make_gaussian_case("full", n=997, d=d, k=5, dtype=dtype, rng=rng)
     kernel = backends.get_kernels().estep_full
@@ -668,6 +669,43 @@ def test_soft_full_estep_on_products_matches_reference(backend, d, dtype, want_l
                               want_log_prob)
     assert_outputs_match(out, ref)  # 2e-15 (d = 24) and 8e-14 (d = 64) at most here
     assert_totals_match(out, dense_gaussian_oracle(case, "full", False), want_log_prob)
+
+
+@requires_numba
+@pytest.mark.parametrize("want_log_prob", [False, True], ids=["fit", "predict"])
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("n, d, k, dtype", [(997, 24, 5, np.float64), (301, 37, 3, np.float32),
+                                            (130, 64, 8, np.float64), (64, 29, 9, np.float64)])
+def test_fused_and_staged_products_agree(monkeypatch, n, d, k, dtype, layout, want_log_prob):
+    """From ``_PAIRS_FUSED_D`` features on, the numba soft full E-step forms
+    the products x'_a x'_b inside its score and moment tiles
+    (``_soft_pairs_chunk``) instead of staging them: the same sums in another
+    order.  Both paths on one case, the threshold moved to force each; the
+    cases have partial blocks, a last group of fewer than four blocks,
+    padding components (k not a multiple of 4) and an odd number of
+    features."""
+    from fastem.backends import numba_backend
+
+    rng = np.random.default_rng(900 + d)
+    case = make_gaussian_case("full", n=n, d=d, k=k, dtype=dtype, rng=rng)
+    if layout == "F":
+        case = dict(case, X=np.asfortranarray(case["X"]))
+    chunks = []
+    real_run_chunks = numba_backend.run_chunks
+
+    def recording(chunk, *args, **kwargs):
+        chunks.append(chunk)
+        return real_run_chunks(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(numba_backend, "run_chunks", recording)
+    outs = {}
+    for fused, threshold in ((True, d), (False, d + 1)):
+        monkeypatch.setattr(numba_backend, "_PAIRS_FUSED_D", threshold)
+        chunks.clear()
+        outs[fused] = run_gaussian_kernel(numba_backend.estep_full, case, "full", False, 128,
+                                          want_log_prob)
+        assert (numba_backend._soft_pairs_chunk in chunks) == fused
+    assert_outputs_match(outs[True], outs[False])
 
 
 @pytest.mark.filterwarnings("ignore::fastem.exceptions.ConvergenceWarning")

@@ -2514,6 +2514,314 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
             _stage_pairs(FT, fo, d, False)
 
 
+# ------------------------------------------------- the full model's fused pairs
+# The soft full E-step up to ``_soft.PAIRS_MAX_D`` features scores the pairs map
+# (x' and its products x'_a x'_b, b <= a: m = d + d (d + 1) / 2 features)
+# without staging the products: the tiles below form them from the d staged
+# values of x' as they go.  Staged, the products of a block of 8 rows took
+# 133 KB at d = 64 (1.1 MB a sub-block, read three times from the level-2
+# cache); the values alone take 4.5 KB and stay in the level-1 cache.  Two
+# threads, ms an iteration, staged -> fused: (5e4, 64, 8) 70.0 -> 45.7, (5e4,
+# 32, 8) 19.7 -> 15.0, (5e4, 24, 8) 10.1 -> 10.4 (5 of 6 pairs faster); but
+# (1e5, 16, 16) 16.9 -> 22.2 and (2e5, 2, 8) 4.66 -> 5.03: with few features
+# the products fit in the cache, and the fused tiles' short triangular loops,
+# their per-a updates and the rows of the triangle rounded up to 4 cost more.
+_PAIRS_FUSED_D = 24  # fewest features the fused path takes
+# _soft_tiled's code for the pairs map with the products formed in the tiles,
+# which runs a chunk kernel of its own (``_soft_pairs_chunk``)
+_PAIRS_FUSED = 6
+
+
+@inline_leaf
+def _linear_stride(d):
+    """Features a block of the fused pairs path holds: d rounded up to 8, and
+    8 more where blocks would alias in the level-1 cache (``_ALIASED_BYTES``)."""
+    fp = -(-d // 8) * 8
+    if fp * _RB * 8 % _ALIASED_BYTES == 0:
+        fp += 8
+    return fp
+
+
+@inline_leaf
+def _pairs_lane_stride(d):
+    """Entries a component has in the fused pairs path's lane sums: d, then
+    row a of the products' lower triangle rounded up to 4 entries, for each a."""
+    q = d
+    for a in range(d):
+        q += (a + 4) // 4 * 4
+    return q
+
+
+@leaf
+def _pairs_score_tile(FT, fo, d, G, A, kp, ST, so, fstep, sstep, n_q):
+    """Scores of the pairs map of n_q (1 to 4) blocks, block q's values x' at
+    FT[fo + q fstep + a * R] (a < d, rows in lanes) and its scores to
+    ST[so + q sstep + j R] (R = ``_RB``):
+
+        score_j = A_j + sum_a x'_a (G[a, j] + sum_{b <= a} G[p(a, b), j] x'_b)
+
+    with p(a, b) = d + a (a + 1) / 2 + b, G flat (mp, kp) as the tiles'.  The
+    inner sums (a triangular product per component) run in registers, four
+    blocks by four components with 32 vector registers; the outer sum is
+    added to ST after each a.  Rows of a block past n_q's are not read."""
+    R = _RB
+    for j0 in range(0, kp, 4):
+        for q in range(n_q):
+            o = so + q * sstep + j0 * R
+            vstore(ST, o, bsplat(FT, A[j0]))
+            vstore(ST, o + R, bsplat(FT, A[j0 + 1]))
+            vstore(ST, o + 2 * R, bsplat(FT, A[j0 + 2]))
+            vstore(ST, o + 3 * R, bsplat(FT, A[j0 + 3]))
+        p = d
+        for a in range(d):
+            if _WIDE_TILES and n_q == 4:
+                g = a * kp + j0
+                t00 = bsplat(FT, sload(G, g))
+                t01 = t00
+                t02 = t00
+                t03 = t00
+                t10 = bsplat(FT, sload(G, g + 1))
+                t11 = t10
+                t12 = t10
+                t13 = t10
+                t20 = bsplat(FT, sload(G, g + 2))
+                t21 = t20
+                t22 = t20
+                t23 = t20
+                t30 = bsplat(FT, sload(G, g + 3))
+                t31 = t30
+                t32 = t30
+                t33 = t30
+                for b in range(a + 1):
+                    f = fo + b * R
+                    x0 = bload(FT, f)
+                    x1 = bload(FT, f + fstep)
+                    x2 = bload(FT, f + 2 * fstep)
+                    x3 = bload(FT, f + 3 * fstep)
+                    g = (p + b) * kp + j0
+                    c = bsplat(FT, sload(G, g))
+                    t00 = vfma(x0, c, t00)
+                    t01 = vfma(x1, c, t01)
+                    t02 = vfma(x2, c, t02)
+                    t03 = vfma(x3, c, t03)
+                    c = bsplat(FT, sload(G, g + 1))
+                    t10 = vfma(x0, c, t10)
+                    t11 = vfma(x1, c, t11)
+                    t12 = vfma(x2, c, t12)
+                    t13 = vfma(x3, c, t13)
+                    c = bsplat(FT, sload(G, g + 2))
+                    t20 = vfma(x0, c, t20)
+                    t21 = vfma(x1, c, t21)
+                    t22 = vfma(x2, c, t22)
+                    t23 = vfma(x3, c, t23)
+                    c = bsplat(FT, sload(G, g + 3))
+                    t30 = vfma(x0, c, t30)
+                    t31 = vfma(x1, c, t31)
+                    t32 = vfma(x2, c, t32)
+                    t33 = vfma(x3, c, t33)
+                f = fo + a * R
+                o = so + j0 * R
+                _add_product(ST, o, bload(FT, f), t00)
+                _add_product(ST, o + sstep, bload(FT, f + fstep), t01)
+                _add_product(ST, o + 2 * sstep, bload(FT, f + 2 * fstep), t02)
+                _add_product(ST, o + 3 * sstep, bload(FT, f + 3 * fstep), t03)
+                o += R
+                _add_product(ST, o, bload(FT, f), t10)
+                _add_product(ST, o + sstep, bload(FT, f + fstep), t11)
+                _add_product(ST, o + 2 * sstep, bload(FT, f + 2 * fstep), t12)
+                _add_product(ST, o + 3 * sstep, bload(FT, f + 3 * fstep), t13)
+                o += R
+                _add_product(ST, o, bload(FT, f), t20)
+                _add_product(ST, o + sstep, bload(FT, f + fstep), t21)
+                _add_product(ST, o + 2 * sstep, bload(FT, f + 2 * fstep), t22)
+                _add_product(ST, o + 3 * sstep, bload(FT, f + 3 * fstep), t23)
+                o += R
+                _add_product(ST, o, bload(FT, f), t30)
+                _add_product(ST, o + sstep, bload(FT, f + fstep), t31)
+                _add_product(ST, o + 2 * sstep, bload(FT, f + 2 * fstep), t32)
+                _add_product(ST, o + 3 * sstep, bload(FT, f + 3 * fstep), t33)
+            else:
+                for q in range(n_q):
+                    fq = fo + q * fstep
+                    g = a * kp + j0
+                    t0 = bsplat(FT, sload(G, g))
+                    t1 = bsplat(FT, sload(G, g + 1))
+                    t2 = bsplat(FT, sload(G, g + 2))
+                    t3 = bsplat(FT, sload(G, g + 3))
+                    for b in range(a + 1):
+                        x = bload(FT, fq + b * R)
+                        g = (p + b) * kp + j0
+                        t0 = vfma(x, bsplat(FT, sload(G, g)), t0)
+                        t1 = vfma(x, bsplat(FT, sload(G, g + 1)), t1)
+                        t2 = vfma(x, bsplat(FT, sload(G, g + 2)), t2)
+                        t3 = vfma(x, bsplat(FT, sload(G, g + 3)), t3)
+                    x = bload(FT, fq + a * R)
+                    o = so + q * sstep + j0 * R
+                    _add_product(ST, o, x, t0)
+                    _add_product(ST, o + R, x, t1)
+                    _add_product(ST, o + 2 * R, x, t2)
+                    _add_product(ST, o + 3 * R, x, t3)
+            p += a + 1
+
+
+@inline_leaf
+def _add_product(ST, o, x, t):
+    """ST[o : o + _RB] += x t (block vectors)."""
+    vstore(ST, o, vfma(x, t, bload(ST, o)))
+
+
+@leaf
+def _stage_and_score_pairs(X, s0, rows, c, d, fp, G, A, kp, FT, ST):
+    """``_stage_and_score`` for the fused pairs path: rows s0 .. s0 + rows - 1
+    staged as x' alone (fp features a block), scored over the pairs map
+    (``_pairs_score_tile``); return the number of blocks."""
+    blocks = -(-rows // _RB)
+    _stage_features(X, s0, rows, c, _LINEAR, fp, FT)
+    for i in range(rows, blocks * _RB):
+        fo = (i // _RB) * fp * _RB + i % _RB
+        for a in range(d):
+            FT[fo + a * _RB] = 0.0
+    fstep = fp * _RB
+    sstep = kp * _RB
+    step = 4 if _WIDE_TILES else 1
+    for b in range(0, blocks, step):
+        _pairs_score_tile(FT, b * fstep, d, G, A, kp, ST, b * sstep, fstep, sstep,
+                          min(step, blocks - b))
+    return blocks
+
+
+@leaf
+def _pairs_moment_tile(FT, ST, n_blocks, d, kp, fp, mq, MV, UB):
+    """The moments of the pairs map of ``n_blocks`` blocks (values x' as in
+    ``_pairs_score_tile``, their responsibilities in ST) added to the lane
+    sums MV, component j's at MV[j * mq * 4:] (``_pairs_lane_stride``):
+    entry a < d sums r_j x'_a, entry d + o(a) + b sums r_j x'_a x'_b for b <= a
+    (o(a) the rows before a, each rounded up to 4 entries; the b past a of
+    the last group of 4 add into padding).
+
+    For each a, u_j = r_j x'_a of every block and component goes to UB (n_blocks
+    * kp block vectors, in the level-1 cache) as its sum goes to entry a; then
+    tiles of four components by four b multiply-add u_j by x'_b over the
+    blocks: 16 accumulators, each block's eight loads feeding 16
+    multiply-adds.  Lane sums as ``_add_block_lanes``."""
+    R = _RB
+    fstep = fp * R
+    sstep = kp * R
+    q = d
+    for a in range(d):
+        for j in range(kp):
+            acc = bsplat(FT, 0.0)
+            for b in range(n_blocks):
+                u = vmul(bload(ST, b * sstep + j * R), bload(FT, b * fstep + a * R))
+                vstore(UB, (b * kp + j) * R, u)
+                acc = vadd(acc, u)
+            _add_block_lanes(MV, j * mq + a, acc)
+        for j0 in range(0, kp, 4):
+            for b0 in range(0, a + 1, 4):
+                s00 = bsplat(FT, 0.0)
+                s01 = s00
+                s02 = s00
+                s03 = s00
+                s10 = s00
+                s11 = s00
+                s12 = s00
+                s13 = s00
+                s20 = s00
+                s21 = s00
+                s22 = s00
+                s23 = s00
+                s30 = s00
+                s31 = s00
+                s32 = s00
+                s33 = s00
+                for b in range(n_blocks):
+                    fo = b * fstep + b0 * R
+                    f0 = bload(FT, fo)
+                    f1 = bload(FT, fo + R)
+                    f2 = bload(FT, fo + 2 * R)
+                    f3 = bload(FT, fo + 3 * R)
+                    uo = (b * kp + j0) * R
+                    u = bload(UB, uo)
+                    s00 = vfma(u, f0, s00)
+                    s01 = vfma(u, f1, s01)
+                    s02 = vfma(u, f2, s02)
+                    s03 = vfma(u, f3, s03)
+                    u = bload(UB, uo + R)
+                    s10 = vfma(u, f0, s10)
+                    s11 = vfma(u, f1, s11)
+                    s12 = vfma(u, f2, s12)
+                    s13 = vfma(u, f3, s13)
+                    u = bload(UB, uo + 2 * R)
+                    s20 = vfma(u, f0, s20)
+                    s21 = vfma(u, f1, s21)
+                    s22 = vfma(u, f2, s22)
+                    s23 = vfma(u, f3, s23)
+                    u = bload(UB, uo + 3 * R)
+                    s30 = vfma(u, f0, s30)
+                    s31 = vfma(u, f1, s31)
+                    s32 = vfma(u, f2, s32)
+                    s33 = vfma(u, f3, s33)
+                o = j0 * mq + q + b0
+                _add_block_lanes(MV, o, s00)
+                _add_block_lanes(MV, o + 1, s01)
+                _add_block_lanes(MV, o + 2, s02)
+                _add_block_lanes(MV, o + 3, s03)
+                o += mq
+                _add_block_lanes(MV, o, s10)
+                _add_block_lanes(MV, o + 1, s11)
+                _add_block_lanes(MV, o + 2, s12)
+                _add_block_lanes(MV, o + 3, s13)
+                o += mq
+                _add_block_lanes(MV, o, s20)
+                _add_block_lanes(MV, o + 1, s21)
+                _add_block_lanes(MV, o + 2, s22)
+                _add_block_lanes(MV, o + 3, s23)
+                o += mq
+                _add_block_lanes(MV, o, s30)
+                _add_block_lanes(MV, o + 1, s31)
+                _add_block_lanes(MV, o + 2, s32)
+                _add_block_lanes(MV, o + 3, s33)
+        q += (a + 4) // 4 * 4
+
+
+@leaf
+def _fold_pairs_lanes(MV, M, d, kp, mp, mq):
+    """M[j * mp + f] += the sum of the four lane sums of the pairs map's
+    feature f (``_pairs_moment_tile``'s layout), for every component j < kp."""
+    for j in range(kp):
+        for a in range(d):
+            M[j * mp + a] += vhsum(vload(MV, (j * mq + a) * 4))
+        p = d
+        q = d
+        for a in range(d):
+            for b in range(a + 1):
+                M[j * mp + p + b] += vhsum(vload(MV, (j * mq + q + b) * 4))
+            p += a + 1
+            q += (a + 4) // 4 * 4
+
+
+@inline_leaf
+def _softmax_blocks(X, ST, blocks, s0, stop, k, kp, sample_weight, labels, log_prob, want_lp,
+                    lane, NKV, obj, moments):
+    """``_softmax_lanes`` of each of the blocks of rows from s0 on (scores in
+    ST), with the rows of the next sub-block prefetched as these are used."""
+    prefetch = X.strides[1] == X.itemsize
+    for b in range(blocks):
+        i0 = s0 + b * _RB
+        if prefetch:
+            prefetch_rows(X, i0 + _SUB, min(_RB, stop - i0 - _SUB))
+        _softmax_lanes(ST, b * kp * _RB, k, kp, i0, min(_RB, stop - i0), sample_weight,
+                       labels, log_prob, want_lp, lane, NKV, obj, moments)
+
+
+@inline_leaf
+def _finish_soft_chunk(lane, obj, NKV, nk):
+    """A chunk's last log of the totals into obj[0], and nk from NKV's lanes."""
+    _flush_log_total(lane, obj)
+    for j in range(nk.shape[0]):
+        nk[j] = vhsum(vload(NKV, j * 4))
+
+
 @serial
 def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_size, labels,
                       log_prob, nk_all, M_all, obj_all, S_all, moments):
@@ -2556,16 +2864,11 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
         SV = np.zeros(S.shape[0] * 4)
         WFT = _zeros64(n_blk * mp * _RB)  # w f, the layout of FT
         WV = np.zeros(_RB)
-    prefetch = X.strides[1] == X.itemsize
     for s0 in range(start, stop, _SUB):
         rows = min(_SUB, stop - s0)
         blocks = _stage_and_score(X, s0, rows, c, features, m, mp, m, G, A, kp, FT, ST)
-        for b in range(blocks):
-            i0 = s0 + b * _RB
-            if prefetch:  # the next sub-block's rows, into the cache while these are used
-                prefetch_rows(X, i0 + _SUB, min(_RB, stop - i0 - _SUB))
-            _softmax_lanes(ST, b * kp * _RB, k, kp, i0, min(_RB, stop - i0), sample_weight,
-                           labels, log_prob, want_lp, lane, NKV, obj, moments)
+        _softmax_blocks(X, ST, blocks, s0, stop, k, kp, sample_weight, labels, log_prob,
+                        want_lp, lane, NKV, obj, moments)
         if not moments:
             continue
         _moment_tile_lanes(FT, ST, blocks, m, kp, mp, MV, False)
@@ -2586,9 +2889,45 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     _fold_lanes(MV, M)
     if scatter:
         _fold_lanes(SV, S)
-    _flush_log_total(lane, obj)
-    for j in range(k):
-        nk[j] = vhsum(vload(NKV, j * 4))
+    _finish_soft_chunk(lane, obj, NKV, nk)
+
+
+@serial
+def _soft_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size, labels, log_prob,
+                      nk_all, M_all, obj_all, moments):
+    """``_soft_tiled_chunk`` for the pairs map with the products formed in the
+    tiles (``_PAIRS_FUSED_D``): FT holds x - c alone, fp features a block;
+    the moments go through lane sums of mq entries a component
+    (``_pairs_moment_tile``) into M, whose layout is the pairs map's."""
+    start = ci * chunk_size
+    stop = min(X.shape[0], start + chunk_size)
+    d = X.shape[1]
+    want_lp = log_prob.shape[0] == X.shape[0]
+    n_blk = _SUB // _RB
+    fp = _linear_stride(d)
+    mq = _pairs_lane_stride(d)
+    FT = _zeros64(n_blk * fp * _RB)
+    ST = _zeros64(n_blk * kp * _RB)
+    UB = _zeros64(n_blk * kp * _RB if moments else 0)  # the moment tile's r x'_a
+    NKV = np.zeros(kp * 4)
+    lane = np.zeros(40)
+    lane[16] = 1.0
+    obj = obj_all[ci]
+    if moments:
+        nk, M = nk_all[ci], M_all[ci]
+        M[:] = 0.0
+        obj[:] = 0.0
+    MV = np.zeros(kp * mq * 4 if moments else 0)
+    for s0 in range(start, stop, _SUB):
+        rows = min(_SUB, stop - s0)
+        blocks = _stage_and_score_pairs(X, s0, rows, c, d, fp, G, A, kp, FT, ST)
+        _softmax_blocks(X, ST, blocks, s0, stop, nk_all.shape[1], kp, sample_weight, labels,
+                        log_prob, want_lp, lane, NKV, obj, moments)
+        if moments:
+            _pairs_moment_tile(FT, ST, blocks, d, kp, fp, mq, MV, UB)
+    if moments:
+        _fold_pairs_lanes(MV, M, d, kp, mp, mq)
+        _finish_soft_chunk(lane, obj, NKV, nk)
 
 
 def _padded(size, multiple):
@@ -2647,11 +2986,16 @@ def _soft_tiled_padded(X, sample_weight, c, features, Gp, Ap, kp, mp, m, k, chun
     M = np.empty((nk.shape[0], kp * mp))
     S = np.empty((nk.shape[0] if scatter else 0, mp * mp))
     # without moments the chunks read only nk's shape, and obj is scratch
-    run_chunks(_soft_tiled_chunk, n_chunks, X, sample_weight,
-               np.ascontiguousarray(c, dtype=np.float64), Constant(features), Gp, Ap, kp, mp,
-               chunk_size, labels, log_prob, nk, M,
-               obj if moments else np.zeros((n_chunks, 3)), S, moments,
-               work=X.shape[0] * (2 if moments else 1) * kp * mp)
+    c = np.ascontiguousarray(c, dtype=np.float64)
+    obj = obj if moments else np.zeros((n_chunks, 3))
+    work = X.shape[0] * (2 if moments else 1) * kp * mp
+    if features == _PAIRS_FUSED:
+        run_chunks(_soft_pairs_chunk, n_chunks, X, sample_weight, c, Gp, Ap, kp, mp,
+                   chunk_size, labels, log_prob, nk, M, obj, moments, work=work)
+    else:
+        run_chunks(_soft_tiled_chunk, n_chunks, X, sample_weight, c, Constant(features), Gp,
+                   Ap, kp, mp, chunk_size, labels, log_prob, nk, M, obj, S, moments,
+                   work=work)
     if not moments:
         return None
     M = M.reshape(-1, kp, mp)[:, :k, :m]
@@ -2777,8 +3121,8 @@ def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size,
     operands, features = _soft.MODELS[model]
     if features == _PAIRS:
         c, shifted, G, A = operands(means, precision, log_norm)
-        M = _soft_tiled(X, sample_weight, c, features, G, A, chunk_size, labels, log_prob, nk,
-                        obj)
+        fused = _PAIRS_FUSED if means.shape[1] >= _PAIRS_FUSED_D else _PAIRS
+        M = _soft_tiled(X, sample_weight, c, fused, G, A, chunk_size, labels, log_prob, nk, obj)
     else:
         k, d = means.shape
         m = d + 1 if features == _SPHERICAL else 2 * d
