@@ -622,14 +622,16 @@ def _strided(X):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("d", [5, 11])
+@pytest.mark.parametrize("d", [5, 11, 19])
 def test_row_staging_gives_identical_bits_in_every_layout(backend, d, dtype):
     """Rows are staged four at a time from C-ordered data (4 x 4 tiles
-    transposed, the features past a multiple of four one by one), from
-    Fortran-ordered data (one load per column) and one value at a time from
-    strided data (and for the rows past a multiple of four): every path must
-    give the same bits.  d = 5 and 11 leave features past a multiple of four;
-    n = 203 leaves rows past a multiple of four in the last chunk.  Covers
+    transposed, the features past a multiple of four one by one; with
+    AVX-512, the diagonal and tied maps 8 rows by 8 features, the features
+    past a multiple of 8 one by one), from Fortran-ordered data (one load per
+    column) and one value at a time from strided data (and for the rows past
+    a multiple of four): every path must give the same bits.  d = 5, 11 and
+    19 leave features past a multiple of four and of 8; n = 203 leaves rows
+    past a multiple of 8 in the last chunk.  Covers
     the soft diagonal, spherical, full and tied kernels, K-means (hard
     spherical without log-probabilities) and Bernoulli."""
     rng = np.random.default_rng(31 + d)
@@ -1021,6 +1023,38 @@ def test_set_num_threads_accepts_integers(restore_config):
 def test_set_chunk_size_rejects_bad_values(restore_config, bad, error):
     with pytest.raises(error, match="rows must be a positive integer"):
         fastem.set_chunk_size(bad)
+
+
+@requires_numba
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_eight_by_eight_transpose_of_rows(dtype):
+    """``bload8_f64`` (8 values of a row, widened to float64) and
+    ``vtranspose8``, the staging of 8 rows by 8 features: against numpy's
+    transpose, from an offset row and column of an array whose rows are
+    not a multiple of 8 long."""
+    from numba import njit
+
+    from fastem.backends._simd import bload8_f64, vstore, vtranspose8
+
+    @njit
+    def transposed(X, i, a, out):
+        t = vtranspose8(bload8_f64(X, i, a), bload8_f64(X, i + 1, a), bload8_f64(X, i + 2, a),
+                        bload8_f64(X, i + 3, a), bload8_f64(X, i + 4, a),
+                        bload8_f64(X, i + 5, a), bload8_f64(X, i + 6, a),
+                        bload8_f64(X, i + 7, a))
+        vstore(out, 0, t[0])
+        vstore(out, 8, t[1])
+        vstore(out, 16, t[2])
+        vstore(out, 24, t[3])
+        vstore(out, 32, t[4])
+        vstore(out, 40, t[5])
+        vstore(out, 48, t[6])
+        vstore(out, 56, t[7])
+
+    X = np.random.default_rng(5).standard_normal((11, 13)).astype(dtype)
+    out = np.zeros(64)
+    transposed(X, 2, 3, out)
+    np.testing.assert_array_equal(out.reshape(8, 8), X[2:10, 3:11].T.astype(np.float64))
 
 
 @requires_numba

@@ -347,9 +347,36 @@ def exp2_of_rounded(typingctx, t):
     return types.float64(t), codegen
 
 
-@intrinsic
-def vload4_f64(typingctx, arr, i, a):
-    """The 4 elements of a 2-d float32 or float64 array that lie next to one
+def _load_f64_of(count, name):
+    """An intrinsic ``name(arr, i, a)``: ``count`` elements of a 2-d array
+    as a vector of float64 (see ``vload4_f64``)."""
+    vt = Vec(types.float64, count)
+
+    @intrinsic
+    def load(typingctx, arr, i, a):
+        if not (isinstance(arr, types.Array) and arr.ndim == 2
+                and arr.dtype in (types.float32, types.float64)):
+            raise TypeError(f"{name}: expected a 2-d float32 or float64 array, got {arr}")
+
+        def codegen(context, builder, sig, args):
+            aryty = sig.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            index = [context.cast(builder, v, t, types.intp)
+                     for v, t in zip(args[1:], sig.args[1:])]
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index,
+                                           wraparound=False)
+            element = context.get_value_type(aryty.dtype)
+            ptr = builder.bitcast(ptr, ir.VectorType(element, count).as_pointer())
+            value = builder.load(ptr, align=aryty.dtype.bitwidth // 8)
+            if aryty.dtype == types.float32:
+                value = builder.fpext(value, context.get_value_type(vt))
+            return value
+        return vt(arr, i, a), codegen
+    return load
+
+
+vload4_f64 = _load_f64_of(4, "vload4_f64")
+vload4_f64.__doc__ = """The 4 elements of a 2-d float32 or float64 array that lie next to one
     another in memory from ``arr[i, a]`` on, as a Vec of float64 (4 lanes).
 
     They are ``arr[i, a : a + 4]`` when rows are contiguous (C order) and
@@ -357,25 +384,9 @@ def vload4_f64(typingctx, arr, i, a):
     the one its strides allow and keeps the 4 elements within the array.
     float32 values are widened exactly.  Unchecked, as ``vload``.
     """
-    if not (isinstance(arr, types.Array) and arr.ndim == 2
-            and arr.dtype in (types.float32, types.float64)):
-        raise TypeError(f"vload4_f64: expected a 2-d float32 or float64 array, got {arr}")
-    vt = Vec(types.float64)
-
-    def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        index = [context.cast(builder, v, t, types.intp)
-                 for v, t in zip(args[1:], sig.args[1:])]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index,
-                                       wraparound=False)
-        element = context.get_value_type(aryty.dtype)
-        ptr = builder.bitcast(ptr, ir.VectorType(element, 4).as_pointer())
-        value = builder.load(ptr, align=aryty.dtype.bitwidth // 8)
-        if aryty.dtype == types.float32:
-            value = builder.fpext(value, context.get_value_type(vt))
-        return value
-    return vt(arr, i, a), codegen
+bload8_f64 = _load_f64_of(8, "bload8_f64")
+bload8_f64.__doc__ = """``vload4_f64`` for 8 elements, as a block vector of float64
+    (``bload``): ``arr[i, a : a + 8]`` of a C-ordered array."""
 
 
 def _prefetch_rows_codegen(locality):
@@ -554,6 +565,50 @@ def vtranspose4(typingctx, a, b, c, d):
                 shuffle(ab_odd, cd_odd, [2, 3, 6, 7])]     # a3 b3 c3 d3
         return context.make_tuple(builder, result, rows)
     return result(a, b, c, d), codegen
+
+
+@intrinsic
+def vtranspose8(typingctx, r0, r1, r2, r3, r4, r5, r6, r7):
+    """The 8 x 8 transpose of eight float64 block vectors (the rows): a tuple of
+    eight block vectors whose lane t holds lane 0, 1, ..., 7 of the t-th
+    input.  Three rounds of two-source shuffles: pairs of lanes, then of
+    pairs, then of halves (24 shuffles, against 32 for the four 4 x 4
+    transposes of ``vtranspose4`` that cover the same 64 values)."""
+    rows = (r0, r1, r2, r3, r4, r5, r6, r7)
+    if not all(isinstance(r, Vec) and r == r0 for r in rows) or \
+            r0.dtype != types.float64 or r0.lanes != 8:
+        raise TypeError(f"vtranspose8: expected eight block vectors of float64, got {rows}")
+    result = types.UniTuple(r0, 8)
+
+    def codegen(context, builder, sig, args):
+        def shuffle(x, y, mask):
+            return builder.shuffle_vector(
+                x, y, ir.Constant(ir.VectorType(ir.IntType(32), 8), mask))
+
+        def round_(vs, lo, hi):
+            out = []
+            for m in range(0, 8, 2):
+                out += [shuffle(vs[m], vs[m + 1], lo), shuffle(vs[m], vs[m + 1], hi)]
+            return out
+        # lane pairs: (r0 r1) -> r0_0 r1_0 r0_2 r1_2 ... and r0_1 r1_1 r0_3 r1_3 ...
+        v = round_(list(args), [0, 8, 2, 10, 4, 12, 6, 14], [1, 9, 3, 11, 5, 13, 7, 15])
+        # v[0]: the even columns of rows 0 and 1, v[1] their odd ones, v[2] and
+        # v[3] those of rows 2 and 3, ...; then pairs of pairs, columns e and
+        # e + 4 of rows 0-3 in w[e], e + 2 and e + 6 in w[e + 2] (e = 0, 1)
+        w = [None] * 8
+        for g in (0, 4):
+            for e in (0, 1):
+                a, b = v[g + e], v[g + 2 + e]
+                w[g + e] = shuffle(a, b, [0, 1, 8, 9, 4, 5, 12, 13])
+                w[g + 2 + e] = shuffle(a, b, [2, 3, 10, 11, 6, 7, 14, 15])
+        # w[c] (c < 4): column c of rows 0-3, then column c + 4 of rows 0-3;
+        # w[4 + c]: the same of rows 4-7
+        out = [None] * 8
+        for c in range(4):
+            out[c] = shuffle(w[c], w[4 + c], [0, 1, 2, 3, 8, 9, 10, 11])
+            out[c + 4] = shuffle(w[c], w[4 + c], [4, 5, 6, 7, 12, 13, 14, 15])
+        return context.make_tuple(builder, result, out)
+    return result(*rows), codegen
 
 
 @intrinsic

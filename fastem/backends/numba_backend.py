@@ -30,7 +30,7 @@ from ._simd import (ROW_BYTES, VECTOR_BYTES, VECTOR_REGISTERS, bfold, bload, bsp
                     exp2_of_rounded, lanes, prefetch_rows, prefetch_rows_near, rlanes, rload,
                     rsplat, sadd, sfma, sload, sstore, stage_rows4, vadd, vdiv, vexp_nonpositive,
                     vfma, vhsum, vload, vload4_f64, vmax, vmul, vselect_ge, vselect_nan, vsplat,
-                    vstore, vsub, vtranspose4, vzero)
+                    vstore, vsub, vtranspose4, vtranspose8, vzero, bload8_f64)
 
 __all__ = [
     "estep_full", "estep_tied", "estep_diag", "estep_spherical", "estep_kmeans",
@@ -2360,6 +2360,15 @@ def _stage_lanes(FT, fo, a, d, v, features):
 
 
 @inline_leaf
+def _stage_block(FT, fo, a, d, v, features):
+    """Feature a of a block's 8 rows, in the lanes of block vector v, into FT
+    (``_LINEAR`` and ``_QUADRATIC`` only, as ``_stage_lanes``)."""
+    vstore(FT, fo + a * _RB, v)
+    if features == _QUADRATIC:
+        vstore(FT, fo + (d + a) * _RB, vmul(v, v))
+
+
+@inline_leaf
 def _stage_one(FT, fo, a, d, v, features):
     """Feature a of one row, value v, into FT (as ``_stage_lanes``)."""
     if features == _OBSERVED or features == _PAIRS_OBSERVED:
@@ -2426,7 +2435,38 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
     by_cols = X.strides[0] == X.itemsize and not by_rows
     r4 = rows - rows % 4 if by_rows or by_cols else 0
     d4 = d - d % 4
-    for i in range(0, r4, 4):
+    # whole blocks of rows 8 by 8 features, where a row vector holds 8 float64
+    # (AVX-512): 24 shuffles and 8 stores of 64 bytes, where four 4 x 4 tiles
+    # take 32 and 16 of 32 bytes.  The same bits.  The staging alone, one
+    # thread, ns a row, diagonal d = 64: rows from memory 69.0 -> 54.2 (float32
+    # 47.9 -> 37.7), rows in the level-2 cache 35.7 -> 32.3; a diagonal fit at
+    # (5e4, 64, 8), two threads, 4.77 -> 4.53 ms an iteration (11 of 12 pairs)
+    r8 = 0
+    if ROW_BYTES == 64 and by_rows and (features == _LINEAR or features == _QUADRATIC):
+        r8 = rows - rows % 8
+    d8 = d - d % 8
+    for i in range(0, r8, 8):
+        fo = (i // _RB) * mp * _RB
+        x = s0 + i
+        prefetch_rows_near(X, x + 8, min(8, X.shape[0] - x - 8))
+        for a in range(0, d8, 8):
+            cv = bload(c, a)
+            t = vtranspose8(vsub(bload8_f64(X, x, a), cv), vsub(bload8_f64(X, x + 1, a), cv),
+                            vsub(bload8_f64(X, x + 2, a), cv), vsub(bload8_f64(X, x + 3, a), cv),
+                            vsub(bload8_f64(X, x + 4, a), cv), vsub(bload8_f64(X, x + 5, a), cv),
+                            vsub(bload8_f64(X, x + 6, a), cv), vsub(bload8_f64(X, x + 7, a), cv))
+            _stage_block(FT, fo, a, d, t[0], features)
+            _stage_block(FT, fo, a + 1, d, t[1], features)
+            _stage_block(FT, fo, a + 2, d, t[2], features)
+            _stage_block(FT, fo, a + 3, d, t[3], features)
+            _stage_block(FT, fo, a + 4, d, t[4], features)
+            _stage_block(FT, fo, a + 5, d, t[5], features)
+            _stage_block(FT, fo, a + 6, d, t[6], features)
+            _stage_block(FT, fo, a + 7, d, t[7], features)
+        for r in range(8):
+            for a in range(d8, d):
+                _stage_one(FT, fo + r, a, d, np.float64(X[x + r, a]) - c[a], features)
+    for i in range(r8, r4, 4):
         fo = (i // _RB) * mp * _RB + i % _RB
         x = s0 + i
         n0 = vzero(FT)
