@@ -175,8 +175,8 @@ def test_kmeans_plusplus(restore_config, compiled, data):
 def test_dense_gaussian_mixture_with_more_features(restore_config, compiled, dtype, cov_type, d):
     """The data above have 5 features; numba's full and tied kernels take another
     path (register tiles and staged moments) above 6, checked here with 11, and
-    its soft full E-step forms the products in its tiles from 24 on
-    (``_PAIRS_FUSED_D``), checked with 30."""
+    its soft full E-step forms the products in its tiles from 20 on with few
+    components (``_PAIRS_FUSED_D``), checked with 30."""
     rng = np.random.default_rng(11)
     centers = rng.normal(scale=3.0, size=(K + 1, d))
     X = (centers[rng.integers(K + 1, size=N)] + rng.normal(size=(N, d))).astype(dtype)

@@ -661,8 +661,8 @@ def test_soft_full_estep_on_products_matches_reference(backend, d, dtype, want_l
     x'_a x'_b as features (``_soft.PAIRS``) up to ``_soft.PAIRS_MAX_D``
     features, the quadratic form expanded about c = the mean of the means:
     against the reference's differences (x - mu_j) U_j, at the largest d of
-    that map, at the fewest the numba backend forms the products in its
-    tiles for (``_PAIRS_FUSED_D``) and below, with correlated precisions."""
+    that map, at one for which the numba backend forms the products in its
+    tiles (``_PAIRS_FUSED_D``) and at one below, with correlated precisions."""
     rng = np.random.default_rng(700 + d)
     case = make_gaussian_case("full", n=997, d=d, k=5, dtype=dtype, rng=rng)
     kernel = backends.get_kernels().estep_full
@@ -679,7 +679,8 @@ def test_soft_full_estep_on_products_matches_reference(backend, d, dtype, want_l
 @pytest.mark.parametrize("n, d, k, dtype", [(997, 24, 5, np.float64), (301, 37, 3, np.float32),
                                             (130, 64, 8, np.float64), (64, 29, 9, np.float64)])
 def test_fused_and_staged_products_agree(monkeypatch, n, d, k, dtype, layout, want_log_prob):
-    """From ``_PAIRS_FUSED_D`` features on, the numba soft full E-step forms
+    """From ``_PAIRS_FUSED_D`` features on (and twice the components padded to
+    a multiple of 4), the numba soft full E-step forms
     the products x'_a x'_b inside its score and moment tiles
     (``_soft_pairs_chunk``) instead of staging them: the same sums in another
     order.  Both paths on one case, the threshold moved to force each; the

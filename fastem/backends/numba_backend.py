@@ -2560,13 +2560,22 @@ def _stage_features(X, s0, rows, c, features, mp, FT):
 # without staging the products: the tiles below form them from the d staged
 # values of x' as they go.  Staged, the products of a block of 8 rows took
 # 133 KB at d = 64 (1.1 MB a sub-block, read three times from the level-2
-# cache); the values alone take 4.5 KB and stay in the level-1 cache.  Two
-# threads, ms an iteration, staged -> fused: (5e4, 64, 8) 70.0 -> 45.7, (5e4,
-# 32, 8) 19.7 -> 15.0, (5e4, 24, 8) 10.1 -> 10.4 (5 of 6 pairs faster); but
-# (1e5, 16, 16) 16.9 -> 22.2 and (2e5, 2, 8) 4.66 -> 5.03: with few features
-# the products fit in the cache, and the fused tiles' short triangular loops,
-# their per-a updates and the rows of the triangle rounded up to 4 cost more.
-_PAIRS_FUSED_D = 24  # fewest features the fused path takes
+# cache); the values alone take 4.5 KB and stay in the level-1 cache.  Staged,
+# the products serve every component; formed in the tiles, they cost in each
+# component's loops, which are short when d is small (the triangle's rows,
+# each rounded up to 4, and the updates after each row).  So the fused path
+# takes d >= max(_PAIRS_FUSED_D, 2 kp).  Two threads, ms an iteration, staged
+# -> fused: (5e4, 64, 8) 70.0 -> 45.7; (5e4, 20, 8) 9.6 -> 7.7 and (5e4, 18,
+# 8) 5.9 -> 5.1, but (1e5, 16, 16) 14.4 -> 17.3, (5e4, 20, 16) 12.9 -> 16.2,
+# (5e4, 24, 16) 15.8 -> 16.5, (5e4, 32, 16) 31.6 -> 31.4 and (3e4, 48, 16)
+# 48.5 -> 41.4 (medians of 6 to 8 pairs of fits).
+_PAIRS_FUSED_D = 20  # fewest features the fused path takes
+# The moment tile goes over this many blocks at once: its lane sums, in the
+# level-2 cache, are loaded and stored once a group.  The moment tile alone,
+# d = 64, one thread, ns a row: 8 blocks 748, 16 646, 32 616 (medians of 15;
+# best 641, 555, 528).  A full fit at (5e4, 64, 8), with the tile's loop
+# order below, one and two threads: 0.92 of the time of sub-blocks of 8.
+_PAIRS_GROUP_BLOCKS = 32
 # _soft_tiled's code for the pairs map with the products formed in the tiles,
 # which runs a chunk kernel of its own (``_soft_pairs_chunk``)
 _PAIRS_FUSED = 6
@@ -2743,7 +2752,10 @@ def _pairs_moment_tile(FT, ST, n_blocks, d, kp, fp, mq, MV, UB):
     * kp block vectors, in the level-1 cache) as its sum goes to entry a; then
     tiles of four components by four b multiply-add u_j by x'_b over the
     blocks: 16 accumulators, each block's eight loads feeding 16
-    multiply-adds.  Lane sums as ``_add_block_lanes``."""
+    multiply-adds.  The components are the inner loop, so that the values
+    x'_b of the four b stay in the level-1 cache for all of them (the tile
+    alone, d = 64: 0.91 of the time with 32 blocks, 0.94 with 8).  Lane sums
+    as ``_add_block_lanes``."""
     R = _RB
     fstep = fp * R
     sstep = kp * R
@@ -2756,8 +2768,8 @@ def _pairs_moment_tile(FT, ST, n_blocks, d, kp, fp, mq, MV, UB):
                 vstore(UB, (b * kp + j) * R, u)
                 acc = vadd(acc, u)
             _add_block_lanes(MV, j * mq + a, acc)
-        for j0 in range(0, kp, 4):
-            for b0 in range(0, a + 1, 4):
+        for b0 in range(0, a + 1, 4):
+            for j0 in range(0, kp, 4):
                 s00 = bsplat(FT, 0.0)
                 s01 = s00
                 s02 = s00
@@ -2944,11 +2956,12 @@ def _soft_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size, labels,
     d = X.shape[1]
     want_lp = log_prob.shape[0] == X.shape[0]
     n_blk = _SUB // _RB
+    n_grp = _PAIRS_GROUP_BLOCKS
     fp = _linear_stride(d)
     mq = _pairs_lane_stride(d)
-    FT = _zeros64(n_blk * fp * _RB)
-    ST = _zeros64(n_blk * kp * _RB)
-    UB = _zeros64(n_blk * kp * _RB if moments else 0)  # the moment tile's r x'_a
+    FT = _zeros64(n_grp * fp * _RB)
+    ST = _zeros64(n_grp * kp * _RB)
+    UB = _zeros64(n_grp * kp * _RB if moments else 0)  # the moment tile's r x'_a
     NKV = np.zeros(kp * 4)
     lane = np.zeros(40)
     lane[16] = 1.0
@@ -2958,13 +2971,20 @@ def _soft_pairs_chunk(ci, X, sample_weight, c, G, A, kp, mp, chunk_size, labels,
         M[:] = 0.0
         obj[:] = 0.0
     MV = np.zeros(kp * mq * 4 if moments else 0)
+    g = 0  # blocks of the group staged so far
     for s0 in range(start, stop, _SUB):
         rows = min(_SUB, stop - s0)
-        blocks = _stage_and_score_pairs(X, s0, rows, c, d, fp, G, A, kp, FT, ST)
-        _softmax_blocks(X, ST, blocks, s0, stop, nk_all.shape[1], kp, sample_weight, labels,
+        FTg = FT[g * fp * _RB:]
+        STg = ST[g * kp * _RB:]
+        blocks = _stage_and_score_pairs(X, s0, rows, c, d, fp, G, A, kp, FTg, STg)
+        _softmax_blocks(X, STg, blocks, s0, stop, nk_all.shape[1], kp, sample_weight, labels,
                         log_prob, want_lp, lane, NKV, obj, moments)
-        if moments:
-            _pairs_moment_tile(FT, ST, blocks, d, kp, fp, mq, MV, UB)
+        g += blocks
+        if not moments:
+            g = 0
+        elif g + n_blk > n_grp or s0 + _SUB >= stop:
+            _pairs_moment_tile(FT, ST, g, d, kp, fp, mq, MV, UB)
+            g = 0
     if moments:
         _fold_pairs_lanes(MV, M, d, kp, mp, mq)
         _finish_soft_chunk(lane, obj, NKV, nk)
@@ -3161,7 +3181,8 @@ def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size,
     operands, features = _soft.MODELS[model]
     if features == _PAIRS:
         c, shifted, G, A = operands(means, precision, log_norm)
-        fused = _PAIRS_FUSED if means.shape[1] >= _PAIRS_FUSED_D else _PAIRS
+        k, d = means.shape
+        fused = _PAIRS_FUSED if d >= max(_PAIRS_FUSED_D, 2 * _padded(k, 4)) else _PAIRS
         M = _soft_tiled(X, sample_weight, c, fused, G, A, chunk_size, labels, log_prob, nk, obj)
     else:
         k, d = means.shape
