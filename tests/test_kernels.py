@@ -626,8 +626,10 @@ def _strided(X):
 def test_row_staging_gives_identical_bits_in_every_layout(backend, d, dtype):
     """Rows are staged four at a time from C-ordered data (4 x 4 tiles
     transposed, the features past a multiple of four one by one; with
-    AVX-512, the diagonal and tied maps 8 rows by 8 features, the features
-    past a multiple of 8 one by one), from Fortran-ordered data (one load per
+    AVX-512, the diagonal and tied maps, and the spherical one when d % 8 < 4,
+    8 rows by 8 features, the features past a multiple of 8 one by one; the
+    full map's from ``_PAIRS_FUSED_D`` features too, not reached here), from
+    Fortran-ordered data (one load per
     column) and one value at a time from strided data (and for the rows past
     a multiple of four): every path must give the same bits.  d = 5, 11 and
     19 leave features past a multiple of four and of 8; n = 203 leaves rows
