@@ -1933,6 +1933,60 @@ def _score_tile_lanes(FT, fo, m, G, A, kp, ST, so):
         vstore(ST, o + 3 * R, s3)
 
 
+@inline_leaf
+def _quad_sums(FT, fo, fstep, G, g0, kp, j0, n, c0, c1, c2, c3):
+    """The 16 sums of a score tile of four blocks by four components: for
+    component j0 + j and block q (block vector c_j at the start),
+    c_j + sum_{i < n} FT[fo + q fstep + i R] G[(g0 + i) kp + j0 + j], the
+    products added in the order of i; returned as (j = 0: q = 0..3, j = 1:
+    ...), 16 block vectors."""
+    R = 2 * lanes(FT)
+    s00 = c0
+    s01 = c0
+    s02 = c0
+    s03 = c0
+    s10 = c1
+    s11 = c1
+    s12 = c1
+    s13 = c1
+    s20 = c2
+    s21 = c2
+    s22 = c2
+    s23 = c2
+    s30 = c3
+    s31 = c3
+    s32 = c3
+    s33 = c3
+    for i in range(n):
+        f = fo + i * R
+        x0 = bload(FT, f)
+        x1 = bload(FT, f + fstep)
+        x2 = bload(FT, f + 2 * fstep)
+        x3 = bload(FT, f + 3 * fstep)
+        g = (g0 + i) * kp + j0
+        c = bsplat(FT, sload(G, g))
+        s00 = vfma(x0, c, s00)
+        s01 = vfma(x1, c, s01)
+        s02 = vfma(x2, c, s02)
+        s03 = vfma(x3, c, s03)
+        c = bsplat(FT, sload(G, g + 1))
+        s10 = vfma(x0, c, s10)
+        s11 = vfma(x1, c, s11)
+        s12 = vfma(x2, c, s12)
+        s13 = vfma(x3, c, s13)
+        c = bsplat(FT, sload(G, g + 2))
+        s20 = vfma(x0, c, s20)
+        s21 = vfma(x1, c, s21)
+        s22 = vfma(x2, c, s22)
+        s23 = vfma(x3, c, s23)
+        c = bsplat(FT, sload(G, g + 3))
+        s30 = vfma(x0, c, s30)
+        s31 = vfma(x1, c, s31)
+        s32 = vfma(x2, c, s32)
+        s33 = vfma(x3, c, s33)
+    return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
+
+
 @leaf
 def _score_tile_quad(FT, fo, m, G, A, kp, ST, so, fstep, sstep):
     """``_score_tile_lanes`` for four blocks at once, block q at fo + q fstep
@@ -1942,69 +1996,28 @@ def _score_tile_quad(FT, fo, m, G, A, kp, ST, so, fstep, sstep):
     order of a, as there (the same bits)."""
     R = 2 * lanes(FT)
     for j0 in range(0, kp, 4):
-        s00 = bsplat(FT, A[j0])
-        s01 = s00
-        s02 = s00
-        s03 = s00
-        s10 = bsplat(FT, A[j0 + 1])
-        s11 = s10
-        s12 = s10
-        s13 = s10
-        s20 = bsplat(FT, A[j0 + 2])
-        s21 = s20
-        s22 = s20
-        s23 = s20
-        s30 = bsplat(FT, A[j0 + 3])
-        s31 = s30
-        s32 = s30
-        s33 = s30
-        for a in range(m):
-            f = fo + a * R
-            x0 = bload(FT, f)
-            x1 = bload(FT, f + fstep)
-            x2 = bload(FT, f + 2 * fstep)
-            x3 = bload(FT, f + 3 * fstep)
-            g = a * kp + j0
-            c = bsplat(FT, sload(G, g))
-            s00 = vfma(x0, c, s00)
-            s01 = vfma(x1, c, s01)
-            s02 = vfma(x2, c, s02)
-            s03 = vfma(x3, c, s03)
-            c = bsplat(FT, sload(G, g + 1))
-            s10 = vfma(x0, c, s10)
-            s11 = vfma(x1, c, s11)
-            s12 = vfma(x2, c, s12)
-            s13 = vfma(x3, c, s13)
-            c = bsplat(FT, sload(G, g + 2))
-            s20 = vfma(x0, c, s20)
-            s21 = vfma(x1, c, s21)
-            s22 = vfma(x2, c, s22)
-            s23 = vfma(x3, c, s23)
-            c = bsplat(FT, sload(G, g + 3))
-            s30 = vfma(x0, c, s30)
-            s31 = vfma(x1, c, s31)
-            s32 = vfma(x2, c, s32)
-            s33 = vfma(x3, c, s33)
+        s = _quad_sums(FT, fo, fstep, G, 0, kp, j0, m, bsplat(FT, A[j0]),
+                       bsplat(FT, A[j0 + 1]), bsplat(FT, A[j0 + 2]), bsplat(FT, A[j0 + 3]))
         o = so + j0 * R
-        vstore(ST, o, s00)
-        vstore(ST, o + sstep, s01)
-        vstore(ST, o + 2 * sstep, s02)
-        vstore(ST, o + 3 * sstep, s03)
+        vstore(ST, o, s[0])
+        vstore(ST, o + sstep, s[1])
+        vstore(ST, o + 2 * sstep, s[2])
+        vstore(ST, o + 3 * sstep, s[3])
         o += R
-        vstore(ST, o, s10)
-        vstore(ST, o + sstep, s11)
-        vstore(ST, o + 2 * sstep, s12)
-        vstore(ST, o + 3 * sstep, s13)
+        vstore(ST, o, s[4])
+        vstore(ST, o + sstep, s[5])
+        vstore(ST, o + 2 * sstep, s[6])
+        vstore(ST, o + 3 * sstep, s[7])
         o += R
-        vstore(ST, o, s20)
-        vstore(ST, o + sstep, s21)
-        vstore(ST, o + 2 * sstep, s22)
-        vstore(ST, o + 3 * sstep, s23)
+        vstore(ST, o, s[8])
+        vstore(ST, o + sstep, s[9])
+        vstore(ST, o + 2 * sstep, s[10])
+        vstore(ST, o + 3 * sstep, s[11])
         o += R
-        vstore(ST, o, s30)
-        vstore(ST, o + sstep, s31)
-        vstore(ST, o + 2 * sstep, s32)
-        vstore(ST, o + 3 * sstep, s33)
+        vstore(ST, o, s[12])
+        vstore(ST, o + sstep, s[13])
+        vstore(ST, o + 2 * sstep, s[14])
+        vstore(ST, o + 3 * sstep, s[15])
 
 
 @inline_leaf
@@ -2669,70 +2682,34 @@ def _pairs_score_tile(FT, fo, d, G, A, kp, ST, so, fstep, sstep, n_q):
         for a in range(d):
             if _WIDE_TILES and n_q == 4:
                 g = a * kp + j0
-                t00 = bsplat(FT, sload(G, g))
-                t01 = t00
-                t02 = t00
-                t03 = t00
-                t10 = bsplat(FT, sload(G, g + 1))
-                t11 = t10
-                t12 = t10
-                t13 = t10
-                t20 = bsplat(FT, sload(G, g + 2))
-                t21 = t20
-                t22 = t20
-                t23 = t20
-                t30 = bsplat(FT, sload(G, g + 3))
-                t31 = t30
-                t32 = t30
-                t33 = t30
-                for b in range(a + 1):
-                    f = fo + b * R
-                    x0 = bload(FT, f)
-                    x1 = bload(FT, f + fstep)
-                    x2 = bload(FT, f + 2 * fstep)
-                    x3 = bload(FT, f + 3 * fstep)
-                    g = (p + b) * kp + j0
-                    c = bsplat(FT, sload(G, g))
-                    t00 = vfma(x0, c, t00)
-                    t01 = vfma(x1, c, t01)
-                    t02 = vfma(x2, c, t02)
-                    t03 = vfma(x3, c, t03)
-                    c = bsplat(FT, sload(G, g + 1))
-                    t10 = vfma(x0, c, t10)
-                    t11 = vfma(x1, c, t11)
-                    t12 = vfma(x2, c, t12)
-                    t13 = vfma(x3, c, t13)
-                    c = bsplat(FT, sload(G, g + 2))
-                    t20 = vfma(x0, c, t20)
-                    t21 = vfma(x1, c, t21)
-                    t22 = vfma(x2, c, t22)
-                    t23 = vfma(x3, c, t23)
-                    c = bsplat(FT, sload(G, g + 3))
-                    t30 = vfma(x0, c, t30)
-                    t31 = vfma(x1, c, t31)
-                    t32 = vfma(x2, c, t32)
-                    t33 = vfma(x3, c, t33)
+                t = _quad_sums(FT, fo, fstep, G, p, kp, j0, a + 1, bsplat(FT, sload(G, g)),
+                               bsplat(FT, sload(G, g + 1)), bsplat(FT, sload(G, g + 2)),
+                               bsplat(FT, sload(G, g + 3)))
                 f = fo + a * R
+                x0 = bload(FT, f)
+                x1 = bload(FT, f + fstep)
+                x2 = bload(FT, f + 2 * fstep)
+                x3 = bload(FT, f + 3 * fstep)
                 o = so + j0 * R
-                _add_product(ST, o, bload(FT, f), t00)
-                _add_product(ST, o + sstep, bload(FT, f + fstep), t01)
-                _add_product(ST, o + 2 * sstep, bload(FT, f + 2 * fstep), t02)
-                _add_product(ST, o + 3 * sstep, bload(FT, f + 3 * fstep), t03)
+                _add_product(ST, o, x0, t[0])
+                _add_product(ST, o + sstep, x1, t[1])
+                _add_product(ST, o + 2 * sstep, x2, t[2])
+                _add_product(ST, o + 3 * sstep, x3, t[3])
                 o += R
-                _add_product(ST, o, bload(FT, f), t10)
-                _add_product(ST, o + sstep, bload(FT, f + fstep), t11)
-                _add_product(ST, o + 2 * sstep, bload(FT, f + 2 * fstep), t12)
-                _add_product(ST, o + 3 * sstep, bload(FT, f + 3 * fstep), t13)
+                _add_product(ST, o, x0, t[4])
+                _add_product(ST, o + sstep, x1, t[5])
+                _add_product(ST, o + 2 * sstep, x2, t[6])
+                _add_product(ST, o + 3 * sstep, x3, t[7])
                 o += R
-                _add_product(ST, o, bload(FT, f), t20)
-                _add_product(ST, o + sstep, bload(FT, f + fstep), t21)
-                _add_product(ST, o + 2 * sstep, bload(FT, f + 2 * fstep), t22)
-                _add_product(ST, o + 3 * sstep, bload(FT, f + 3 * fstep), t23)
+                _add_product(ST, o, x0, t[8])
+                _add_product(ST, o + sstep, x1, t[9])
+                _add_product(ST, o + 2 * sstep, x2, t[10])
+                _add_product(ST, o + 3 * sstep, x3, t[11])
                 o += R
-                _add_product(ST, o, bload(FT, f), t30)
-                _add_product(ST, o + sstep, bload(FT, f + fstep), t31)
-                _add_product(ST, o + 2 * sstep, bload(FT, f + 2 * fstep), t32)
-                _add_product(ST, o + 3 * sstep, bload(FT, f + 3 * fstep), t33)
+                _add_product(ST, o, x0, t[12])
+                _add_product(ST, o + sstep, x1, t[13])
+                _add_product(ST, o + 2 * sstep, x2, t[14])
+                _add_product(ST, o + 3 * sstep, x3, t[15])
             else:
                 for q in range(n_q):
                     fq = fo + q * fstep
