@@ -2669,7 +2669,7 @@ def _pairs_score_tile(FT, fo, d, G, A, kp, ST, so, fstep, sstep, n_q):
     with p(a, b) = d + a (a + 1) / 2 + b, G flat (mp, kp) as the tiles'.  The
     inner sums (a triangular product per component) run in registers, four
     blocks by four components with 32 vector registers; the outer sum is
-    added to ST after each a.  Rows of a block past n_q's are not read."""
+    added to ST after each a.  Blocks past the first n_q are not read."""
     R = _RB
     for j0 in range(0, kp, 4):
         for q in range(n_q):
