@@ -2633,6 +2633,14 @@ _PAIRS_FUSED_D = 20  # fewest features the fused path takes
 # best 641, 555, 528).  A full fit at (5e4, 64, 8), with the tile's loop
 # order below, one and two threads: 0.92 of the time of sub-blocks of 8.
 _PAIRS_GROUP_BLOCKS = 32
+# The same for the staged feature maps (``_soft_tiled_chunk``) whose sub-block
+# of features is larger than _MOMENT_GROUP_BYTES: those were read from the
+# level-2 cache anyway.  Two threads, group / sub-block, medians of 8-12
+# pairs of fits: diagonal (5e4, 64, 8) 0.979 (one thread 0.964), spherical
+# (5e4, 64, 8) 0.975, full (1e5, 16, 16) 0.915; but diagonal (1e5, 16, 16),
+# whose 16 KB sub-block stays in the level-1 cache, 1.040.
+_MOMENT_GROUP = 32
+_MOMENT_GROUP_BYTES = 32768
 # _soft_tiled's code for the pairs map with the products formed in the tiles,
 # which runs a chunk kernel of its own (``_soft_pairs_chunk``)
 _PAIRS_FUSED = 6
@@ -2865,8 +2873,13 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
     m = _feature_count(features, d)
     want_lp = log_prob.shape[0] == X.shape[0]
     n_blk = _SUB // _RB
-    FT = _zeros64(n_blk * mp * _RB)
-    ST = _zeros64(n_blk * kp * _RB)
+    scatter = moments and S_all.shape[0] > 0
+    # blocks whose moments one pass of the moment tile adds: a sub-block's
+    # when its features fit in the level-1 cache, else ``_MOMENT_GROUP`` (the
+    # scatter's weights are taken a sub-block at a time)
+    n_grp = _MOMENT_GROUP if m * _SUB * 8 > _MOMENT_GROUP_BYTES and not scatter else n_blk
+    FT = _zeros64(n_grp * mp * _RB)
+    ST = _zeros64(n_grp * kp * _RB)
     NKV = np.zeros(kp * 4)
     lane = np.zeros(40)
     lane[16] = 1.0
@@ -2876,22 +2889,29 @@ def _soft_tiled_chunk(ci, X, sample_weight, c, features, G, A, kp, mp, chunk_siz
         M[:] = 0.0
         obj[:] = 0.0
     MV = np.zeros(kp * mp * 4 if moments else 0)  # the moment tiles' lane sums (``_fold_lanes``)
-    scatter = moments and S_all.shape[0] > 0
     if scatter:
         S = S_all[ci]
         S[:] = 0.0
         SV = np.zeros(S.shape[0] * 4)
         WFT = _zeros64(n_blk * mp * _RB)  # w f, the layout of FT
         WV = np.zeros(_RB)
+    g = 0  # blocks of the group staged so far
     for s0 in range(start, stop, _SUB):
         rows = min(_SUB, stop - s0)
-        blocks = _stage_and_score(X, s0, rows, c, features, m, mp, m, G, A, kp, FT, ST)
-        _softmax_blocks(X, ST, blocks, s0, stop, k, kp, sample_weight, labels, log_prob,
+        FTg = FT[g * mp * _RB:]
+        STg = ST[g * kp * _RB:]
+        blocks = _stage_and_score(X, s0, rows, c, features, m, mp, m, G, A, kp, FTg, STg)
+        _softmax_blocks(X, STg, blocks, s0, stop, k, kp, sample_weight, labels, log_prob,
                         want_lp, lane, NKV, obj, moments)
+        g += blocks
         if not moments:
+            g = 0
             continue
-        _moment_tile_lanes(FT, ST, blocks, m, kp, mp, MV, False)
-        if scatter:
+        if g + n_blk <= n_grp and s0 + _SUB < stop:
+            continue
+        _moment_tile_lanes(FT, ST, g, m, kp, mp, MV, False)
+        g = 0
+        if scatter:  # a sub-block a group: FT holds these rows alone
             for b in range(blocks):
                 for r in range(_RB):
                     i = b * _RB + r
