@@ -3158,6 +3158,66 @@ def _coordinate_operands(means, precision, log_norm, spherical, kp, mp):
     return c, shifted, Gp.ravel(), Ap
 
 
+@strict
+def _tied_operands(means, P, log_norm, center, kp, mp):
+    """``_soft.tied_operands`` from the precision ``P`` (d, d), with G and A
+    padded for the tiles as ``_soft_tile_operands`` pads them: (shifted, Gp
+    flat (mp, kp), Ap, W).  Compiled for the reason of
+    ``_coordinate_operands``: at (5e4, 64, 8) numpy's version and the padding
+    took 0.13 ms an iteration, all of it on one thread.  P mu'_j and A's sum
+    run over the features in their order (numpy's matmul and einsum may
+    differ in the last bit)."""
+    k, d = means.shape
+    shifted = np.empty((k, d))
+    Gp = np.zeros((mp, kp))
+    Ap = np.full(kp, -np.inf)
+    for j in range(k):
+        for a in range(d):
+            shifted[j, a] = means[j, a] - center[a]
+    for j in range(k):
+        q = 0.0
+        for b in range(d):
+            pm = 0.0
+            for a in range(d):
+                pm += shifted[j, a] * P[a, b]
+            Gp[b, j] = pm
+            q += pm * shifted[j, b]
+        Ap[j] = log_norm[j] - 0.5 * q
+    # the weights of the scatter's lower triangle in tr(P S)
+    W = np.zeros((d, d))
+    for a in range(d):
+        for b in range(a):
+            W[a, b] = 2.0 * P[a, b]
+        W[a, a] = P[a, a]
+    return shifted, Gp.ravel(), Ap, W
+
+
+@strict
+def _tied_statistics(M, S, shifted, W, nk, sx, sxx, obj):
+    """``_soft.tied_statistics`` on the tiles' moments M (C, k, >= d) and
+    scatter S (C, >= d, >= d), lower triangle: sx about the means, sxx the
+    scatter's lower triangle, and -1/2 tr(P S) added to obj[:, 0] (its sum
+    over a, then b, in that order).  Serial, as ``_coordinate_statistics``:
+    numpy's temporaries and einsum took 0.6 ms an iteration at (5e4, 64, 8)."""
+    C = sx.shape[0]
+    k, d = shifted.shape
+    for c in range(C):
+        for j in range(k):
+            n = nk[c, j]
+            for a in range(d):
+                sx[c, j, a] = M[c, j, a] - n * shifted[j, a]
+        t = 0.0
+        for a in range(d):
+            for b in range(a + 1):
+                s = S[c, a, b]
+                sxx[c, a, b] = s
+                t += s * W[a, b]
+            for b in range(a + 1, d):
+                sxx[c, a, b] = 0.0
+        obj[c, 0] -= 0.5 * t
+        obj[c, 1] = 0.0
+
+
 def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size, labels,
                 log_prob, nk, sx, sxx, obj):
     """Soft diagonal (``precision`` (k, d)), spherical (``precision`` (k,))
@@ -3218,11 +3278,15 @@ def estep_tied(X, sample_weight, means, prec_chol, log_norm, center, hard,
         # scatter (see _soft.tied_operands); predictions keep the whitened rows below.
         # One thread, ns a row: (1e5, 16, 16) 186 -> 74, (2e5, 2, 8) 43 -> 33 (against
         # a kernel with rows in lanes for up to 6 features)
-        c, shifted, G, A, W = _soft.tied_operands(means, prec_chol, log_norm, center)
-        MS = _soft_tiled(X, sample_weight, c, _LINEAR, G, A, chunk_size, labels, log_prob,
-                         nk, obj, scatter=True)
+        k, d = means.shape
+        kp, mp = _soft_tile_shape(k, d)
+        center = np.ascontiguousarray(center, dtype=np.float64)
+        shifted, Gp, Ap, W = _tied_operands(means, prec_chol @ prec_chol.T, log_norm, center,
+                                            kp, mp)
+        MS = _soft_tiled_padded(X, sample_weight, center, _LINEAR, Gp, Ap, kp, mp, d, k,
+                                chunk_size, labels, log_prob, nk, obj, scatter=True)
         if MS is not None:  # statistics on
-            _soft.tied_statistics(MS[0], MS[1], shifted, W, nk, sx, sxx, obj)
+            _tied_statistics(MS[0], MS[1], shifted, W, nk, sx, sxx, obj)
         return
     if not statistics_wanted(nk):
         nk, sx, sxx, obj = statistic_temporaries("estep_tied", X, means.shape[0], chunk_size)
