@@ -3159,6 +3159,48 @@ def _coordinate_operands(means, precision, log_norm, spherical, kp, mp):
 
 
 @strict
+def _full_operands(means, P, log_norm, kp, mp):
+    """``_soft.full_operands`` from the precisions ``P`` (k, d, d), with G and A
+    padded for the tiles as ``_soft_tile_operands`` pads them: (c, shifted,
+    Gp flat (mp, kp), Ap), Gp's rows P_j mu'_j, then -P_j[a, b] (b <= a,
+    a-major; halved on the diagonal).  Compiled for the reason of
+    ``_coordinate_operands``: numpy's version and the padding took 0.1 ms an
+    iteration at (1e5, 16, 16).  c and shifted as there; P_j mu'_j and A's sum
+    run over the features in their order (numpy's einsum may differ in the
+    last bit)."""
+    k, d = means.shape
+    c = np.zeros(d)
+    for j in range(k):
+        for a in range(d):
+            c[a] += means[j, a]
+    for a in range(d):
+        c[a] /= k
+    shifted = np.empty((k, d))
+    for j in range(k):
+        for a in range(d):
+            shifted[j, a] = means[j, a] - c[a]
+    Gp = np.zeros((mp, kp))
+    Ap = np.full(kp, -np.inf)
+    for j in range(k):
+        q = 0.0
+        for a in range(d):
+            pm = 0.0
+            for b in range(d):
+                pm += P[j, a, b] * shifted[j, b]
+            Gp[a, j] = pm
+            q += pm * shifted[j, a]
+        Ap[j] = log_norm[j] - 0.5 * q
+        f = d
+        for a in range(d):
+            for b in range(a):
+                Gp[f, j] = -P[j, a, b]
+                f += 1
+            Gp[f, j] = -P[j, a, a] * 0.5
+            f += 1
+    return c, shifted, Gp.ravel(), Ap
+
+
+@strict
 def _tied_operands(means, P, log_norm, center, kp, mp):
     """``_soft.tied_operands`` from the precision ``P`` (d, d), with G and A
     padded for the tiles as ``_soft_tile_operands`` pads them: (shifted, Gp
@@ -3225,12 +3267,16 @@ def _estep_soft(model, X, sample_weight, means, precision, log_norm, chunk_size,
     ``_soft``'s feature map: the spherical one has d + 1 features (x' and
     ||x'||^2) against the 2 d of the diagonal one, the full one d + d (d + 1) / 2
     (x' and its products)."""
-    operands, features = _soft.MODELS[model]
+    features = _soft.MODELS[model][1]
     if features == _PAIRS:
-        c, shifted, G, A = operands(means, precision, log_norm)
         k, d = means.shape
+        m = d + d * (d + 1) // 2
+        kp, mp = _soft_tile_shape(k, m)
+        c, shifted, Gp, Ap = _full_operands(means, precision @ np.swapaxes(precision, 1, 2),
+                                            log_norm, kp, mp)
         fused = _PAIRS_FUSED if d >= max(_PAIRS_FUSED_D, 2 * _padded(k, 4)) else _PAIRS
-        M = _soft_tiled(X, sample_weight, c, fused, G, A, chunk_size, labels, log_prob, nk, obj)
+        M = _soft_tiled_padded(X, sample_weight, c, fused, Gp, Ap, kp, mp, m, k, chunk_size,
+                               labels, log_prob, nk, obj)
     else:
         k, d = means.shape
         m = d + 1 if features == _SPHERICAL else 2 * d
