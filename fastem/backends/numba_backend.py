@@ -1781,6 +1781,20 @@ def _separation_row(means, a, MT, kp, ss):
             j0 += 4
 
 
+@strict
+def _rows_mean(means):
+    """``means.mean(axis=0)`` with numpy's bits: the rows added in order, then
+    divided by their count."""
+    k, d = means.shape
+    c = np.zeros(d)
+    for j in range(k):
+        for a in range(d):
+            c[a] += means[j, a]
+    for a in range(d):
+        c[a] /= k
+    return c
+
+
 _EPS32_HALF = float(np.finfo(np.float32).eps) / 2
 _TINY32 = float(np.finfo(np.float32).smallest_subnormal)
 
@@ -1796,12 +1810,9 @@ def _screen_operands(means, precision, log_norm, c, kp):
     The mean as numpy's (the same bits); ||mu_j - c||^2 sums the features in
     their order (numpy's einsum may differ in the last bit)."""
     k, d = means.shape
-    m = np.zeros(d)
-    for j in range(k):
-        for a in range(d):
-            m[a] += means[j, a]
+    m = _rows_mean(means)
     for a in range(d):
-        c[a] = m[a] / k
+        c[a] = m[a]
     CT = np.zeros((d + 1, kp))
     A = np.full(kp, -np.inf)
     a_max = 0.0
@@ -3178,12 +3189,7 @@ def _coordinate_operands(means, precision, log_norm, spherical, kp, mp):
     A's sum over the features runs in their order (einsum's may differ in
     the last bit)."""
     k, d = means.shape
-    c = np.zeros(d)
-    for j in range(k):
-        for a in range(d):
-            c[a] += means[j, a]
-    for a in range(d):
-        c[a] /= k
+    c = _rows_mean(means)
     shifted = np.empty((k, d))
     Gp = np.zeros((mp, kp))
     Ap = np.full(kp, -np.inf)
@@ -3216,12 +3222,7 @@ def _full_operands(means, P, log_norm, kp, mp):
     run over the features in their order (numpy's einsum may differ in the
     last bit)."""
     k, d = means.shape
-    c = np.zeros(d)
-    for j in range(k):
-        for a in range(d):
-            c[a] += means[j, a]
-    for a in range(d):
-        c[a] /= k
+    c = _rows_mean(means)
     shifted = np.empty((k, d))
     for j in range(k):
         for a in range(d):
