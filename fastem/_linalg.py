@@ -65,22 +65,32 @@ def _cholesky(matrices, what, reg_covar):
         try:
             out[j] = np.linalg.cholesky(matrix)
         except np.linalg.LinAlgError:
-            hint = (
-                f"; increase reg_covar (now {reg_covar!r}), reduce n_components or "
-                "scale the data" if reg_covar is not None else ""
-            )
-            raise ValueError(f"{what(j)} is not positive definite{hint}") from None
+            raise ValueError(f"{what(j)} is not positive definite{_pd_hint(reg_covar)}") \
+                from None
     return out
 
 
+def _pd_hint(reg_covar):
+    """The advice after "is not positive definite" (none without ``reg_covar``)."""
+    if reg_covar is None:
+        return ""
+    return f"; increase reg_covar (now {reg_covar!r}), reduce n_components or scale the data"
+
+
 def prec_chol_from_covariances(covariances, covariance_type, reg_covar=None):
-    """Upper Cholesky factors of the precisions, from covariances."""
+    """Upper Cholesky factors of the precisions, from covariances (the full
+    and tied ones by the active backend's ``prec_chol`` kernel)."""
     if covariance_type in ("full", "tied"):
-        stack = covariances if covariance_type == "full" else covariances[None]
-        what = (lambda j: f"the covariance of component {j}") if covariance_type == "full" \
-            else (lambda j: "the tied covariance")
-        L = _cholesky(stack, what, reg_covar)
-        U = np.swapaxes(_invert_lower(L), -1, -2)
+        from .backends import get_kernels  # the backends import this module
+
+        stack = np.asarray(covariances if covariance_type == "full" else covariances[None],
+                           dtype=np.float64)
+        U = np.empty(stack.shape)
+        bad = get_kernels().prec_chol(stack, U)
+        if bad >= 0:
+            what = (f"the covariance of component {bad}" if covariance_type == "full"
+                    else "the tied covariance")
+            raise ValueError(f"{what} is not positive definite{_pd_hint(reg_covar)}")
         return U if covariance_type == "full" else U[0]
     bad = np.flatnonzero(np.ravel(covariances) <= 0)
     if bad.size:

@@ -471,6 +471,59 @@ def test_sqdist_matches_reference(backend, dtype, d):
     assert rel_err(out, dense) < KERNEL_TOL
 
 
+def _covariance_stack(m, d, rng, low=1e-3):
+    """m covariances with eigenvalues from ``low`` to about 10 (condition
+    numbers up to about 2e4), random eigenvectors."""
+    out = np.empty((m, d, d))
+    for j in range(m):
+        Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        ev = np.geomspace(low, 10.0, d) * rng.uniform(0.5, 2.0, d)
+        out[j] = (Q * ev) @ Q.T
+    return out
+
+
+@pytest.mark.parametrize("m, d", [(1, 1), (1, 64), (16, 16), (8, 2), (3, 37)])
+def test_prec_chol_matches_scipy(backend, m, d):
+    """U with U U^T = C^-1, upper triangular, against scipy's Cholesky factor and
+    triangular solve; only C's lower triangle is read, and C is left as it was."""
+    from scipy.linalg import cholesky, solve_triangular
+
+    rng = np.random.default_rng(m * 100 + d)
+    C = _covariance_stack(m, d, rng)
+    ref = np.array([solve_triangular(cholesky(c, lower=True), np.eye(d), lower=True).T
+                    for c in C])
+    garbled = C.copy()
+    garbled[:, np.triu_indices(d, 1)[0], np.triu_indices(d, 1)[1]] = np.nan
+    before = garbled.copy()
+    out = np.full((m, d, d), np.nan)
+    assert backends.get_kernels().prec_chol(garbled, out) == -1
+    np.testing.assert_array_equal(garbled, before)
+    np.testing.assert_array_equal(np.tril(out, -1), 0.0)
+    # two triangular factorisations in another order of operations; the error
+    # grows with the condition number (up to about 2e4 here) times 2^-53
+    assert rel_err(out, ref) < 1e-11
+    for j in range(m):
+        np.testing.assert_allclose(out[j] @ out[j].T @ C[j], np.eye(d), atol=1e-9)
+
+
+def test_prec_chol_names_the_first_matrix_not_positive_definite(backend):
+    """The index of the first failing matrix: a negative pivot, a zero one
+    (singular), a NaN."""
+    rng = np.random.default_rng(5)
+    C = _covariance_stack(6, 4, rng)
+    out = np.empty_like(C)
+    singular = C.copy()
+    singular[2] = np.outer(np.arange(1.0, 5.0), np.arange(1.0, 5.0))  # rank one
+    singular[4] = -np.eye(4)
+    assert backends.get_kernels().prec_chol(singular, out) == 2
+    negative = C.copy()
+    negative[3, 2, 2] = -1.0
+    assert backends.get_kernels().prec_chol(negative, out) == 3
+    nan = C.copy()
+    nan[1, 0, 0] = np.nan
+    assert backends.get_kernels().prec_chol(nan, out) == 1
+
+
 @pytest.mark.parametrize("layout", ["C", "F", "strided"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_count_nonfinite_counts_each_chunk(backend, dtype, layout):

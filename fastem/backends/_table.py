@@ -140,6 +140,15 @@ k-means++ seeding.
 that are not finite (IN X (n, d); OUT out (C, 2) float64: chunk c's number
 of NaN entries and of infinite ones); it serves the validation of X (NaN
 marks a missing value, infinity is an error).
+
+``prec_chol(covariances, out)`` factors the precisions of a stack of
+covariance matrices (IN covariances (m, d, d) float64, of which only the lower
+triangles are read; OUT out (m, d, d) float64): out[j] is the upper-triangular
+U with U U^T = covariances[j]^-1, that is L^-T for the lower Cholesky factor
+L of covariances[j] (no matrix is inverted whole).  It returns -1, or the
+index of the first matrix that is not positive definite (a pivot not above
+0, or NaN), leaving ``out`` undefined; it serves the M-step of the full
+(m = k) and tied (m = 1) models, between E-steps on one thread.
 """
 
 import functools
@@ -187,6 +196,7 @@ KERNELS = (
     ),
     KernelSpec("sqdist_missing", ("X", "centers", "chunk_size", "out")),
     KernelSpec("count_nonfinite", ("X", "chunk_size", "out")),
+    KernelSpec("prec_chol", ("covariances", "out")),
 )
 
 KERNEL_NAMES = tuple(spec.name for spec in KERNELS)

@@ -81,7 +81,7 @@ __all__ = [
     "estep_bernoulli", "sqdist",
     "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
     "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
-    "count_nonfinite",
+    "count_nonfinite", "prec_chol",
 ]
 
 
@@ -475,3 +475,8 @@ def sqdist_missing(X, centers, chunk_size, out):
 def count_nonfinite(X, chunk_size, out):
     with _Outputs(out) as (flat,):
         _ck.count_nonfinite(_data(X), int(chunk_size), flat, _threads(np.size(X)))
+
+
+# the M-step's small factorisations: the NumPy kernel (LAPACK's Cholesky and
+# stacked triangular products), no compiled version of its own
+from .numpy_backend import prec_chol  # noqa: E402

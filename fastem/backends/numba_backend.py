@@ -37,7 +37,7 @@ __all__ = [
     "estep_bernoulli", "sqdist",
     "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
     "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
-    "count_nonfinite",
+    "count_nonfinite", "prec_chol",
 ]
 
 _BLOCK = 4  # rows per block; the unrolled expressions below assume 4
@@ -4335,3 +4335,46 @@ def count_nonfinite(X, chunk_size, out):
                    out, work=X.size)
     else:
         run_chunks(_count_nonfinite_chunk, out.shape[0], X, chunk_size, out, work=X.size)
+
+
+# --------------------------------------------------------------- M-step
+@strict
+def _prec_chol_stack(C, out):
+    """``prec_chol`` of the (m, d, d) stack C: for each matrix its Cholesky
+    factor L row by row, then V = L^-1 column by column by forward
+    substitution, and out[j] = V^T.  Serial and strict (IEEE arithmetic in
+    the written order).  numpy's LAPACK factor and stacked products took
+    0.18-0.36 ms an iteration for the tied and full models at (1e5, 16, 16) on
+    a machine whose caches the E-step had just swept."""
+    m, d, _ = C.shape
+    L = np.zeros((d, d))
+    V = np.zeros((d, d))
+    for j in range(m):
+        for a in range(d):
+            for b in range(a + 1):
+                s = C[j, a, b]
+                for t in range(b):
+                    s -= L[a, t] * L[b, t]
+                if a == b:
+                    if not s > 0.0:  # also NaN
+                        return j
+                    L[a, a] = np.sqrt(s)
+                else:
+                    L[a, b] = s / L[b, b]
+        for b in range(d):
+            V[b, b] = 1.0 / L[b, b]
+            for a in range(b + 1, d):
+                s = 0.0
+                for t in range(b, a):
+                    s += L[a, t] * V[t, b]
+                V[a, b] = -s / L[a, a]
+        for a in range(d):
+            for b in range(a):
+                out[j, a, b] = 0.0
+            for b in range(a, d):
+                out[j, a, b] = V[b, a]
+    return -1
+
+
+def prec_chol(covariances, out):
+    return _prec_chol_stack(np.ascontiguousarray(covariances, dtype=np.float64), out)

@@ -9,6 +9,8 @@ products does not depend on the memory layout of X.
 
 import numpy as np
 
+from .. import _linalg
+
 from ._table import (OBJ_CHANGED, OBJ_LOGLIK, OBJ_MAHA, check_labels, kmeans_without_bounds,
                      statistics_optional)
 
@@ -17,7 +19,7 @@ __all__ = [
     "estep_bernoulli", "sqdist",
     "estep_full_missing", "estep_tied_missing", "estep_diag_missing",
     "estep_spherical_missing", "estep_bernoulli_missing", "sqdist_missing",
-    "count_nonfinite",
+    "count_nonfinite", "prec_chol",
 ]
 
 
@@ -350,3 +352,22 @@ def count_nonfinite(X, chunk_size, out):
                 continue
         out[c, 0] = np.count_nonzero(np.isnan(x))
         out[c, 1] = np.count_nonzero(np.isinf(x))
+
+
+# ---------------------------------------------------------------- M-step
+def prec_chol(covariances, out):
+    try:
+        L = np.linalg.cholesky(covariances)
+    except np.linalg.LinAlgError:
+        for j, matrix in enumerate(covariances):
+            try:
+                np.linalg.cholesky(matrix)
+            except np.linalg.LinAlgError:
+                return j
+        raise
+    # LAPACK passes NaN through without an error: a pivot not above 0 fails here
+    bad = np.flatnonzero(~np.all(np.diagonal(L, axis1=1, axis2=2) > 0, axis=1))
+    if bad.size:
+        return int(bad[0])
+    out[...] = np.swapaxes(_linalg._invert_lower(L), -1, -2)
+    return -1
