@@ -47,6 +47,8 @@ estep_full         n k (d^2 + 3 d)      (x - mu_k) U_k (triangular) and its norm
                    + n k' (d^2 + 3 d)   second moments (lower triangle) and sx
 estep_bernoulli    2 n k d              x . logit_k
                    + 2 n k' d           sx
+prec_chol          2 k d^3 / 3          the full M-step's k Cholesky factors and
+                                        their triangular inverses (X not read)
 =================  =====================================================
 """
 
@@ -187,6 +189,8 @@ KERNEL_TARGETS = (
     # the check of X before every fit: finite data, and data with NaN (counted)
     ("count_nonfinite", None, "blobs", KMEANS_SHAPES),
     ("count_nonfinite", None, "blobs_nan10", MISSING_SHAPES[:1]),
+    # the full M-step's factorisations, between E-steps on one thread (n not read)
+    ("prec_chol", "full", "blobs", GMM_SHAPES),
 )
 
 
@@ -209,6 +213,8 @@ def kernel_flops(name, n, d, k, hard=False):
         return n * (k + kk) * (d * d + 3 * d)
     if name == "estep_bernoulli":
         return 2 * n * k * d + 2 * n * kk * d
+    if name == "prec_chol":
+        return 2 * k * d ** 3 // 3
     raise ValueError(f"no flop model for kernel {name!r}")
 
 

@@ -120,6 +120,18 @@ def _count_arguments(case, problem, chunk_size, n_chunks):
     return values, None
 
 
+def _prec_chol_arguments(case, problem, chunk_size, n_chunks):
+    # the full M-step's call: the k components' covariances
+    covariances = np.ascontiguousarray(problem.covariances_init("full"), dtype=np.float64)
+    return dict(covariances=covariances, out=np.empty(covariances.shape)), None
+
+
+def _check_prec_chol(case, problem, values, buffers):
+    C, U = values["covariances"], values["out"]
+    for j in range(C.shape[0]):
+        np.testing.assert_allclose(U[j] @ U[j].T @ C[j], np.eye(C.shape[1]), atol=1e-8)
+
+
 def _check_count(case, problem, values, buffers):
     X, out = values["X"], values["out"]
     assert out.sum(axis=0).tolist() == [np.isnan(X).sum(), np.isinf(X).sum()]
@@ -158,6 +170,7 @@ ARGUMENTS = {
     "estep_bernoulli_missing": (_bernoulli_arguments, _check_estep),
     "sqdist_missing": (_sqdist_arguments, _check_sqdist),
     "count_nonfinite": (_count_arguments, _check_count),
+    "prec_chol": (_prec_chol_arguments, _check_prec_chol),
 }
 
 
@@ -197,5 +210,8 @@ def test_kernel(benchmark, case, problem):
 
     seconds = median_seconds(benchmark)
     if seconds is not None:
-        benchmark.extra_info["points_per_s"] = n / seconds
+        if case.name == "prec_chol":  # factors a stack of k matrices, not rows
+            benchmark.extra_info["matrices_per_s"] = k / seconds
+        else:
+            benchmark.extra_info["points_per_s"] = n / seconds
         benchmark.extra_info["gflops"] = flops / seconds / 1e9
