@@ -355,19 +355,26 @@ def count_nonfinite(X, chunk_size, out):
 
 
 # ---------------------------------------------------------------- M-step
+def _first_failing(L):
+    """The index of the first factor with a diagonal entry not above 0 (LAPACK
+    passes NaN through without an error), else -1."""
+    bad = np.flatnonzero(~np.all(np.diagonal(L, axis1=-2, axis2=-1) > 0, axis=-1))
+    return int(bad[0]) if bad.size else -1
+
+
 def prec_chol(covariances, out):
     try:
         L = np.linalg.cholesky(covariances)
     except np.linalg.LinAlgError:
         for j, matrix in enumerate(covariances):
             try:
-                np.linalg.cholesky(matrix)
+                if _first_failing(np.linalg.cholesky(matrix)[None]) == 0:
+                    return j
             except np.linalg.LinAlgError:
                 return j
         raise
-    # LAPACK passes NaN through without an error: a pivot not above 0 fails here
-    bad = np.flatnonzero(~np.all(np.diagonal(L, axis1=1, axis2=2) > 0, axis=1))
-    if bad.size:
-        return int(bad[0])
+    bad = _first_failing(L)
+    if bad >= 0:
+        return bad
     out[...] = np.swapaxes(_linalg._invert_lower(L), -1, -2)
     return -1
