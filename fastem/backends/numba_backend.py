@@ -25,7 +25,6 @@ from ._numba_jit import (Constant, inline_leaf, leaf, ordered, ordered_inline_le
 from . import _soft
 from ._table import (check_bounds, check_labels, chunk_count, second_moments_into_temporary,
                      second_moments_wanted, statistic_temporaries, statistics_wanted)
-from ._screen import screen_constants
 from ._simd import (ROW_BYTES, VECTOR_BYTES, VECTOR_REGISTERS, bfold, bload, bsplat,
                     exp2_of_rounded, lanes, prefetch_rows, prefetch_rows_near, rlanes, rload,
                     rsplat, sadd, sfma, sload, sstore, stage_rows4, vadd, vdiv, vexp_nonpositive,
@@ -1797,15 +1796,18 @@ def _rows_mean(means):
 
 _EPS32_HALF = float(np.finfo(np.float32).eps) / 2
 _TINY32 = float(np.finfo(np.float32).smallest_subnormal)
+_EPS64_HALF = float(np.finfo(np.float64).eps) / 2
+_TINY64 = float(np.finfo(np.float64).smallest_subnormal)
 
 
 @strict
 def _screen_operands(means, precision, log_norm, c, kp):
     """``_screen.screen_constants`` and the tile's operands in one compiled
-    call, in float64 for a float32 tile of kp components: writes c (the mean
-    of the means, rounded to its array's dtype, X's) and returns (CT (d + 1,
-    kp): p_j (mu_j - c) transposed, then p_j; A (kp,), -inf past k; a_max,
-    pn_max, p_max).  numpy's version and the tile's arrays took 0.11-0.12 ms
+    call, in float64, for a tile of kp components (a float64 tile, of fewer
+    padding components, takes the first columns): writes c (the mean of the
+    means, rounded to its array's dtype, X's) and returns (CT (d + 1, kp): p_j
+    (mu_j - c) transposed, then p_j; A (kp,), -inf past k; a_max, pn_max,
+    p_max).  numpy's version and the tile's arrays took 0.11-0.12 ms
     an E-step, K-means at (2e5, 2, 8): 6 % of its iteration on two threads.
     The mean as numpy's (the same bits); ||mu_j - c||^2 sums the features in
     their order (numpy's einsum may differ in the last bit)."""
@@ -1864,17 +1866,10 @@ def _estep_spherical_hard(X, sample_weight, means, precision, log_norm, chunk_si
     if max(a_max, pn_max, p_max) < _SCREEN_MAX_32:
         screen = (c, CT.astype(np.float32).ravel(), A.astype(np.float32), kp,
                   _EPS32_HALF, _TINY32, _SCREEN_MAX_32, a_max, pn_max, p_max)
-    else:
-        sc = screen_constants(X, means, precision, log_norm)
-        fi = np.finfo(np.float64)
+    else:  # a float64 tile, four lanes: the same operands, fewer padding components
         kp = _padded(k, 4)
-        CT = np.zeros((d + 1, kp))  # p_j mu_j' transposed, then P
-        CT[:d, :k] = sc.CT(precision)
-        CT[d, :k] = precision
-        A = np.full(kp, -np.inf)
-        A[:k] = sc.A
-        screen = (sc.c, CT.ravel(), A, kp, float(fi.eps) / 2, float(fi.smallest_subnormal),
-                  _SCREEN_MAX_64, sc.a_max, sc.pn_max, sc.p_max)
+        screen = (c, np.ascontiguousarray(CT[:, :kp]).ravel(), A[:kp].copy(), kp,
+                  _EPS64_HALF, _TINY64, _SCREEN_MAX_64, a_max, pn_max, p_max)
     if bounds.shape[0] == 0:
         run_chunks(_estep_spherical_hard_chunk, nk.shape[0], X, sample_weight, means, M,
                    precision, log_norm, *screen, chunk_size, labels, nk, sx, sxx, obj,
